@@ -1,0 +1,139 @@
+// Package events owns the wire form of the platform's events: the JSON data
+// published on rcm.campaign-events.v1, its CloudEvents 1.0 binary-mode
+// headers, and validation against the JSON Schemas in the api module.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Topics.
+const (
+	Topic     = "rcm.campaign-events.v1"
+	DLQTopic  = "rcm.campaign-events.v1.dlq"
+	Source    = "rcm/campaign"
+	specV1    = "1.0"
+	timeParse = "2006-01-02T15:04:05.000Z07:00"
+)
+
+// Event types, as carried in the data's eventType.
+const (
+	TypeCampaignStarted = "campaign_started"
+	TypeOptOut          = "opt_out"
+	TypeCampaignEnded   = "campaign_ended"
+)
+
+// Reasons a campaign ends.
+const (
+	ReasonLoanCurrent       = "loan_current"
+	ReasonLoanRemoved       = "loan_removed"
+	ReasonLoanStatusChanged = "loan_status_changed"
+)
+
+// CEType returns the CloudEvents type of an event type:
+// campaign_started -> rcm.campaign_started.v1.
+func CEType(eventType string) string { return "rcm." + eventType + ".v1" }
+
+// Actor says who caused an event: a user (Clerk sub and sid) or the system.
+type Actor struct {
+	Type      string `json:"type"`
+	ID        string `json:"id"`
+	SessionID string `json:"sessionId,omitempty"`
+}
+
+// Actor types.
+const (
+	ActorUser   = "user"
+	ActorSystem = "system"
+)
+
+// OptOutRecord is one opt-out as listed in a campaign record.
+type OptOutRecord struct {
+	Channel    string `json:"channel"`
+	Notes      string `json:"notes,omitempty"`
+	RecordedAt string `json:"recordedAt"`
+}
+
+// CampaignRecord is a campaign as the API returns it and campaign_started
+// carries it.
+type CampaignRecord struct {
+	ID             string         `json:"id"`
+	DocumentID     string         `json:"documentId"`
+	SMS            bool           `json:"sms"`
+	Email          bool           `json:"email"`
+	Call           bool           `json:"call"`
+	Tone           string         `json:"tone"`
+	Cadence        string         `json:"cadence"`
+	Notes          string         `json:"notes,omitempty"`
+	Active         bool           `json:"active"`
+	ActiveChannels []string       `json:"activeChannels"`
+	OptOuts        []OptOutRecord `json:"optOuts"`
+	CreatedBy      string         `json:"createdBy"`
+	CreatedAt      string         `json:"createdAt"`
+	UpdatedAt      string         `json:"updatedAt"`
+	EndedAt        string         `json:"endedAt,omitempty"`
+	EndReason      string         `json:"endReason,omitempty"`
+}
+
+// Event is the JSON data of every event type. Fields after OccurredAt belong
+// to one type each and are absent from the others.
+type Event struct {
+	EventID    string `json:"eventId"`
+	EventType  string `json:"eventType"`
+	AccountID  string `json:"accountId"`
+	DocumentID string `json:"documentId"`
+	CampaignID string `json:"campaignId"`
+	Actor      Actor  `json:"actor"`
+	OccurredAt string `json:"occurredAt"`
+
+	// campaign_started
+	Campaign *CampaignRecord `json:"campaign,omitempty"`
+
+	// opt_out
+	Channel        string   `json:"channel,omitempty"`
+	Notes          string   `json:"notes,omitempty"`
+	Deactivated    *bool    `json:"deactivated,omitempty"`
+	Active         *bool    `json:"active,omitempty"`
+	ActiveChannels []string `json:"activeChannels,omitempty"`
+
+	// campaign_ended
+	Reason     string  `json:"reason,omitempty"`
+	LoanStatus *string `json:"loanStatus,omitempty"`
+}
+
+// Time returns OccurredAt parsed.
+func (e Event) Time() (time.Time, error) { return ParseTime(e.OccurredAt) }
+
+// MarshalJSON keeps activeChannels present (possibly empty) on opt_out
+// events, where the schema requires it, and absent on the others.
+func (e Event) MarshalJSON() ([]byte, error) {
+	type plain Event
+	if e.EventType != TypeOptOut {
+		return json.Marshal(plain(e))
+	}
+	channels := e.ActiveChannels
+	if channels == nil {
+		channels = []string{}
+	}
+	return json.Marshal(struct {
+		plain
+		ActiveChannels []string `json:"activeChannels"`
+	}{plain(e), channels})
+}
+
+// FormatTime renders t as the platform writes every time: RFC 3339, UTC,
+// milliseconds.
+func FormatTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// ParseTime parses a time written by FormatTime.
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.Parse(timeParse, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}

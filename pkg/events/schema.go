@@ -1,0 +1,100 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path"
+	"sync"
+
+	"github.com/rcm-platform/rcm/api"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+// Schema names of the api module's schemas/ folder.
+const (
+	SchemaDocument = "document.v1.json"
+	SchemaCampaign = "campaign.v1.json"
+)
+
+var (
+	compileOnce sync.Once
+	compiled    map[string]*jsonschema.Schema
+	compileErr  error
+)
+
+func schemas() (map[string]*jsonschema.Schema, error) {
+	compileOnce.Do(func() {
+		c := jsonschema.NewCompiler()
+		files, err := fs.Glob(api.Files, "schemas/*.json")
+		if err != nil {
+			compileErr = err
+			return
+		}
+		for _, f := range files {
+			raw, err := fs.ReadFile(api.Files, f)
+			if err != nil {
+				compileErr = err
+				return
+			}
+			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+			if err != nil {
+				compileErr = fmt.Errorf("schema %s: %w", f, err)
+				return
+			}
+			if err := c.AddResource(api.SchemaBaseURI+path.Base(f), doc); err != nil {
+				compileErr = fmt.Errorf("schema %s: %w", f, err)
+				return
+			}
+		}
+		compiled = make(map[string]*jsonschema.Schema, len(files))
+		for _, f := range files {
+			s, err := c.Compile(api.SchemaBaseURI + path.Base(f))
+			if err != nil {
+				compileErr = fmt.Errorf("compile %s: %w", f, err)
+				return
+			}
+			compiled[path.Base(f)] = s
+		}
+	})
+	return compiled, compileErr
+}
+
+// Validate checks the JSON document raw against the named schema
+// (e.g. SchemaDocument). A violation wraps ErrMalformed.
+func Validate(schema string, raw []byte) error {
+	all, err := schemas()
+	if err != nil {
+		return err
+	}
+	s, ok := all[schema]
+	if !ok {
+		return fmt.Errorf("no schema %q", schema)
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("%w: not JSON: %v", ErrMalformed, err)
+	}
+	if err := s.Validate(v); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrMalformed, schema, err)
+	}
+	return nil
+}
+
+// ValidateData checks an event's JSON data against the schema its eventType
+// names.
+func ValidateData(raw []byte) error {
+	var head struct {
+		EventType string `json:"eventType"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return fmt.Errorf("%w: not a JSON object: %v", ErrMalformed, err)
+	}
+	switch head.EventType {
+	case TypeCampaignStarted, TypeOptOut, TypeCampaignEnded:
+		return Validate(head.EventType+".v1.json", raw)
+	default:
+		return fmt.Errorf("%w: unknown eventType %q", ErrMalformed, head.EventType)
+	}
+}

@@ -1,0 +1,73 @@
+package httpx
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+)
+
+// HandlerFunc is an HTTP handler that returns its error instead of writing
+// it; Handle turns the error into the response.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adapts h to http.HandlerFunc: an *Error is answered with its status
+// and message, a canceled request with nothing, anything else with 500 after
+// logging it with the request id.
+func Handle(logger *slog.Logger, h HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			WriteError(w, r, logger, err)
+		}
+	}
+}
+
+// WriteJSON writes v as the JSON body with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, `{"error":"`+MsgInternal+`"}`, http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error   string         `json:"error"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// WriteError answers err. It is the only place that writes error bodies.
+func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
+	var he *Error
+	switch {
+	case errors.As(err, &he):
+		if he.Status >= 500 {
+			logger.ErrorContext(r.Context(), "request failed",
+				slog.String("request_id", RequestID(r.Context())), slog.Int("status", he.Status), slog.Any("err", err))
+		}
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; there is nobody to answer.
+		return
+	default:
+		logger.ErrorContext(r.Context(), "request failed",
+			slog.String("request_id", RequestID(r.Context())), slog.Any("err", err))
+		he = ErrInternal
+	}
+	if he.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((he.RetryAfter+999_999_999)/1_000_000_000)))
+	}
+	switch {
+	case he.Is(ErrMissingToken):
+		w.Header().Set("WWW-Authenticate", `Bearer`)
+	case he.Status == http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	WriteJSON(w, he.Status, ErrorBody{Error: he.Message, Details: he.Details})
+}

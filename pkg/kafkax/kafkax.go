@@ -1,0 +1,108 @@
+// Package kafkax builds the platform's Kafka clients: seed brokers, kprom
+// metrics on every client, an slog adapter, and topic creation.
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+)
+
+// Brokers splits a comma-separated broker list.
+func Brokers(list string) []string {
+	var out []string
+	for _, b := range strings.Split(list, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Metrics is the kprom hook shared by every client of a process; the
+// client_id label tells the clients apart.
+func Metrics(reg prometheus.Registerer) *kprom.Metrics {
+	return kprom.NewMetrics("rcm_kafka", kprom.Registerer(reg), kprom.WithClientLabel(),
+		kprom.Histograms(kprom.ReadTime, kprom.ReadWait, kprom.WriteTime, kprom.WriteWait, kprom.RequestDurationE2E))
+}
+
+// NewClient returns a client of brokers named clientID, with metrics and
+// logging, plus opts.
+func NewClient(brokers []string, clientID string, metrics *kprom.Metrics, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	all := append([]kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ClientID(clientID),
+		kgo.WithHooks(metrics),
+		kgo.WithLogger(slogLogger{logger.With(slog.String("kafka_client", clientID))}),
+		// Notice a restarted or moved broker quickly.
+		kgo.MetadataMinAge(time.Second),
+		kgo.MetadataMaxAge(30 * time.Second),
+	}, opts...)
+	cl, err := kgo.NewClient(all...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client %s: %w", clientID, err)
+	}
+	return cl, nil
+}
+
+// Topic is a topic to create if missing.
+type Topic struct {
+	Name       string
+	Partitions int32
+	Configs    map[string]*string
+}
+
+// EnsureTopics creates the topics that do not exist yet. Existing topics are
+// left as they are.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, topics ...Topic) error {
+	adm := kadm.NewClient(cl)
+	for _, t := range topics {
+		res, err := adm.CreateTopic(ctx, t.Partitions, 1, t.Configs, t.Name)
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Level() kgo.LogLevel {
+	ctx := context.Background()
+	switch {
+	case s.l.Enabled(ctx, slog.LevelDebug):
+		return kgo.LogLevelDebug
+	case s.l.Enabled(ctx, slog.LevelInfo):
+		// franz-go's info level narrates every rebalance; keep it at warn.
+		return kgo.LogLevelWarn
+	default:
+		return kgo.LogLevelError
+	}
+}
+
+func (s slogLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	var l slog.Level
+	switch level {
+	case kgo.LogLevelError:
+		l = slog.LevelError
+	case kgo.LogLevelWarn:
+		l = slog.LevelWarn
+	case kgo.LogLevelInfo:
+		l = slog.LevelInfo
+	default:
+		l = slog.LevelDebug
+	}
+	s.l.Log(context.Background(), l, msg, keyvals...)
+}

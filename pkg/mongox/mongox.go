@@ -1,0 +1,92 @@
+// Package mongox builds the platform's MongoDB clients: a command monitor
+// that measures every command, short server-selection timeouts so an outage
+// surfaces as an error rather than a hang, and error classification.
+package mongox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
+)
+
+// Connect returns a client of uri whose commands are measured on reg.
+func Connect(uri string, reg prometheus.Registerer) (*mongo.Client, error) {
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "rcm_mongodb_command_duration_seconds",
+		Help:    "MongoDB command duration, by command name and outcome (ok or error).",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"command", "outcome"})
+	if err := reg.Register(duration); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, err
+		}
+		duration = are.ExistingCollector.(*prometheus.HistogramVec)
+	}
+	monitor := &event.CommandMonitor{
+		Succeeded: func(_ context.Context, e *event.CommandSucceededEvent) {
+			duration.WithLabelValues(e.CommandName, "ok").Observe(e.Duration.Seconds())
+		},
+		Failed: func(_ context.Context, e *event.CommandFailedEvent) {
+			duration.WithLabelValues(e.CommandName, "error").Observe(e.Duration.Seconds())
+		},
+	}
+	opts := options.Client().ApplyURI(uri).
+		SetMonitor(monitor).
+		SetServerSelectionTimeout(3 * time.Second).
+		SetConnectTimeout(3 * time.Second).
+		SetRetryWrites(true)
+	cl, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("mongodb client: %w", err)
+	}
+	return cl, nil
+}
+
+// Ping is a readiness check of cl.
+func Ping(cl *mongo.Client) func(ctx context.Context) error {
+	return func(ctx context.Context) error { return cl.Ping(ctx, readpref.Primary()) }
+}
+
+// ErrUnavailable marks a store failure that a retry later may cure: the
+// server could not be reached or did not answer in time.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Classify wraps err with ErrUnavailable when it is a network, timeout or
+// server-selection failure, so that callers answer 503 instead of 500.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	var sse topology.ServerSelectionError
+	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.As(err, &sse) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, mongo.ErrClientDisconnected) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// IsDuplicateKey reports whether err is a unique-index violation.
+func IsDuplicateKey(err error) bool { return mongo.IsDuplicateKeyError(err) }
+
+// Index is an index to create if missing.
+type Index = mongo.IndexModel
+
+// EnsureIndexes creates the indexes of coll that do not exist yet.
+func EnsureIndexes(ctx context.Context, coll *mongo.Collection, idx ...Index) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	if _, err := coll.Indexes().CreateMany(ctx, idx); err != nil {
+		return fmt.Errorf("indexes of %s: %w", coll.Name(), err)
+	}
+	return nil
+}
