@@ -1,0 +1,311 @@
+// Package campaign holds the RCM campaign rules: which documents allow a
+// campaign, what a start and an opt-out change, when a campaign ends, and the
+// event each of them produces. It knows nothing of HTTP, Kafka or MongoDB.
+package campaign
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/ids"
+)
+
+// Channel is an outreach channel, or All in an opt-out.
+type Channel string
+
+// Channels. All is valid only in an opt-out.
+const (
+	SMS   Channel = "sms"
+	Email Channel = "email"
+	Call  Channel = "call"
+	All   Channel = "all"
+)
+
+// Length limits, in Unicode code points of the trimmed value.
+const (
+	MaxToneLen    = 80
+	MaxCadenceLen = 80
+	MaxNotesLen   = 2000
+)
+
+// LoanStatusBehind is the only loan status that allows a campaign.
+const LoanStatusBehind = "BEHIND"
+
+// Errors of the rules. Callers map them to the contract's responses.
+var (
+	ErrInvalid   = errors.New("invalid command")
+	ErrNoChannel = errors.New("at least one channel must be true")
+	ErrLoanRule  = errors.New("a campaign needs a loan with status BEHIND")
+	ErrNotFound  = errors.New("not found")
+)
+
+// Loan is the loan attached to a document.
+type Loan struct {
+	Status string
+}
+
+// Document is the campaign service's view of another team's document.
+type Document struct {
+	ID        string
+	AccountID string
+	Loan      *Loan // nil: no loan
+	Version   int64
+	Deleted   bool
+}
+
+// AllowsCampaign reports whether a campaign may run on d: it exists and its
+// loan is BEHIND.
+func (d Document) AllowsCampaign() bool {
+	return !d.Deleted && d.Loan != nil && d.Loan.Status == LoanStatusBehind
+}
+
+// endReason says why d ends its campaigns; ok is false when d allows them.
+func (d Document) endReason() (reason string, loanStatus *string, ok bool) {
+	switch {
+	case d.AllowsCampaign():
+		return "", nil, false
+	case d.Deleted || d.Loan == nil:
+		return events.ReasonLoanRemoved, nil, true
+	case d.Loan.Status == "CURRENT":
+		s := d.Loan.Status
+		return events.ReasonLoanCurrent, &s, true
+	default:
+		s := d.Loan.Status
+		return events.ReasonLoanStatusChanged, &s, true
+	}
+}
+
+// OptOut is one recorded opt-out request.
+type OptOut struct {
+	EventID    string
+	Channel    Channel
+	Notes      string
+	RecordedAt time.Time
+}
+
+// Campaign is an outreach campaign on one document of one account.
+type Campaign struct {
+	ID             string
+	AccountID      string
+	DocumentID     string
+	SMS            bool
+	Email          bool
+	Call           bool
+	Tone           string
+	Cadence        string
+	Notes          string
+	Active         bool
+	ActiveChannels []Channel
+	OptOuts        []OptOut
+	CreatedBy      string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	EndedAt        time.Time // zero while not ended
+	EndReason      string
+}
+
+// StartInput is what a client asks for when starting a campaign.
+type StartInput struct {
+	SMS     bool
+	Email   bool
+	Call    bool
+	Tone    string
+	Cadence string
+	Notes   string
+}
+
+// Normalize trims the strings and checks the lengths and the channel rule,
+// in the contract's order: body errors (ErrInvalid) before ErrNoChannel.
+func (in StartInput) Normalize() (StartInput, error) {
+	in.Tone = strings.TrimSpace(in.Tone)
+	in.Cadence = strings.TrimSpace(in.Cadence)
+	in.Notes = strings.TrimSpace(in.Notes)
+	if err := checkLen("tone", in.Tone, 1, MaxToneLen); err != nil {
+		return in, err
+	}
+	if err := checkLen("cadence", in.Cadence, 1, MaxCadenceLen); err != nil {
+		return in, err
+	}
+	if err := checkLen("notes", in.Notes, 0, MaxNotesLen); err != nil {
+		return in, err
+	}
+	if !in.SMS && !in.Email && !in.Call {
+		return in, ErrNoChannel
+	}
+	return in, nil
+}
+
+// NormalizeOptOut trims notes and checks the channel and the length.
+func NormalizeOptOut(ch Channel, notes string) (Channel, string, error) {
+	notes = strings.TrimSpace(notes)
+	switch ch {
+	case SMS, Email, Call, All:
+	default:
+		return ch, notes, fmt.Errorf("%w: channel %q is not sms, email, call or all", ErrInvalid, ch)
+	}
+	if err := checkLen("notes", notes, 0, MaxNotesLen); err != nil {
+		return ch, notes, err
+	}
+	return ch, notes, nil
+}
+
+func checkLen(field, v string, min, max int) error {
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, field)
+	}
+	n := utf8.RuneCountInString(v)
+	if n < min || n > max {
+		return fmt.Errorf("%w: %s has %d characters, want %d to %d", ErrInvalid, field, n, min, max)
+	}
+	return nil
+}
+
+// Start starts a campaign on doc. The caller has already checked that doc
+// belongs to the actor's account (else ErrNotFound is the caller's answer).
+func Start(in StartInput, doc Document, actor events.Actor, newID func(prefix string) string, now time.Time) (Campaign, events.Event, error) {
+	in, err := in.Normalize()
+	if err != nil {
+		return Campaign{}, events.Event{}, err
+	}
+	if !doc.AllowsCampaign() {
+		return Campaign{}, events.Event{}, ErrLoanRule
+	}
+	now = now.UTC().Truncate(time.Millisecond)
+	c := Campaign{
+		ID:         newID(ids.CampaignPrefix),
+		AccountID:  doc.AccountID,
+		DocumentID: doc.ID,
+		SMS:        in.SMS,
+		Email:      in.Email,
+		Call:       in.Call,
+		Tone:       in.Tone,
+		Cadence:    in.Cadence,
+		Notes:      in.Notes,
+		Active:     true,
+		CreatedBy:  actor.ID,
+		CreatedAt:  now,
+		UpdatedAt:  now,
+	}
+	for _, ch := range []struct {
+		on bool
+		ch Channel
+	}{{in.SMS, SMS}, {in.Email, Email}, {in.Call, Call}} {
+		if ch.on {
+			c.ActiveChannels = append(c.ActiveChannels, ch.ch)
+		}
+	}
+	rec := c.Record()
+	e := c.event(newID(ids.EventPrefix), events.TypeCampaignStarted, actor, now)
+	e.Campaign = &rec
+	return c, e, nil
+}
+
+// OptOut records a borrower's opt-out. Opting out of a channel removes it
+// from the active channels; opting out of all, or of the last active
+// channel, deactivates the campaign. Every opt-out is recorded and produces
+// an event, also a repeated one or one on an inactive campaign: the audit
+// trail keeps every request a borrower made.
+func (c *Campaign) OptOut(ch Channel, notes string, actor events.Actor, eventID string, now time.Time) (events.Event, error) {
+	ch, notes, err := NormalizeOptOut(ch, notes)
+	if err != nil {
+		return events.Event{}, err
+	}
+	now = now.UTC().Truncate(time.Millisecond)
+	wasActive := c.Active
+	if ch == All {
+		c.ActiveChannels = nil
+	} else {
+		c.ActiveChannels = slices.DeleteFunc(c.ActiveChannels, func(a Channel) bool { return a == ch })
+	}
+	if len(c.ActiveChannels) == 0 {
+		c.Active = false
+	}
+	c.OptOuts = append(c.OptOuts, OptOut{EventID: eventID, Channel: ch, Notes: notes, RecordedAt: now})
+	c.UpdatedAt = now
+
+	e := c.event(eventID, events.TypeOptOut, actor, now)
+	e.Channel = string(ch)
+	e.Notes = notes
+	deactivated := wasActive && !c.Active
+	active := c.Active
+	e.Deactivated = &deactivated
+	e.Active = &active
+	e.ActiveChannels = channelNames(c.ActiveChannels)
+	return e, nil
+}
+
+// EndIfLoanLeft ends an active campaign whose document no longer allows
+// campaigns. It reports false, and changes nothing, when the campaign is
+// already inactive or the document still allows it.
+func (c *Campaign) EndIfLoanLeft(doc Document, eventID string, now time.Time) (events.Event, bool) {
+	reason, status, ends := doc.endReason()
+	if !ends || !c.Active {
+		return events.Event{}, false
+	}
+	now = now.UTC().Truncate(time.Millisecond)
+	c.Active = false
+	c.ActiveChannels = nil
+	c.EndedAt = now
+	c.EndReason = reason
+	c.UpdatedAt = now
+	e := c.event(eventID, events.TypeCampaignEnded, SystemActor, now)
+	e.Reason = reason
+	e.LoanStatus = status
+	return e, true
+}
+
+// SystemActor is the actor of what the platform does on its own.
+var SystemActor = events.Actor{Type: events.ActorSystem, ID: "rcm/campaign"}
+
+func (c *Campaign) event(id, typ string, actor events.Actor, at time.Time) events.Event {
+	return events.Event{
+		EventID:    id,
+		EventType:  typ,
+		AccountID:  c.AccountID,
+		DocumentID: c.DocumentID,
+		CampaignID: c.ID,
+		Actor:      actor,
+		OccurredAt: events.FormatTime(at),
+	}
+}
+
+func channelNames(chs []Channel) []string {
+	out := make([]string, 0, len(chs))
+	for _, ch := range chs {
+		out = append(out, string(ch))
+	}
+	return out
+}
+
+// Record returns the campaign as the API shows it.
+func (c Campaign) Record() events.CampaignRecord {
+	r := events.CampaignRecord{
+		ID:             c.ID,
+		DocumentID:     c.DocumentID,
+		SMS:            c.SMS,
+		Email:          c.Email,
+		Call:           c.Call,
+		Tone:           c.Tone,
+		Cadence:        c.Cadence,
+		Notes:          c.Notes,
+		Active:         c.Active,
+		ActiveChannels: channelNames(c.ActiveChannels),
+		OptOuts:        make([]events.OptOutRecord, 0, len(c.OptOuts)),
+		CreatedBy:      c.CreatedBy,
+		CreatedAt:      events.FormatTime(c.CreatedAt),
+		UpdatedAt:      events.FormatTime(c.UpdatedAt),
+		EndReason:      c.EndReason,
+	}
+	if !c.EndedAt.IsZero() {
+		r.EndedAt = events.FormatTime(c.EndedAt)
+	}
+	for _, o := range c.OptOuts {
+		r.OptOuts = append(r.OptOuts, events.OptOutRecord{Channel: string(o.Channel), Notes: o.Notes, RecordedAt: events.FormatTime(o.RecordedAt)})
+	}
+	return r
+}
