@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,4 +112,18 @@ func Decode(r *kgo.Record) (Event, error) {
 		return Event{}, fmt.Errorf("%w: key %q is not the account %q", ErrMalformed, r.Key, e.AccountID)
 	}
 	return e, nil
+}
+
+type traceparentKey struct{}
+
+// WithTraceparent returns ctx carrying a W3C traceparent to put on the
+// events produced while handling it.
+func WithTraceparent(ctx context.Context, tp string) context.Context {
+	return context.WithValue(ctx, traceparentKey{}, tp)
+}
+
+// TraceparentFrom returns the traceparent WithTraceparent stored, or "".
+func TraceparentFrom(ctx context.Context) string {
+	tp, _ := ctx.Value(traceparentKey{}).(string)
+	return tp
 }

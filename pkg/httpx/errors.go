@@ -28,6 +28,7 @@ const (
 	MsgUnavailable      = "Service temporarily unavailable. Retry later."
 	MsgInternal         = "Internal server error."
 	MsgForbidden        = "Forbidden."
+	MsgInvalidQuery     = "Invalid query parameter."
 )
 
 // Error is an error with an HTTP status and a message meant for the client.
@@ -90,4 +91,5 @@ var (
 	ErrUnavailable      = &Error{Status: http.StatusServiceUnavailable, Message: MsgUnavailable, RetryAfter: 2 * time.Second}
 	ErrInternal         = &Error{Status: http.StatusInternalServerError, Message: MsgInternal}
 	ErrForbidden        = &Error{Status: http.StatusForbidden, Message: MsgForbidden}
+	ErrInvalidQuery     = &Error{Status: http.StatusBadRequest, Message: MsgInvalidQuery}
 )

@@ -111,3 +111,16 @@ func (h *Health) Ready(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = w.Write([]byte(`{"status":"ready"}` + "\n"))
 }
+
+// Routes are the operational endpoints every service serves.
+type Routes interface {
+	Get(pattern string, h http.HandlerFunc)
+	Handle(pattern string, h http.Handler)
+}
+
+// Mount serves /healthz, /readyz and /metrics on r.
+func Mount(r Routes, h *Health, reg *prometheus.Registry) {
+	r.Get("/healthz", h.Live)
+	r.Get("/readyz", h.Ready)
+	r.Handle("/metrics", MetricsHandler(reg))
+}

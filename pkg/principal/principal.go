@@ -142,3 +142,8 @@ func (s *Signer) Require(reject func(w http.ResponseWriter, r *http.Request, err
 		})
 	}
 }
+
+// DevSecret is the local stack's shared secret. Production sets
+// RCM_INTERNAL_SECRET to a secret of its own; services warn when they run
+// with this one.
+const DevSecret = "rcm-local-development-secret-do-not-use-in-prod"

@@ -1,0 +1,311 @@
+// Package relay publishes the outbox: events written with their campaign
+// are produced to Kafka (idempotent producer, acks from all in-sync
+// replicas) and removed from the outbox once the broker acknowledged them.
+// The request path hands each event to the relay at once, in the order the
+// commands were accepted; a periodic sweep of the store publishes whatever
+// a crash, an outage or an overflow left behind. Delivery is at least once:
+// consumers dedupe by event id.
+package relay
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/services/campaign/internal/store"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Outbox is the store side of the relay.
+type Outbox interface {
+	Pending(ctx context.Context) ([]store.Pending, error)
+	RemoveFromOutbox(ctx context.Context, campaignID string, eventIDs []string) error
+}
+
+// Config tunes the relay.
+type Config struct {
+	Topic string
+	// QueueSize bounds the events waiting in memory; past it, events wait
+	// in the store for the sweep.
+	QueueSize int
+	// SweepInterval is how often the store is scanned.
+	SweepInterval time.Duration
+	// SweepMinAge keeps the sweep from republishing an event the fast path
+	// is still publishing.
+	SweepMinAge time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Topic == "" {
+		c.Topic = events.Topic
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 1 << 16
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = 10 * time.Second
+	}
+	if c.SweepMinAge <= 0 {
+		c.SweepMinAge = 30 * time.Second
+	}
+}
+
+type item struct {
+	campaignID string
+	msg        events.Message
+	enqueued   time.Time
+}
+
+// Relay publishes outbox events.
+type Relay struct {
+	cfg     Config
+	client  *kgo.Client
+	outbox  Outbox
+	logger  *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+
+	queue chan item
+
+	ackMu     sync.RWMutex // guards sending on acked against its close
+	acked     chan item
+	ackClosed bool
+
+	mu       sync.Mutex
+	inflight map[string]struct{}
+	oldest   time.Time // oldest pending event seen by the last sweep
+	pending  int
+}
+
+// New returns a relay producing with client.
+func New(cfg Config, client *kgo.Client, outbox Outbox, reg prometheus.Registerer, logger *slog.Logger, now func() time.Time) *Relay {
+	cfg.defaults()
+	r := &Relay{
+		cfg:      cfg,
+		client:   client,
+		outbox:   outbox,
+		logger:   logger,
+		now:      now,
+		queue:    make(chan item, cfg.QueueSize),
+		acked:    make(chan item, cfg.QueueSize),
+		inflight: map[string]struct{}{},
+	}
+	r.metrics = newMetrics(reg, r)
+	return r
+}
+
+// Enqueue hands freshly written events to the relay. It never blocks: when
+// the queue is full the events stay in the store for the sweep.
+func (r *Relay) Enqueue(campaignID string, msgs ...events.Message) {
+	for _, m := range msgs {
+		if !r.claim(m.ID) {
+			continue
+		}
+		select {
+		case r.queue <- item{campaignID: campaignID, msg: m, enqueued: r.now()}:
+		default:
+			r.release(m.ID)
+			r.metrics.overflow.Inc()
+			r.logger.Warn("relay queue full; event left for the sweep", slog.String("event_id", m.ID))
+		}
+	}
+}
+
+func (r *Relay) claim(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.inflight[id]; ok {
+		return false
+	}
+	r.inflight[id] = struct{}{}
+	return true
+}
+
+func (r *Relay) release(id string) {
+	r.mu.Lock()
+	delete(r.inflight, id)
+	r.mu.Unlock()
+}
+
+// Sweep publishes the events in the store's outboxes that are not already
+// on their way: all of them when minAge is zero (at start, before any
+// request is served, so that what a previous process left is published
+// before anything new), else those older than minAge. It waits until they
+// are queued, not until they are acknowledged.
+func (r *Relay) Sweep(ctx context.Context, minAge time.Duration) error {
+	pending, err := r.outbox.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	now := r.now()
+	r.mu.Lock()
+	r.pending = len(pending)
+	r.oldest = time.Time{}
+	if len(pending) > 0 {
+		r.oldest = pending[0].Time
+		for _, p := range pending {
+			if p.Time.Before(r.oldest) {
+				r.oldest = p.Time
+			}
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range pending {
+		if minAge > 0 && now.Sub(p.Time) < minAge {
+			continue
+		}
+		if !r.claim(p.ID) {
+			continue
+		}
+		r.metrics.swept.Inc()
+		select {
+		case r.queue <- item{campaignID: p.CampaignID, msg: p.Message, enqueued: now}:
+		case <-ctx.Done():
+			r.release(p.ID)
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Run publishes until ctx is done, then flushes what the producer holds
+// (bounded by drain) and records the acknowledgements it got.
+func (r *Relay) Run(ctx context.Context, drain time.Duration) error {
+	var wg sync.WaitGroup
+	removerCtx, stopRemover := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRemover()
+	wg.Add(2)
+	go func() { defer wg.Done(); r.removeAcked(removerCtx) }()
+	go func() { defer wg.Done(); r.sweepLoop(ctx) }()
+
+serve:
+	for {
+		select {
+		case it := <-r.queue:
+			r.produce(it)
+		case <-ctx.Done():
+			break serve
+		}
+	}
+	// Produce what is already queued, then give the broker a bounded time
+	// to acknowledge; the rest stays in the outbox for the next start.
+drain:
+	for {
+		select {
+		case it := <-r.queue:
+			r.produce(it)
+		default:
+			break drain
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), drainTimeout(drain))
+	if err := r.client.Flush(fctx); err != nil {
+		r.logger.Warn("relay flush incomplete; the outbox keeps the rest", slog.Any("err", err))
+	}
+	cancel()
+	r.ackMu.Lock()
+	r.ackClosed = true
+	close(r.acked)
+	r.ackMu.Unlock()
+	wg.Wait()
+	return nil
+}
+
+func drainTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 10 * time.Second
+	}
+	return d
+}
+
+func (r *Relay) produce(it item) {
+	// The record's context is not the run's: at shutdown, Flush decides
+	// how long acknowledgements may take.
+	r.client.Produce(context.Background(), it.msg.Record(r.cfg.Topic), func(_ *kgo.Record, err error) {
+		if err != nil {
+			r.metrics.published.WithLabelValues("error").Inc()
+			r.logger.Error("publish failed; the sweep will retry", slog.String("event_id", it.msg.ID), slog.Any("err", err))
+			r.release(it.msg.ID)
+			return
+		}
+		r.metrics.published.WithLabelValues("ok").Inc()
+		r.metrics.latency.Observe(r.now().Sub(it.enqueued).Seconds())
+		r.ackMu.RLock()
+		defer r.ackMu.RUnlock()
+		if r.ackClosed {
+			// Acknowledged after shutdown began: the event stays in the
+			// outbox and is republished, which consumers absorb.
+			r.release(it.msg.ID)
+			return
+		}
+		r.acked <- it
+	})
+}
+
+func (r *Relay) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := r.Sweep(ctx, r.cfg.SweepMinAge); err != nil && ctx.Err() == nil {
+			r.logger.Warn("outbox sweep failed", slog.Any("err", err))
+		}
+	}
+}
+
+// removeAcked deletes acknowledged events from their outboxes, batched per
+// campaign. A failed removal is retried; if it keeps failing the event is
+// left in the outbox and republished later, which consumers absorb.
+func (r *Relay) removeAcked(ctx context.Context) {
+	batch := map[string][]string{}
+	flush := func() {
+		for campaignID, ids := range batch {
+			var err error
+			for attempt := 0; attempt < 5; attempt++ {
+				if err = r.outbox.RemoveFromOutbox(ctx, campaignID, ids); err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+				}
+			}
+			if err != nil {
+				r.logger.Warn("outbox removal failed; events will be republished", slog.String("campaign_id", campaignID), slog.Any("err", err))
+			}
+			for _, id := range ids {
+				r.release(id)
+			}
+		}
+		clear(batch)
+	}
+	for {
+		it, ok := <-r.acked
+		if !ok {
+			flush()
+			return
+		}
+		batch[it.campaignID] = append(batch[it.campaignID], it.msg.ID)
+	more:
+		for n := 0; n < 512; n++ {
+			select {
+			case it, ok = <-r.acked:
+				if !ok {
+					flush()
+					return
+				}
+				batch[it.campaignID] = append(batch[it.campaignID], it.msg.ID)
+			default:
+				break more
+			}
+		}
+		flush()
+	}
+}

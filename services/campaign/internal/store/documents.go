@@ -1,0 +1,125 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+type loanDoc struct {
+	Status string `bson:"status"`
+}
+
+type documentDoc struct {
+	ID        string    `bson:"_id"`
+	AccountID string    `bson:"accountId"`
+	Loan      *loanDoc  `bson:"loan"`
+	Version   int64     `bson:"version"`
+	Deleted   bool      `bson:"deleted"`
+	UpdatedAt time.Time `bson:"updatedAt"`
+}
+
+func (d documentDoc) document() campaign.Document {
+	doc := campaign.Document{ID: d.ID, AccountID: d.AccountID, Version: d.Version, Deleted: d.Deleted}
+	if d.Loan != nil {
+		doc.Loan = &campaign.Loan{Status: d.Loan.Status}
+	}
+	return doc
+}
+
+// Document returns documentID as account sees it: campaign.ErrNotFound
+// when it does not exist, was deleted, or belongs to another account.
+func (s *Store) Document(ctx context.Context, accountID, documentID string) (campaign.Document, error) {
+	d, err := s.AnyDocument(ctx, documentID)
+	if err != nil {
+		return d, err
+	}
+	if d.Deleted || d.AccountID != accountID {
+		return campaign.Document{}, campaign.ErrNotFound
+	}
+	return d, nil
+}
+
+// AnyDocument returns documentID whatever its account, deleted ones too.
+func (s *Store) AnyDocument(ctx context.Context, documentID string) (campaign.Document, error) {
+	var d documentDoc
+	err := s.documents.FindOne(ctx, bson.D{{Key: "_id", Value: documentID}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return campaign.Document{}, campaign.ErrNotFound
+	}
+	if err != nil {
+		return campaign.Document{}, fmt.Errorf("find document %s: %w", documentID, mongox.Classify(err))
+	}
+	return d.document(), nil
+}
+
+// ApplyDocument stores doc if its version is newer than the one held (or
+// none is held) and reports whether it did. Concurrent applies of one
+// document are serialized, so an update is applied once however often it
+// is delivered.
+func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now time.Time) (bool, error) {
+	unlock, err := s.locks.Lock(ctx, "document/"+doc.ID)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	held, err := s.AnyDocument(ctx, doc.ID)
+	switch {
+	case errors.Is(err, campaign.ErrNotFound):
+	case err != nil:
+		return false, err
+	case doc.Version <= held.Version:
+		return false, nil
+	}
+	d := documentDoc{ID: doc.ID, AccountID: doc.AccountID, Version: doc.Version, UpdatedAt: now.UTC()}
+	if doc.Loan != nil {
+		d.Loan = &loanDoc{Status: doc.Loan.Status}
+	}
+	filter := bson.D{{Key: "_id", Value: doc.ID}}
+	if err == nil {
+		// Another process may have applied a newer version meanwhile.
+		filter = append(filter, bson.E{Key: "version", Value: held.Version})
+	}
+	res, err := s.documents.ReplaceOne(ctx, filter, d, options.Replace().SetUpsert(err != nil))
+	if err != nil {
+		if mongox.IsDuplicateKey(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, mongox.Classify(err))
+	}
+	return res.MatchedCount+res.UpsertedCount == 1, nil
+}
+
+// DeleteDocument marks documentID deleted (a tombstone), keeping its
+// version so that only a newer version brings it back. It reports whether
+// the document was held and not yet deleted.
+func (s *Store) DeleteDocument(ctx context.Context, documentID string, now time.Time) (bool, error) {
+	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	held, err := s.AnyDocument(ctx, documentID)
+	if errors.Is(err, campaign.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if held.Deleted {
+		return false, nil
+	}
+	_, err = s.documents.UpdateOne(ctx, bson.D{{Key: "_id", Value: documentID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "deleted", Value: true}, {Key: "updatedAt", Value: now.UTC()}}}})
+	if err != nil {
+		return false, fmt.Errorf("delete document %s: %w", documentID, mongox.Classify(err))
+	}
+	return true, nil
+}

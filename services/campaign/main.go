@@ -1,0 +1,260 @@
+// Command campaign is the campaign service: it owns campaigns and the
+// documents read model, writes every command with its event in one
+// single-document write, and relays the events to Kafka.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rcm-platform/rcm/pkg/envconfig"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/httpx"
+	"github.com/rcm-platform/rcm/pkg/ids"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
+	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/pkg/obs"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/services/campaign/internal/api"
+	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
+	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
+	"github.com/rcm-platform/rcm/services/campaign/internal/store"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		slog.Error("campaign stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	HTTPAddr       string
+	KafkaBrokers   []string
+	MongoURI       string
+	MongoDatabase  string
+	InternalSecret string
+	EventsTopic    string
+	DocumentsTopic string
+	DocumentsDLQ   string
+	DocumentsGroup string
+	CreateTopics   bool
+	Partitions     int
+	SweepInterval  time.Duration
+	SweepMinAge    time.Duration
+	DrainTimeout   time.Duration
+	LogLevel       string
+}
+
+func loadConfig(getenv func(string) string) (config, error) {
+	r := envconfig.New(getenv)
+	c := config{
+		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8081"),
+		KafkaBrokers:   kafkax.Brokers(r.String("RCM_KAFKA_BROKERS", "127.0.0.1:9092")),
+		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
+		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_campaign"),
+		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		EventsTopic:    r.String("RCM_EVENTS_TOPIC", events.Topic),
+		DocumentsTopic: r.String("RCM_DOCUMENTS_TOPIC", "documents.v1"),
+		DocumentsGroup: r.String("RCM_DOCUMENTS_GROUP", "rcm-campaign"),
+		CreateTopics:   r.Bool("RCM_KAFKA_CREATE_TOPICS", true),
+		Partitions:     r.Int("RCM_KAFKA_PARTITIONS", 6),
+		SweepInterval:  r.Duration("RCM_OUTBOX_SWEEP_INTERVAL", 10*time.Second),
+		SweepMinAge:    r.Duration("RCM_OUTBOX_SWEEP_MIN_AGE", 30*time.Second),
+		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
+		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
+	}
+	c.DocumentsDLQ = r.String("RCM_DOCUMENTS_DLQ_TOPIC", "rcm."+c.DocumentsTopic+".dlq")
+	return c, r.Err()
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	logger := obs.NewLogger(stdout, "campaign", cfg.LogLevel)
+	if cfg.InternalSecret == principal.DevSecret {
+		logger.Warn("RCM_INTERNAL_SECRET is the development secret; set a secret of your own outside the local stack")
+	}
+	signer, err := principal.NewSigner(cfg.InternalSecret, time.Now)
+	if err != nil {
+		return err
+	}
+	reg := obs.NewRegistry()
+	health := obs.NewHealth()
+
+	mc, err := mongox.Connect(cfg.MongoURI, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = mc.Disconnect(dctx)
+	}()
+	health.Add("mongodb", mongox.Ping(mc))
+	st := store.New(mc.Database(cfg.MongoDatabase))
+
+	kmetrics := kafkax.Metrics(reg)
+	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-relay", kmetrics, logger,
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+	)
+	if err != nil {
+		return err
+	}
+	defer producer.Close()
+	health.Add("kafka", func(ctx context.Context) error { return producer.Ping(ctx) })
+
+	consumer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-documents", kmetrics, logger,
+		kgo.ConsumerGroup(cfg.DocumentsGroup),
+		kgo.ConsumeTopics(cfg.DocumentsTopic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(500*time.Millisecond),
+	)
+	if err != nil {
+		return err
+	}
+	defer consumer.Close()
+
+	gen := ids.NewGenerator(time.Now)
+	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
+		producer, st, reg, logger, time.Now)
+	applier := documents.NewApplier(st, rl, gen.New, time.Now, reg, logger)
+	docs := documents.NewConsumer(applier, deadLetter(producer, cfg.DocumentsDLQ), reg, logger)
+
+	var started atomic.Bool
+	health.Add("started", func(context.Context) error {
+		if !started.Load() {
+			return errors.New("starting")
+		}
+		return nil
+	})
+
+	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(reg, "campaign"), 15*time.Second)
+	obs.Mount(router, health, reg)
+	router.Group(func(r chi.Router) {
+		r.Use(signer.Require(func(w http.ResponseWriter, r *http.Request, err error) {
+			httpx.WriteError(w, r, logger, httpx.ErrForbidden.Wrap(err))
+		}))
+		(&api.Handler{Store: st, Relay: rl, Applier: applier, NewID: gen.New, Now: time.Now, Logger: logger, Ready: started.Load}).Routes(r)
+	})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	logger.Info("campaign listening", slog.String("addr", ln.Addr().String()))
+
+	// Shutdown order: stop serving and drain in-flight requests, then stop
+	// the relay (it flushes the producer) and the consumer (it commits).
+	serveDone := make(chan struct{})
+	backgroundCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(serveDone)
+		return httpx.Serve(gctx, httpx.NewServer(router), ln, cfg.DrainTimeout)
+	})
+	g.Go(func() error {
+		select {
+		case <-serveDone:
+		case <-gctx.Done():
+			<-serveDone
+		}
+		stopBackground()
+		return nil
+	})
+	g.Go(func() error {
+		if err := startup(backgroundCtx, cfg, st, producer, rl, logger); err != nil {
+			return err
+		}
+		started.Store(true)
+		logger.Info("campaign ready")
+		bg, bctx := errgroup.WithContext(backgroundCtx)
+		bg.Go(func() error { return rl.Run(bctx, cfg.DrainTimeout) })
+		bg.Go(func() error { return kafkax.ConsumeLoop(bctx, consumer, 1000, docs.Handle, logger) })
+		return bg.Wait()
+	})
+	err = g.Wait()
+	logger.Info("campaign stopped")
+	return err
+}
+
+// startup prepares the store and the topics, retrying while they are
+// unreachable, and queues what a previous process left in the outbox before
+// any new command is accepted.
+func startup(ctx context.Context, cfg config, st *store.Store, producer *kgo.Client, rl *relay.Relay, logger *slog.Logger) error {
+	steps := []struct {
+		name string
+		fn   func(context.Context) error
+	}{
+		{"indexes", st.EnsureIndexes},
+		{"topics", func(ctx context.Context) error {
+			if !cfg.CreateTopics {
+				return nil
+			}
+			return kafkax.EnsureTopics(ctx, producer,
+				kafkax.Topic{Name: cfg.EventsTopic, Partitions: int32(cfg.Partitions)},
+				kafkax.Topic{Name: cfg.DocumentsTopic, Partitions: int32(cfg.Partitions)},
+				kafkax.Topic{Name: cfg.DocumentsDLQ, Partitions: 1},
+			)
+		}},
+		{"outbox", func(ctx context.Context) error { return rl.Sweep(ctx, 0) }},
+	}
+	for _, s := range steps {
+		backoff := 200 * time.Millisecond
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := s.fn(sctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			logger.Warn("startup step failed; retrying", slog.String("step", s.name), slog.Any("err", err))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+		}
+	}
+	return nil
+}
+
+// deadLetter returns the function that parks an unusable documents.v1
+// record on the dead-letter topic, with the reason and its origin in
+// headers.
+func deadLetter(cl *kgo.Client, topic string) func(ctx context.Context, r *kgo.Record, reason error) error {
+	return func(ctx context.Context, r *kgo.Record, reason error) error {
+		headers := append([]kgo.RecordHeader{
+			{Key: "rcm_dlq_reason", Value: []byte(reason.Error())},
+			{Key: "rcm_dlq_topic", Value: []byte(r.Topic)},
+			{Key: "rcm_dlq_partition", Value: []byte(fmt.Sprint(r.Partition))},
+			{Key: "rcm_dlq_offset", Value: []byte(fmt.Sprint(r.Offset))},
+		}, r.Headers...)
+		res := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: headers})
+		return res.FirstErr()
+	}
+}

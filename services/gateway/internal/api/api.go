@@ -1,0 +1,103 @@
+// Package api is the gateway's public HTTP API: the contract of
+// spec/rcm-api.md. It validates what clients send, in the contract's order
+// (auth, body, channel rule, then the upstream's ownership and loan rules),
+// and forwards normalized commands with the verified principal.
+package api
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rcm-platform/rcm/pkg/httpx"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
+)
+
+// MaxBody is the largest request body accepted; larger ones get 413.
+const MaxBody = 64 << 10
+
+// Handler serves the public routes.
+type Handler struct {
+	Campaign *upstream.Service
+	Logger   *slog.Logger
+}
+
+// Routes mounts the public routes on r, which must already authenticate.
+func (h *Handler) Routes(r chi.Router) {
+	r.With(httpx.LimitBody(MaxBody)).Post("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.start))
+	r.With(httpx.LimitBody(MaxBody)).Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
+	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
+	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
+}
+
+// idPattern is what a document id can look like; anything else cannot
+// exist and is answered as not found, after the body checks.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
+	m, err := httpx.ReadJSONObject(r)
+	if err != nil {
+		return err
+	}
+	cmd, err := ParseStart(m)
+	if err != nil {
+		return err
+	}
+	return h.send(w, r, h.Campaign, httpx.ErrNotFound, cmd)
+}
+
+func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
+	m, err := httpx.ReadJSONObject(r)
+	if err != nil {
+		return err
+	}
+	cmd, err := ParseOptOut(m)
+	if err != nil {
+		return err
+	}
+	return h.send(w, r, h.Campaign, httpx.ErrCampaignNotFound, cmd)
+}
+
+// send forwards cmd as the request's body to svc at the same path.
+func (h *Handler) send(w http.ResponseWriter, r *http.Request, svc *upstream.Service, notFound *httpx.Error, cmd any) error {
+	if !idPattern.MatchString(chi.URLParam(r, "documentID")) {
+		return notFound
+	}
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	return h.do(w, r, svc, body)
+}
+
+// forward passes a read through to svc.
+func (h *Handler) forward(svc *upstream.Service, notFound *httpx.Error) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		for _, k := range []string{"documentID", "campaignID"} {
+			if v := chi.URLParam(r, k); v != "" && !idPattern.MatchString(v) {
+				return notFound
+			}
+		}
+		return h.do(w, r, svc, nil)
+	}
+}
+
+func (h *Handler) do(w http.ResponseWriter, r *http.Request, svc *upstream.Service, body []byte) error {
+	p, ok := principal.From(r.Context())
+	if !ok {
+		return httpx.ErrMissingToken
+	}
+	req, err := svc.Request(r, p, (&url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}).EscapedPath(), r.URL.RawQuery, body)
+	if err != nil {
+		return err
+	}
+	resp, err := svc.Do(req)
+	if err != nil {
+		return err
+	}
+	return upstream.Relay(w, resp)
+}

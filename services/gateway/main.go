@@ -1,0 +1,112 @@
+// Command gateway is the platform's only public surface: it authenticates
+// the Clerk session token, validates bodies against the contract, and
+// forwards commands and reads with the verified principal to the internal
+// services. It holds no state.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rcm-platform/rcm/pkg/envconfig"
+	"github.com/rcm-platform/rcm/pkg/httpx"
+	"github.com/rcm-platform/rcm/pkg/obs"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/services/gateway/internal/api"
+	"github.com/rcm-platform/rcm/services/gateway/internal/auth"
+	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		slog.Error("gateway stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	HTTPAddr          string
+	JWKSURL           string
+	Issuer            string
+	AuthorizedParties []string
+	InternalSecret    string
+	CampaignURL       string
+	DrainTimeout      time.Duration
+	LogLevel          string
+}
+
+func loadConfig(getenv func(string) string) (config, error) {
+	r := envconfig.New(getenv)
+	c := config{
+		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8080"),
+		JWKSURL:        r.String("RCM_CLERK_JWKS_URL", "http://127.0.0.1:8090/.well-known/jwks.json"),
+		Issuer:         r.String("RCM_CLERK_ISSUER", ""),
+		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		CampaignURL:    r.String("RCM_CAMPAIGN_URL", "http://127.0.0.1:8081"),
+		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
+		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
+	}
+	for _, p := range strings.Split(r.String("RCM_CLERK_AUTHORIZED_PARTIES", ""), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.AuthorizedParties = append(c.AuthorizedParties, p)
+		}
+	}
+	return c, r.Err()
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	logger := obs.NewLogger(stdout, "gateway", cfg.LogLevel)
+	if cfg.InternalSecret == principal.DevSecret {
+		logger.Warn("RCM_INTERNAL_SECRET is the development secret; set a secret of your own outside the local stack")
+	}
+	signer, err := principal.NewSigner(cfg.InternalSecret, time.Now)
+	if err != nil {
+		return err
+	}
+	reg := obs.NewRegistry()
+	health := obs.NewHealth()
+
+	verifier, err := auth.NewVerifier(ctx, auth.Config{
+		JWKSURL:           cfg.JWKSURL,
+		Issuer:            cfg.Issuer,
+		AuthorizedParties: cfg.AuthorizedParties,
+	}, reg, logger)
+	if err != nil {
+		return err
+	}
+	campaignSvc, err := upstream.New(cfg.CampaignURL, signer, nil)
+	if err != nil {
+		return err
+	}
+
+	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(reg, "gateway"), 0)
+	obs.Mount(router, health, reg)
+	router.Group(func(r chi.Router) {
+		r.Use(verifier.Middleware(logger))
+		(&api.Handler{Campaign: campaignSvc, Logger: logger}).Routes(r)
+	})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+	}
+	logger.Info("gateway listening", slog.String("addr", ln.Addr().String()))
+	err = httpx.Serve(ctx, httpx.NewServer(router), ln, cfg.DrainTimeout)
+	logger.Info("gateway stopped")
+	return err
+}
