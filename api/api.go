@@ -8,7 +8,7 @@ import "embed"
 
 // Files holds openapi.yaml, asyncapi.yaml and schemas/*.json.
 //
-//go:embed schemas/*.json
+//go:embed openapi.yaml asyncapi.yaml schemas/*.json
 var Files embed.FS
 
 // SchemaBaseURI is the base of every schema's $id; a schema file

@@ -1,0 +1,88 @@
+package api_test
+
+import (
+	"context"
+	"io/fs"
+	"path"
+	"strings"
+	"testing"
+
+	"github.com/rcm-platform/rcm/api/contract"
+	"github.com/rcm-platform/rcm/api"
+	"go.yaml.in/yaml/v3"
+)
+
+// TestOpenAPIIsValid loads openapi.yaml with its schema files and validates
+// it as an OpenAPI 3.1 document.
+func TestOpenAPIIsValid(t *testing.T) {
+	t.Parallel()
+	doc, err := contract.LoadOpenAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.1") {
+		t.Fatalf("got OpenAPI %s, want 3.1", doc.OpenAPI)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.yaml: %v", err)
+	}
+}
+
+// TestAsyncAPIRefsResolve checks that asyncapi.yaml is an AsyncAPI 3.0
+// document whose every $ref points at something that exists.
+func TestAsyncAPIRefsResolve(t *testing.T) {
+	t.Parallel()
+	raw, err := fs.ReadFile(api.Files, "asyncapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc["asyncapi"] != "3.0.0" {
+		t.Fatalf("got asyncapi %v, want 3.0.0", doc["asyncapi"])
+	}
+	var refs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if s, ok := x.(string); ok && k == "$ref" {
+					refs = append(refs, s)
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(doc)
+	if len(refs) == 0 {
+		t.Fatal("found no $ref")
+	}
+	for _, ref := range refs {
+		file, pointer, _ := strings.Cut(ref, "#")
+		if file != "" {
+			if _, err := fs.Stat(api.Files, path.Clean(file)); err != nil {
+				t.Errorf("%s: %v", ref, err)
+			}
+			continue
+		}
+		var at any = doc
+		for _, part := range strings.Split(strings.TrimPrefix(pointer, "/"), "/") {
+			m, ok := at.(map[string]any)
+			if !ok {
+				t.Errorf("%s: %q is not an object", ref, part)
+				break
+			}
+			if at, ok = m[part]; !ok {
+				t.Errorf("%s: no %q", ref, part)
+				break
+			}
+		}
+	}
+}
