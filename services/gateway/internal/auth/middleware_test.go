@@ -1,0 +1,119 @@
+package auth
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/rcm-platform/rcm/pkg/httpx"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/pkg/sessiontoken"
+)
+
+func TestMiddleware(t *testing.T) {
+	t.Parallel()
+	k := mustKeys(t)
+	jwks := newJWKSServer(t, k.published)
+	v, _ := newTestVerifier(t, baseConfig(jwks))
+	logger := slog.New(slog.DiscardHandler)
+	api := httptest.NewServer(v.Middleware(logger)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := principal.From(r.Context())
+		if !ok {
+			http.Error(w, "no principal", http.StatusInternalServerError)
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, p)
+	})))
+	t.Cleanup(api.Close)
+	valid := mint(t, k.published, sessiontoken.Claims{Subject: "user_1", SessionID: "sess_1", OrgID: "org_1", Issuer: testIssuer, AuthorizedParty: testParty})
+
+	tests := []struct {
+		name          string
+		authorization []string
+		wantStatus    int
+		wantError     string // the body's "error" on refusal
+		wantChallenge string // WWW-Authenticate on refusal
+		wantPrincipal principal.Principal
+	}{
+		{
+			name:          "valid token",
+			authorization: []string{"Bearer " + valid},
+			wantStatus:    http.StatusOK,
+			wantPrincipal: principal.Principal{AccountID: "org_1", UserID: "user_1", SessionID: "sess_1", OrgID: "org_1"},
+		},
+		{
+			name:          "no header",
+			wantStatus:    http.StatusUnauthorized,
+			wantError:     httpx.MsgMissingToken,
+			wantChallenge: "Bearer",
+		},
+		{
+			name:          "not bearer",
+			authorization: []string{"Basic dXNlcjpwYXNz"},
+			wantStatus:    http.StatusUnauthorized,
+			wantError:     httpx.MsgMissingToken,
+			wantChallenge: "Bearer",
+		},
+		{
+			name:          "two Authorization headers",
+			authorization: []string{"Bearer " + valid, "Bearer " + valid},
+			wantStatus:    http.StatusUnauthorized,
+			wantError:     httpx.MsgMissingToken,
+			wantChallenge: "Bearer",
+		},
+		{
+			name:          "invalid token",
+			authorization: []string{"Bearer " + valid[:len(valid)-4]},
+			wantStatus:    http.StatusUnauthorized,
+			wantError:     httpx.MsgInvalidToken,
+			wantChallenge: `Bearer error="invalid_token"`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, api.URL+"/v1/activity", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range tc.authorization {
+				req.Header.Add("Authorization", a)
+			}
+			resp, err := api.Client().Do(req)
+			if err != nil {
+				t.Fatalf("request: %v", err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("read body: %v", err)
+			}
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("got status %d (%s), want %d", resp.StatusCode, body, tc.wantStatus)
+			}
+			if tc.wantStatus == http.StatusOK {
+				var got principal.Principal
+				if err := json.Unmarshal(body, &got); err != nil {
+					t.Fatalf("decode principal %s: %v", body, err)
+				}
+				if got != tc.wantPrincipal {
+					t.Errorf("got principal %+v, want %+v", got, tc.wantPrincipal)
+				}
+				return
+			}
+			var got map[string]any
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatalf("decode error body %s: %v", body, err)
+			}
+			if len(got) != 1 || got["error"] != tc.wantError {
+				t.Errorf("got body %s, want exactly {\"error\": %q}", body, tc.wantError)
+			}
+			if c := resp.Header.Get("WWW-Authenticate"); c != tc.wantChallenge {
+				t.Errorf("got WWW-Authenticate %q, want %q", c, tc.wantChallenge)
+			}
+		})
+	}
+}
