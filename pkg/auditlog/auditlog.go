@@ -1,0 +1,296 @@
+// Package auditlog defines the compliance log's entry and its hash chain,
+// so that the compliance service that writes and verifies the log and the
+// command line that exports and re-verifies it offline agree byte for byte.
+//
+// Each account's entries form a chain: entry n carries seq = n (1, 2, 3…),
+// prevHash = the hash of entry n-1 (64 zeros for the first), and
+//
+//	hash = hex(SHA-256(prevHash + canonical(entry)))
+//
+// where prevHash is the 64 lowercase hex characters as ASCII and
+// canonical(entry) is the JSON object of the entry's fields other than
+// prevHash and hash (eventId, accountId, seq, eventType, documentId,
+// campaignId, actor, data, occurredAt, recordedAt) in the JSON
+// Canonicalization Scheme of RFC 8785: keys sorted, no insignificant
+// whitespace, strings as UTF-8 with only '"', '\' and control characters
+// escaped (\b \t \n \f \r, else \u00xx in lowercase hex), integers in
+// plain decimal. Entries hold no fractional numbers. For these values the
+// result equals Python's
+//
+//	json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+//
+// so an auditor can re-verify an exported log with a few lines of Python.
+package auditlog
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// GenesisHash is the prevHash of an account's first entry.
+var GenesisHash = strings.Repeat("0", 64)
+
+// Actor is who caused the logged action.
+type Actor struct {
+	Type      string `json:"type"`
+	ID        string `json:"id"`
+	SessionID string `json:"sessionId,omitempty"`
+}
+
+// Entry is one compliance log entry, in the form the log is exported and
+// verified in.
+type Entry struct {
+	EventID    string          `json:"eventId"`
+	AccountID  string          `json:"accountId"`
+	Seq        int64           `json:"seq"`
+	EventType  string          `json:"eventType"`
+	DocumentID string          `json:"documentId"`
+	CampaignID string          `json:"campaignId"`
+	Actor      Actor           `json:"actor"`
+	Data       json.RawMessage `json:"data"`
+	OccurredAt string          `json:"occurredAt"`
+	RecordedAt string          `json:"recordedAt"`
+	PrevHash   string          `json:"prevHash"`
+	Hash       string          `json:"hash"`
+}
+
+// hashed is the part of an entry the hash covers.
+type hashed struct {
+	EventID    string          `json:"eventId"`
+	AccountID  string          `json:"accountId"`
+	Seq        int64           `json:"seq"`
+	EventType  string          `json:"eventType"`
+	DocumentID string          `json:"documentId"`
+	CampaignID string          `json:"campaignId"`
+	Actor      Actor           `json:"actor"`
+	Data       json.RawMessage `json:"data"`
+	OccurredAt string          `json:"occurredAt"`
+	RecordedAt string          `json:"recordedAt"`
+}
+
+// ComputeHash returns the hash entry e must carry, given its prevHash.
+func ComputeHash(e Entry) (string, error) {
+	raw, err := json.Marshal(hashed{
+		EventID: e.EventID, AccountID: e.AccountID, Seq: e.Seq, EventType: e.EventType,
+		DocumentID: e.DocumentID, CampaignID: e.CampaignID, Actor: e.Actor, Data: e.Data,
+		OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt,
+	})
+	if err != nil {
+		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
+	}
+	canon, err := Canonical(raw)
+	if err != nil {
+		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
+	}
+	sum := sha256.New()
+	sum.Write([]byte(e.PrevHash))
+	sum.Write(canon)
+	return hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// Seal sets e.PrevHash to prev and e.Hash to the entry's hash.
+func Seal(e *Entry, prev string) error {
+	e.PrevHash = prev
+	h, err := ComputeHash(*e)
+	if err != nil {
+		return err
+	}
+	e.Hash = h
+	return nil
+}
+
+// Canonical re-encodes the JSON document raw per RFC 8785, for documents
+// whose numbers are all integers.
+func Canonical(raw []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("canonical: %w", err)
+	}
+	var b bytes.Buffer
+	if err := writeCanonical(&b, v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+func writeCanonical(b *bytes.Buffer, v any) error {
+	switch v := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case bool:
+		b.WriteString(strconv.FormatBool(v))
+	case json.Number:
+		n, err := strconv.ParseInt(v.String(), 10, 64)
+		if err != nil {
+			return fmt.Errorf("canonical: %s is not an integer", v)
+		}
+		b.WriteString(strconv.FormatInt(n, 10))
+	case string:
+		writeString(b, v)
+	case []any:
+		b.WriteByte('[')
+		for i, x := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeCanonical(b, x); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, compareUTF16)
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeString(b, k)
+			b.WriteByte(':')
+			if err := writeCanonical(b, v[k]); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	default:
+		return fmt.Errorf("canonical: unexpected %T", v)
+	}
+	return nil
+}
+
+func writeString(b *bytes.Buffer, s string) {
+	const hexDigits = "0123456789abcdef"
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"':
+			b.WriteString(`\"`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r == '\b':
+			b.WriteString(`\b`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\f':
+			b.WriteString(`\f`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20:
+			b.WriteString(`\u00`)
+			b.WriteByte(hexDigits[r>>4])
+			b.WriteByte(hexDigits[r&0xf])
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+}
+
+// compareUTF16 orders keys by their UTF-16 code units, as RFC 8785 does.
+func compareUTF16(a, b string) int {
+	for a != "" && b != "" {
+		ra, na := utf8.DecodeRuneInString(a)
+		rb, nb := utf8.DecodeRuneInString(b)
+		if ra != rb {
+			ua, ub := utf16Units(ra), utf16Units(rb)
+			return slices.Compare(ua, ub)
+		}
+		a, b = a[na:], b[nb:]
+	}
+	return len(a) - len(b)
+}
+
+func utf16Units(r rune) []uint16 {
+	if r < 0x10000 {
+		return []uint16{uint16(r)}
+	}
+	r -= 0x10000
+	return []uint16{uint16(0xD800 + (r >> 10)), uint16(0xDC00 + (r & 0x3FF))}
+}
+
+// Result is the outcome of verifying one account's chain.
+type Result struct {
+	OK       bool   `json:"ok"`
+	Entries  int64  `json:"entries"`
+	HeadSeq  int64  `json:"headSeq"`
+	HeadHash string `json:"headHash"`
+	// FirstBrokenSeq is the lowest seq at which the chain does not hold:
+	// an entry edited, missing, out of place, or not linked to the one
+	// before. Nil when OK.
+	FirstBrokenSeq *int64 `json:"firstBrokenSeq"`
+	// Reason says what broke, for people.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Verifier checks a chain fed to it entry by entry in seq order.
+type Verifier struct {
+	account string
+	res     Result
+	prev    string
+}
+
+// NewVerifier returns a Verifier of account's chain.
+func NewVerifier(account string) *Verifier {
+	return &Verifier{account: account, res: Result{OK: true}, prev: GenesisHash}
+}
+
+// ErrBroken is returned by Add once the chain is known broken; the result
+// says where.
+var ErrBroken = errors.New("chain broken")
+
+// Add checks the next entry. After the first break it returns ErrBroken
+// and ignores further entries.
+func (v *Verifier) Add(e Entry) error {
+	if !v.res.OK {
+		return ErrBroken
+	}
+	want := v.res.HeadSeq + 1
+	switch {
+	case e.AccountID != v.account:
+		return v.broken(want, fmt.Sprintf("entry of account %q in the chain of %q", e.AccountID, v.account))
+	case e.Seq < want:
+		return v.broken(e.Seq, fmt.Sprintf("seq %d appears again or out of order after %d", e.Seq, v.res.HeadSeq))
+	case e.Seq > want:
+		return v.broken(want, fmt.Sprintf("seq %d is missing (next entry is %d)", want, e.Seq))
+	case e.PrevHash != v.prev:
+		return v.broken(e.Seq, fmt.Sprintf("prevHash of %d does not link to the hash of %d", e.Seq, v.res.HeadSeq))
+	}
+	h, err := ComputeHash(e)
+	if err != nil {
+		return v.broken(e.Seq, err.Error())
+	}
+	if h != e.Hash {
+		return v.broken(e.Seq, fmt.Sprintf("entry %d does not match its hash", e.Seq))
+	}
+	v.prev = e.Hash
+	v.res.Entries++
+	v.res.HeadSeq = e.Seq
+	v.res.HeadHash = e.Hash
+	return nil
+}
+
+func (v *Verifier) broken(seq int64, reason string) error {
+	v.res.OK = false
+	v.res.FirstBrokenSeq = &seq
+	v.res.Reason = reason
+	return ErrBroken
+}
+
+// Result returns the verdict so far.
+func (v *Verifier) Result() Result { return v.res }
