@@ -160,6 +160,10 @@ func NewHTTPMetrics(reg prometheus.Registerer, service string) *HTTPMetrics {
 	return m
 }
 
+// quietRoutes are polled by probes and scrapers; their access log is
+// debug-level so that it does not drown the requests that matter.
+var quietRoutes = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+
 // Observe is middleware that logs every request and records it in m. The
 // route label is chi's pattern once routing is done ("unmatched" when no
 // route matched), so a path full of ids never becomes a label value.
@@ -183,7 +187,11 @@ func (m *HTTPMetrics) Observe(logger *slog.Logger) func(http.Handler) http.Handl
 				elapsed := time.Since(start)
 				m.requests.WithLabelValues(route, r.Method, code).Inc()
 				m.duration.WithLabelValues(route, r.Method, code).Observe(elapsed.Seconds())
-				logger.LogAttrs(r.Context(), slog.LevelInfo, "http request",
+				level := slog.LevelInfo
+				if quietRoutes[route] {
+					level = slog.LevelDebug
+				}
+				logger.LogAttrs(r.Context(), level, "http request",
 					slog.String("request_id", RequestID(r.Context())),
 					slog.String("method", r.Method),
 					slog.String("route", route),

@@ -80,13 +80,14 @@ func IsDuplicateKey(err error) bool { return mongo.IsDuplicateKeyError(err) }
 // Index is an index to create if missing.
 type Index = mongo.IndexModel
 
-// EnsureIndexes creates the indexes of coll that do not exist yet.
+// EnsureIndexes creates the indexes of coll that do not exist yet. It
+// creates them one per command: FerretDB drops the connection when one
+// createIndexes command names several indexes of which some exist.
 func EnsureIndexes(ctx context.Context, coll *mongo.Collection, idx ...Index) error {
-	if len(idx) == 0 {
-		return nil
-	}
-	if _, err := coll.Indexes().CreateMany(ctx, idx); err != nil {
-		return fmt.Errorf("indexes of %s: %w", coll.Name(), err)
+	for _, ix := range idx {
+		if _, err := coll.Indexes().CreateOne(ctx, ix); err != nil {
+			return fmt.Errorf("indexes of %s: %w", coll.Name(), err)
+		}
 	}
 	return nil
 }

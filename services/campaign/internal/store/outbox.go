@@ -2,12 +2,14 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -41,19 +43,39 @@ func (s *Store) Pending(ctx context.Context) ([]Pending, error) {
 }
 
 // RemoveFromOutbox deletes published events from a campaign's outbox. It
-// takes the campaign's lock: on a store that does not isolate concurrent
-// updates, a removal racing a command could otherwise undo the command.
+// takes the campaign's lock, and writes only if the campaign's revision is
+// still the one it read, so that a removal racing a command can never undo
+// the command's write (the command's new event would otherwise vanish).
 func (s *Store) RemoveFromOutbox(ctx context.Context, campaignID string, eventIDs []string) error {
 	unlock, err := s.locks.Lock(ctx, "campaign/"+campaignID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	_, err = s.campaigns.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: campaignID}},
-		bson.D{{Key: "$pull", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "id", Value: bson.D{{Key: "$in", Value: eventIDs}}}}}}}})
-	if err != nil {
-		return fmt.Errorf("remove %d events from outbox of %s: %w", len(eventIDs), campaignID, mongox.Classify(err))
+	for attempt := 0; attempt < 5; attempt++ {
+		d, err := s.get(ctx, campaignID)
+		if errors.Is(err, campaign.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		kept := slices.DeleteFunc(slices.Clone(d.Outbox), func(o outboxDoc) bool { return slices.Contains(eventIDs, o.ID) })
+		if len(kept) == len(d.Outbox) {
+			return nil
+		}
+		if kept == nil {
+			kept = []outboxDoc{}
+		}
+		res, err := s.campaigns.UpdateOne(ctx,
+			bson.D{{Key: "_id", Value: campaignID}, {Key: "revision", Value: d.Revision}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "outbox", Value: kept}, {Key: "revision", Value: d.Revision + 1}}}})
+		if err != nil {
+			return fmt.Errorf("remove %d events from outbox of %s: %w", len(eventIDs), campaignID, mongox.Classify(err))
+		}
+		if res.MatchedCount == 1 {
+			return nil
+		}
 	}
-	return nil
+	return ErrConflict
 }

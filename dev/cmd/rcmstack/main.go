@@ -1,0 +1,80 @@
+// Command rcmstack runs the platform locally with nothing installed: the
+// embedded Kafka broker and MongoDB server, the development JWKS endpoint,
+// and the four services as separate processes. Ctrl-C stops everything.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rcm-platform/rcm/dev/stack"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "rcmstack:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	logger := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dataDir := getenv("RCM_DATA_DIR")
+	if dataDir == "" {
+		dataDir = ".data"
+	}
+	binDir := getenv("RCM_BIN_DIR")
+	if binDir == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		binDir = filepath.Dir(exe)
+	}
+	logger.Info("starting the local stack", slog.String("data_dir", dataDir), slog.String("bin_dir", binDir))
+	s, err := stack.Start(ctx, stack.Config{DataDir: dataDir, BinDir: binDir, Logger: logger, Seed: true})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+RCM is ready.
+  gateway     %s
+  campaign    %s   compliance %s   feed %s
+  kafka       %s   mongodb %s
+  JWKS        %s
+  logs        %s
+
+  TOKEN=$(bin/rcmctl token --sub %s)
+  curl -s -X POST %s/v1/documents/doc_demo_behind/rcm \
+    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"sms":true,"email":true,"call":false,"tone":"professional and empathetic","cadence":"day 1, day 5, day 14"}'
+
+Ctrl-C stops everything.
+`, s.GatewayURL(), s.URL(stack.Campaign), s.URL(stack.Compliance), s.URL(stack.Feed),
+		s.KafkaAddr(), s.MongoURI(), s.JWKS().JWKSURL(), filepath.Join(dataDir, "logs"),
+		stack.DemoAccount, s.GatewayURL())
+
+	<-ctx.Done()
+	logger.Info("stopping")
+	done := make(chan error, 1)
+	go func() { done <- s.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("stop timed out")
+	}
+	logger.Info("stopped")
+	return nil
+}

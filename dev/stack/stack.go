@@ -1,0 +1,389 @@
+// Package stack runs the whole platform locally: the embedded Kafka broker
+// and MongoDB server, the development JWKS endpoint, and the four services
+// as separate processes built from this repository. `make run` uses it
+// through cmd/rcmstack; the end-to-end tests use it to run the real
+// binaries, kill them and bring them back.
+package stack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/dev/devjwks"
+	"github.com/rcm-platform/rcm/dev/embedded"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/pkg/sessiontoken"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Names of the services, in start order; they stop in reverse.
+const (
+	Campaign   = "campaign"
+	Compliance = "compliance"
+	Feed       = "feed"
+	Gateway    = "gateway"
+)
+
+// Services lists the services in start order.
+var Services = []string{Campaign, Compliance, Feed, Gateway}
+
+// Topics of the platform.
+const (
+	DocumentsTopic = "documents.v1"
+	DocumentsGroup = "rcm-campaign"
+)
+
+// DevKeyPath is where the development signing key lives under the data
+// dir; rcmctl token reads it from there.
+const DevKeyPath = "clerk/dev-signing-key.pem"
+
+// Config says where everything runs. Zero values are the local stack's
+// fixed addresses; "random" picks free ports (tests).
+type Config struct {
+	DataDir string
+	BinDir  string
+	// RandomPorts puts every server on a free port instead of the fixed
+	// local ones (9092, 27017, 8090, 8080-8083).
+	RandomPorts bool
+	// Env is added to every service's environment.
+	Env map[string]string
+	// Logs receives the services' output; nil writes one file per service
+	// under DataDir/logs.
+	Logs io.Writer
+	// Logger receives the launcher's own messages; nil discards them.
+	Logger *slog.Logger
+	// Seed publishes the demo documents once the campaign service is up.
+	Seed bool
+	// Partitions of the event and documents topics (default 6).
+	Partitions int32
+}
+
+// Stack is a running local platform.
+type Stack struct {
+	cfg    Config
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	kafka  *embedded.Kafka
+	mongo  *embedded.Mongo
+	jwks   *devjwks.Server
+	procs  map[string]*Process
+	addrs  map[string]string
+	kport  int
+	mongoA string
+}
+
+// Start starts everything and returns once the gateway is ready (and the
+// demo documents applied, with Seed).
+func Start(ctx context.Context, cfg Config) (*Stack, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = ".data"
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 6
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = dir
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Stack{cfg: cfg, logger: logger, procs: map[string]*Process{}, addrs: map[string]string{}}
+	if err := s.start(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Stack) start(ctx context.Context) error {
+	fixed := map[string]string{
+		Gateway: "127.0.0.1:8080", Campaign: "127.0.0.1:8081", Compliance: "127.0.0.1:8082", Feed: "127.0.0.1:8083",
+		"jwks": "127.0.0.1:8090", "mongo": "127.0.0.1:27017",
+	}
+	s.kport = 9092
+	if s.cfg.RandomPorts {
+		s.kport = 0
+		for k := range fixed {
+			addr, err := freeAddr()
+			if err != nil {
+				return err
+			}
+			fixed[k] = addr
+		}
+	}
+	s.addrs = fixed
+	s.mongoA = fixed["mongo"]
+
+	if err := s.StartKafka(ctx); err != nil {
+		return err
+	}
+	if err := s.StartMongo(ctx); err != nil {
+		return err
+	}
+	jwks, err := devjwks.Start(ctx, devjwks.Config{Addr: fixed["jwks"], KeyPath: filepath.Join(s.cfg.DataDir, DevKeyPath)})
+	if err != nil {
+		return fmt.Errorf("start dev JWKS: %w", err)
+	}
+	s.jwks = jwks
+	s.logger.Info("dev JWKS ready", slog.String("url", jwks.JWKSURL()))
+
+	for _, name := range Services {
+		p, err := s.newProcess(name)
+		if err != nil {
+			return err
+		}
+		s.procs[name] = p
+		if err := p.Start(ctx); err != nil {
+			return err
+		}
+		s.logger.Info("service ready", slog.String("service", name), slog.String("addr", s.addrs[name]))
+	}
+	if s.cfg.Seed {
+		if err := s.seed(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Stack) env(name string) []string {
+	env := map[string]string{
+		"RCM_HTTP_ADDR":        s.addrs[name],
+		"RCM_KAFKA_BROKERS":    s.KafkaAddr(),
+		"RCM_MONGODB_URI":      s.MongoURI(),
+		"RCM_CLERK_JWKS_URL":   s.jwks.JWKSURL(),
+		"RCM_CLERK_ISSUER":     s.jwks.Issuer(),
+		"RCM_INTERNAL_SECRET":  principal.DevSecret,
+		"RCM_CAMPAIGN_URL":     "http://" + s.addrs[Campaign],
+		"RCM_COMPLIANCE_URL":   "http://" + s.addrs[Compliance],
+		"RCM_FEED_URL":         "http://" + s.addrs[Feed],
+		"RCM_KAFKA_PARTITIONS": fmt.Sprint(s.cfg.Partitions),
+	}
+	for k, v := range s.cfg.Env {
+		env[k] = v
+	}
+	out := os.Environ()
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// StartKafka starts (or restarts, on the same port and data) the broker.
+func (s *Stack) StartKafka(ctx context.Context) error {
+	k, err := embedded.StartKafka(ctx, embedded.KafkaConfig{
+		Port:    s.kport,
+		DataDir: filepath.Join(s.cfg.DataDir, "kafka"),
+		Topics: []kafkax.Topic{
+			{Name: events.Topic, Partitions: s.cfg.Partitions},
+			{Name: events.DLQTopic, Partitions: 1},
+			{Name: DocumentsTopic, Partitions: s.cfg.Partitions},
+			{Name: "rcm." + DocumentsTopic + ".dlq", Partitions: 1},
+		},
+		Logger: s.logger,
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.kafka = k
+	if s.kport == 0 {
+		_, port, _ := net.SplitHostPort(k.Addr())
+		fmt.Sscan(port, &s.kport)
+	}
+	s.mu.Unlock()
+	s.logger.Info("kafka ready", slog.String("addr", k.Addr()))
+	return nil
+}
+
+// StopKafka stops the broker, as an outage would.
+func (s *Stack) StopKafka() {
+	s.mu.Lock()
+	k := s.kafka
+	s.kafka = nil
+	s.mu.Unlock()
+	if k != nil {
+		k.Close()
+	}
+}
+
+// StartMongo starts (or restarts) the MongoDB server on its address and data.
+func (s *Stack) StartMongo(ctx context.Context) error {
+	m, err := embedded.StartMongo(ctx, embedded.MongoConfig{Addr: s.mongoA, DataDir: filepath.Join(s.cfg.DataDir, "mongo"), Logger: s.logger})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.mongo = m
+	s.mongoA = m.Addr()
+	s.mu.Unlock()
+	s.logger.Info("mongodb ready", slog.String("uri", m.URI()))
+	return nil
+}
+
+// StopMongo stops the MongoDB server, as an outage would.
+func (s *Stack) StopMongo() {
+	s.mu.Lock()
+	m := s.mongo
+	s.mongo = nil
+	s.mu.Unlock()
+	if m != nil {
+		m.Close()
+	}
+}
+
+// KafkaAddr is the broker's address.
+func (s *Stack) KafkaAddr() string { return fmt.Sprintf("127.0.0.1:%d", s.kport) }
+
+// MongoURI is the MongoDB connection string.
+func (s *Stack) MongoURI() string { return "mongodb://" + s.mongoA + "/" }
+
+// URL is the base URL of a service.
+func (s *Stack) URL(service string) string { return "http://" + s.addrs[service] }
+
+// GatewayURL is the public API's base URL.
+func (s *Stack) GatewayURL() string { return s.URL(Gateway) }
+
+// Process returns a service's process.
+func (s *Stack) Process(service string) *Process { return s.procs[service] }
+
+// Token mints a session token the gateway accepts.
+func (s *Stack) Token(c sessiontoken.Claims) (string, error) {
+	if c.TTL == 0 {
+		c.TTL = time.Hour
+	}
+	return s.jwks.Mint(c)
+}
+
+// JWKS is the development JWKS server.
+func (s *Stack) JWKS() *devjwks.Server { return s.jwks }
+
+// Close stops the services in reverse start order, then the JWKS endpoint,
+// the MongoDB server and the broker.
+func (s *Stack) Close() error {
+	var errs []error
+	for i := len(Services) - 1; i >= 0; i-- {
+		if p := s.procs[Services[i]]; p != nil {
+			if err := p.Stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if s.jwks != nil {
+		s.jwks.Close()
+	}
+	s.StopMongo()
+	s.StopKafka()
+	return errors.Join(errs...)
+}
+
+// Document is a documents.v1 value.
+type Document struct {
+	ID        string `json:"id"`
+	AccountID string `json:"accountId"`
+	Loan      *Loan  `json:"loan"`
+	Version   int64  `json:"version"`
+}
+
+// Loan is a document's loan.
+type Loan struct {
+	Status string `json:"status"`
+}
+
+// PutDocuments publishes documents and returns once the campaign service
+// has applied them. A nil Loan publishes a document without a loan.
+func (s *Stack) PutDocuments(ctx context.Context, docs ...Document) error {
+	records := make([]*kgo.Record, 0, len(docs))
+	for _, d := range docs {
+		v, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		records = append(records, &kgo.Record{Topic: DocumentsTopic, Key: []byte(d.ID), Value: v})
+	}
+	return s.publish(ctx, records...)
+}
+
+// DeleteDocument publishes a tombstone and returns once it was applied.
+func (s *Stack) DeleteDocument(ctx context.Context, id string) error {
+	return s.publish(ctx, &kgo.Record{Topic: DocumentsTopic, Key: []byte(id)})
+}
+
+func (s *Stack) publish(ctx context.Context, records ...*kgo.Record) error {
+	cl, err := kafkax.NewClient([]string{s.KafkaAddr()}, "rcmstack", kafkax.Metrics(prometheus.NewRegistry()), s.logger)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	return kafkax.ProduceAwaitGroup(ctx, cl, DocumentsGroup, records...)
+}
+
+// DemoAccount owns the demo documents.
+const DemoAccount = "user_demo"
+
+func (s *Stack) seed(ctx context.Context) error {
+	err := s.PutDocuments(ctx,
+		Document{ID: "doc_demo_behind", AccountID: DemoAccount, Loan: &Loan{Status: "BEHIND"}, Version: 1},
+		Document{ID: "doc_demo_current", AccountID: DemoAccount, Loan: &Loan{Status: "CURRENT"}, Version: 1},
+		Document{ID: "doc_demo_noloan", AccountID: DemoAccount, Version: 1},
+	)
+	if err != nil {
+		return fmt.Errorf("seed demo documents: %w", err)
+	}
+	s.logger.Info("demo documents seeded", slog.String("account", DemoAccount))
+	return nil
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitReady polls url until it answers 200, the process exits, or ctx ends.
+func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
+	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %w", url, ctx.Err())
+		case <-exited:
+			return fmt.Errorf("%s: the process exited before it was ready", url)
+		case <-tick.C:
+		}
+	}
+}
+
+// DataDir is the stack's absolute data directory.
+func (s *Stack) DataDir() string { return s.cfg.DataDir }

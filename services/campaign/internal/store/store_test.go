@@ -1,0 +1,298 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/ids"
+	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
+	"github.com/rcm-platform/rcm/services/campaign/internal/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
+
+var (
+	gen  = ids.NewGenerator(time.Now)
+	user = events.Actor{Type: events.ActorUser, ID: "user_1", SessionID: "sess_1"}
+)
+
+func newStore(t *testing.T) *store.Store {
+	t.Helper()
+	cl, err := mongox.Connect(mongotest.URI(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	s := store.New(cl.Database(mongotest.NewDatabase(t)))
+	if err := s.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func behind(id, account string) campaign.Document {
+	return campaign.Document{ID: id, AccountID: account, Loan: &campaign.Loan{Status: "BEHIND"}, Version: 1}
+}
+
+func start(t *testing.T, s *store.Store, doc campaign.Document) campaign.Campaign {
+	t.Helper()
+	c, e, err := campaign.Start(campaign.StartInput{SMS: true, Email: true, Call: true, Tone: "t", Cadence: "c"}, doc, user, gen.New, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(context.Background(), c, e); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestGetIsScopedToTheAccount(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	c := start(t, s, behind("doc_a", "org_a"))
+	got, err := s.Get(ctx, "org_a", c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != c.ID || !got.Active || !slices.Equal(got.ActiveChannels, c.ActiveChannels) || !got.CreatedAt.Equal(c.CreatedAt) {
+		t.Fatalf("got %+v, want %+v", got, c)
+	}
+	if _, err := s.Get(ctx, "org_b", c.ID); !errors.Is(err, campaign.ErrNotFound) {
+		t.Fatalf("other account: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.Get(ctx, "org_a", gen.New(ids.CampaignPrefix)); !errors.Is(err, campaign.ErrNotFound) {
+		t.Fatalf("missing: got %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.Update(ctx, "org_b", c.ID, func(*campaign.Campaign) ([]events.Event, error) {
+		t.Error("mutation ran for another account")
+		return nil, nil
+	}); !errors.Is(err, campaign.ErrNotFound) {
+		t.Fatalf("update by other account: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestConcurrentOptOutsLoseNone fires many opt-outs at one campaign at once
+// and checks that the campaign and its outbox account for every one. The
+// embedded store loses concurrent updates of one document on its own; the
+// store must not.
+func TestConcurrentOptOutsLoseNone(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	c := start(t, s, behind("doc_c", "org_c"))
+	channels := []campaign.Channel{campaign.SMS, campaign.Email, campaign.Call, campaign.SMS, campaign.SMS, campaign.Email}
+	const perChannel = 8
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var accepted []string
+	for i := 0; i < perChannel; i++ {
+		for _, ch := range channels {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, msgs, err := s.Update(ctx, "org_c", c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
+					e, err := c.OptOut(ch, fmt.Sprintf("request %d", i), user, gen.New(ids.EventPrefix), time.Now())
+					return []events.Event{e}, err
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				accepted = append(accepted, msgs[0].ID)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	want := perChannel * len(channels)
+	if len(accepted) != want {
+		t.Fatalf("got %d accepted opt-outs, want %d", len(accepted), want)
+	}
+	got, err := s.Get(ctx, "org_c", c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.OptOuts) != want {
+		t.Fatalf("got %d opt-outs stored, want %d", len(got.OptOuts), want)
+	}
+	if got.Active || len(got.ActiveChannels) != 0 {
+		t.Fatalf("got active=%v channels=%v, want every channel opted out", got.Active, got.ActiveChannels)
+	}
+	pending, err := s.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outbox []string
+	for _, p := range pending {
+		if p.CampaignID == c.ID && p.Type == events.TypeOptOut {
+			outbox = append(outbox, p.ID)
+		}
+	}
+	slices.Sort(outbox)
+	slices.Sort(accepted)
+	if !slices.Equal(outbox, accepted) {
+		t.Fatalf("outbox holds %d opt-out events, want exactly the %d accepted", len(outbox), len(accepted))
+	}
+}
+
+func TestRemoveFromOutbox(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	c := start(t, s, behind("doc_r", "org_r"))
+	_, msgs, err := s.Update(ctx, "org_r", c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
+		e, err := c.OptOut(campaign.SMS, "", user, gen.New(ids.EventPrefix), time.Now())
+		return []events.Event{e}, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := s.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 2 || pending[0].Type != events.TypeCampaignStarted || pending[1].ID != msgs[0].ID {
+		t.Fatalf("got pending %v, want the start then the opt-out", pending)
+	}
+	if err := s.RemoveFromOutbox(ctx, c.ID, []string{pending[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	pending, err = s.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 || pending[0].ID != msgs[0].ID {
+		t.Fatalf("got pending %v, want only the opt-out", pending)
+	}
+	if err := events.ValidateData(pending[0].Data); err != nil {
+		t.Fatalf("stored event: %v", err)
+	}
+}
+
+func TestApplyDocumentVersions(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	now := time.Now()
+	steps := []struct {
+		name        string
+		apply       func() (bool, error)
+		wantApplied bool
+		wantStatus  string // "" = no loan; "-" = not found (deleted or absent)
+	}{
+		{"first", func() (bool, error) { return s.ApplyDocument(ctx, behind("doc_v", "org_v"), now) }, true, "BEHIND"},
+		{"same version", func() (bool, error) {
+			d := behind("doc_v", "org_v")
+			d.Loan.Status = "CURRENT"
+			return s.ApplyDocument(ctx, d, now)
+		}, false, "BEHIND"},
+		{"newer", func() (bool, error) {
+			return s.ApplyDocument(ctx, campaign.Document{ID: "doc_v", AccountID: "org_v", Loan: &campaign.Loan{Status: "CURRENT"}, Version: 5}, now)
+		}, true, "CURRENT"},
+		{"older", func() (bool, error) {
+			return s.ApplyDocument(ctx, campaign.Document{ID: "doc_v", AccountID: "org_v", Version: 4}, now)
+		}, false, "CURRENT"},
+		{"tombstone", func() (bool, error) { return s.DeleteDocument(ctx, "doc_v", now) }, true, "-"},
+		{"tombstone again", func() (bool, error) { return s.DeleteDocument(ctx, "doc_v", now) }, false, "-"},
+		{"not newer than the deleted one", func() (bool, error) { return s.ApplyDocument(ctx, behind("doc_v", "org_v"), now) }, false, "-"},
+		{"newer revives", func() (bool, error) {
+			return s.ApplyDocument(ctx, campaign.Document{ID: "doc_v", AccountID: "org_v", Version: 6}, now)
+		}, true, ""},
+	}
+	for _, st := range steps {
+		applied, err := st.apply()
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if applied != st.wantApplied {
+			t.Fatalf("%s: got applied %v, want %v", st.name, applied, st.wantApplied)
+		}
+		doc, err := s.Document(ctx, "org_v", "doc_v")
+		switch {
+		case st.wantStatus == "-":
+			if !errors.Is(err, campaign.ErrNotFound) {
+				t.Fatalf("%s: got %+v %v, want not found", st.name, doc, err)
+			}
+		case err != nil:
+			t.Fatalf("%s: %v", st.name, err)
+		case st.wantStatus == "" && doc.Loan != nil, st.wantStatus != "" && (doc.Loan == nil || doc.Loan.Status != st.wantStatus):
+			t.Fatalf("%s: got loan %+v, want %q", st.name, doc.Loan, st.wantStatus)
+		}
+	}
+	if _, err := s.Document(ctx, "org_other", "doc_v"); !errors.Is(err, campaign.ErrNotFound) {
+		t.Fatalf("other account: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestConcurrentIdenticalDocumentUpdatesApplyOnce(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	doc := campaign.Document{ID: "doc_same", AccountID: "org_s", Loan: &campaign.Loan{Status: "CURRENT"}, Version: 7}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	applied := 0
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := s.ApplyDocument(ctx, doc, time.Now())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if ok {
+				mu.Lock()
+				applied++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if applied != 1 {
+		t.Fatalf("got %d applies, want exactly 1", applied)
+	}
+}
+
+func TestListByDocumentPagesNewestFirst(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	var made []string
+	for i := 0; i < 5; i++ {
+		made = append(made, start(t, s, behind("doc_l", "org_l")).ID)
+	}
+	start(t, s, behind("doc_other", "org_l"))
+	start(t, s, behind("doc_l", "org_intruder"))
+	slices.Reverse(made)
+	var got []string
+	cursor := ""
+	for page := 0; page < 5; page++ {
+		cs, err := s.ListByDocument(ctx, "org_l", "doc_l", cursor, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			got = append(got, c.ID)
+		}
+		if len(cs) < 2 {
+			break
+		}
+		cursor = cs[len(cs)-1].ID
+	}
+	if !slices.Equal(got, made) {
+		t.Fatalf("got %v, want %v", got, made)
+	}
+}
