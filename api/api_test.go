@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/api"
+	"github.com/rcm-platform/rcm/api/contract"
 	"go.yaml.in/yaml/v3"
 )
 

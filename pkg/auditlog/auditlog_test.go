@@ -71,7 +71,10 @@ func TestVerifyFindsTheFirstBrokenSeq(t *testing.T) {
 		wantBroken int64 // 0 = intact
 	}{
 		{"intact", func(es []Entry) []Entry { return es }, 0},
-		{"edited data", func(es []Entry) []Entry { es[2].Data = json.RawMessage(`{"eventType":"opt_out","channel":"all"}`); return es }, 3},
+		{"edited data", func(es []Entry) []Entry {
+			es[2].Data = json.RawMessage(`{"eventType":"opt_out","channel":"all"}`)
+			return es
+		}, 3},
 		{"edited actor", func(es []Entry) []Entry { es[1].Actor.ID = "user_2"; return es }, 2},
 		{"edited time", func(es []Entry) []Entry { es[4].RecordedAt = "2026-04-28T10:00:00.000Z"; return es }, 5},
 		{"deleted", func(es []Entry) []Entry { return append(es[:3:3], es[4:]...) }, 4},

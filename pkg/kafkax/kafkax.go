@@ -46,6 +46,9 @@ func NewClient(brokers []string, clientID string, metrics *kprom.Metrics, logger
 		// Notice a restarted or moved broker quickly.
 		kgo.MetadataMinAge(time.Second),
 		kgo.MetadataMaxAge(30 * time.Second),
+		// Brokers that ask for client metrics would get them on every
+		// close too, which then waits for a broker that may be gone.
+		kgo.DisableClientMetrics(),
 	}, opts...)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {
