@@ -188,6 +188,10 @@ func (s *Stack) env(name string) []string {
 
 // StartKafka starts (or restarts, on the same port and data) the broker.
 func (s *Stack) StartKafka(ctx context.Context) error {
+	logger, err := s.serverLogger("kafka")
+	if err != nil {
+		return err
+	}
 	k, err := embedded.StartKafka(ctx, embedded.KafkaConfig{
 		Port:    s.kport,
 		DataDir: filepath.Join(s.cfg.DataDir, "kafka"),
@@ -197,7 +201,7 @@ func (s *Stack) StartKafka(ctx context.Context) error {
 			{Name: DocumentsTopic, Partitions: s.cfg.Partitions},
 			{Name: "rcm." + DocumentsTopic + ".dlq", Partitions: 1},
 		},
-		Logger: s.logger,
+		Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -226,7 +230,11 @@ func (s *Stack) StopKafka() {
 
 // StartMongo starts (or restarts) the MongoDB server on its address and data.
 func (s *Stack) StartMongo(ctx context.Context) error {
-	m, err := embedded.StartMongo(ctx, embedded.MongoConfig{Addr: s.mongoA, DataDir: filepath.Join(s.cfg.DataDir, "mongo"), Logger: s.logger})
+	logger, err := s.serverLogger("mongodb")
+	if err != nil {
+		return err
+	}
+	m, err := embedded.StartMongo(ctx, embedded.MongoConfig{Addr: s.mongoA, DataDir: filepath.Join(s.cfg.DataDir, "mongo"), Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -236,6 +244,25 @@ func (s *Stack) StartMongo(ctx context.Context) error {
 	s.mu.Unlock()
 	s.logger.Info("mongodb ready", slog.String("uri", m.URI()))
 	return nil
+}
+
+// serverLogger returns the logger of an embedded server: its warnings
+// narrate every unsupported command, so they go to the logs, not the
+// console.
+func (s *Stack) serverLogger(name string) (*slog.Logger, error) {
+	if s.cfg.Logs != nil {
+		return slog.New(slog.NewJSONHandler(s.cfg.Logs, nil)).With(slog.String("server", name)), nil
+	}
+	dir := filepath.Join(s.cfg.DataDir, "logs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	// The file stays open for the life of the process, like its server.
+	return slog.New(slog.NewJSONHandler(f, nil)), nil
 }
 
 // StopMongo stops the MongoDB server, as an outage would.
