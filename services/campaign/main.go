@@ -138,7 +138,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
 		producer, st, reg, logger, time.Now)
 	applier := documents.NewApplier(st, rl, gen.New, time.Now, reg, logger)
-	docs := documents.NewConsumer(applier, deadLetter(producer, cfg.DocumentsDLQ), reg, logger)
+	docs := documents.NewConsumer(applier, kafkax.DeadLetter(producer, cfg.DocumentsDLQ), reg, logger)
 
 	var started atomic.Bool
 	health.Add("started", func(context.Context) error {
@@ -241,20 +241,4 @@ func startup(ctx context.Context, cfg config, st *store.Store, producer *kgo.Cli
 		}
 	}
 	return nil
-}
-
-// deadLetter returns the function that parks an unusable documents.v1
-// record on the dead-letter topic, with the reason and its origin in
-// headers.
-func deadLetter(cl *kgo.Client, topic string) func(ctx context.Context, r *kgo.Record, reason error) error {
-	return func(ctx context.Context, r *kgo.Record, reason error) error {
-		headers := append([]kgo.RecordHeader{
-			{Key: "rcm_dlq_reason", Value: []byte(reason.Error())},
-			{Key: "rcm_dlq_topic", Value: []byte(r.Topic)},
-			{Key: "rcm_dlq_partition", Value: []byte(fmt.Sprint(r.Partition))},
-			{Key: "rcm_dlq_offset", Value: []byte(fmt.Sprint(r.Offset))},
-		}, r.Headers...)
-		res := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: headers})
-		return res.FirstErr()
-	}
 }
