@@ -292,5 +292,15 @@ func (v *Verifier) broken(seq int64, reason string) error {
 	return ErrBroken
 }
 
+// Finish checks that the chain reached head, the seq the log is known to
+// have reached (from a record kept apart from the entries): entries missing
+// from the end break it too.
+func (v *Verifier) Finish(head int64) Result {
+	if v.res.OK && v.res.HeadSeq < head {
+		_ = v.broken(v.res.HeadSeq+1, fmt.Sprintf("entries %d to %d are missing", v.res.HeadSeq+1, head))
+	}
+	return v.res
+}
+
 // Result returns the verdict so far.
 func (v *Verifier) Result() Result { return v.res }

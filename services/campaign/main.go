@@ -183,7 +183,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return nil
 	})
 	g.Go(func() error {
-		if err := startup(backgroundCtx, cfg, st, producer, rl, logger); err != nil {
+		if err := startup(backgroundCtx, cfg, st, producer, rl, logger); err != nil || backgroundCtx.Err() != nil {
 			return err
 		}
 		started.Store(true)
@@ -220,24 +220,8 @@ func startup(ctx context.Context, cfg config, st *store.Store, producer *kgo.Cli
 		{"outbox", func(ctx context.Context) error { return rl.Sweep(ctx, 0) }},
 	}
 	for _, s := range steps {
-		backoff := 200 * time.Millisecond
-		for {
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := s.fn(sctx)
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			logger.Warn("startup step failed; retrying", slog.String("step", s.name), slog.Any("err", err))
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 5*time.Second)
+		if err := kafkax.Retry(ctx, logger, s.name, s.fn); err != nil || ctx.Err() != nil {
+			return err
 		}
 	}
 	return nil

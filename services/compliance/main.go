@@ -1,23 +1,35 @@
 // Command compliance is the compliance service: it turns
 // rcm.campaign-events.v1 into an insert-only, hash-chained, verifiable log
-// per account. This first version only starts, serves its health and metrics
-// endpoints, and stops cleanly.
+// per account, and serves that log and its verification to the gateway.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/pkg/envconfig"
+	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
+	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/obs"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/services/compliance/internal/api"
+	"github.com/rcm-platform/rcm/services/compliance/internal/consumer"
+	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 )
 
 func main() {
@@ -29,22 +41,141 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+type config struct {
+	HTTPAddr       string
+	KafkaBrokers   []string
+	MongoURI       string
+	MongoDatabase  string
+	CreateIndexes  bool
+	InternalSecret string
+	EventsTopic    string
+	DLQTopic       string
+	Group          string
+	CreateTopics   bool
+	Partitions     int
+	MaxBatch       int
+	DrainTimeout   time.Duration
+	LogLevel       string
+}
+
+func loadConfig(getenv func(string) string) (config, error) {
 	r := envconfig.New(getenv)
-	addr := r.String("RCM_HTTP_ADDR", "127.0.0.1:8082")
-	logger := obs.NewLogger(stdout, "compliance", r.String("RCM_LOG_LEVEL", "info"))
-	if err := r.Err(); err != nil {
+	c := config{
+		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8082"),
+		KafkaBrokers:   kafkax.Brokers(r.String("RCM_KAFKA_BROKERS", "127.0.0.1:9092")),
+		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
+		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_compliance"),
+		CreateIndexes:  r.Bool("RCM_MONGODB_CREATE_INDEXES", true),
+		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		EventsTopic:    r.String("RCM_EVENTS_TOPIC", events.Topic),
+		DLQTopic:       r.String("RCM_DLQ_TOPIC", events.DLQTopic),
+		Group:          r.String("RCM_COMPLIANCE_GROUP", "rcm-compliance"),
+		CreateTopics:   r.Bool("RCM_KAFKA_CREATE_TOPICS", true),
+		Partitions:     r.Int("RCM_KAFKA_PARTITIONS", 6),
+		MaxBatch:       r.Int("RCM_COMPLIANCE_MAX_BATCH", 1000),
+		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
+		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
+	}
+	return c, r.Err()
+}
+
+func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	reg := obs.NewRegistry()
-	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(reg, "compliance"), 15*time.Second)
-	obs.Mount(router, obs.NewHealth(), reg)
-	ln, err := net.Listen("tcp", addr)
+	logger := obs.NewLogger(stdout, "compliance", cfg.LogLevel)
+	if cfg.InternalSecret == principal.DevSecret {
+		logger.Warn("RCM_INTERNAL_SECRET is the development secret; set a secret of your own outside the local stack")
+	}
+	signer, err := principal.NewSigner(cfg.InternalSecret, time.Now)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
+		return err
+	}
+	reg := obs.NewRegistry()
+	health := obs.NewHealth()
+
+	mc, err := mongox.Connect(cfg.MongoURI, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = mc.Disconnect(dctx)
+	}()
+	health.Add("mongodb", mongox.Ping(mc))
+	led := ledger.New(mc.Database(cfg.MongoDatabase), time.Now)
+
+	client, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-compliance", kafkax.Metrics(reg), logger,
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.EventsTopic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(500*time.Millisecond),
+		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }),
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }),
+	)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	health.Add("kafka", func(ctx context.Context) error { return client.Ping(ctx) })
+	cons := consumer.New(led, kafkax.DeadLetter(client, cfg.DLQTopic), reg, logger, time.Now)
+
+	var started atomic.Bool
+	health.Add("started", func(context.Context) error {
+		if !started.Load() {
+			return errors.New("starting")
+		}
+		return nil
+	})
+
+	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(reg, "compliance"), 30*time.Second)
+	obs.Mount(router, health, reg)
+	router.Group(func(r chi.Router) {
+		r.Use(signer.Require(func(w http.ResponseWriter, r *http.Request, err error) {
+			httpx.WriteError(w, r, logger, httpx.ErrForbidden.Wrap(err))
+		}))
+		(&api.Handler{Ledger: led, Logger: logger}).Routes(r)
+	})
+
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
 	logger.Info("compliance listening", slog.String("addr", ln.Addr().String()))
-	err = httpx.Serve(ctx, httpx.NewServer(router), ln, 10*time.Second)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return httpx.Serve(gctx, httpx.NewServer(router), ln, cfg.DrainTimeout) })
+	g.Go(func() error {
+		if err := startup(gctx, cfg, led, client, logger); err != nil || gctx.Err() != nil {
+			return err
+		}
+		started.Store(true)
+		logger.Info("compliance ready")
+		return kafkax.ConsumeLoop(gctx, client, cfg.MaxBatch, cons.Handle, logger)
+	})
+	err = g.Wait()
 	logger.Info("compliance stopped")
 	return err
+}
+
+// startup makes the indexes and topics, retrying while the store or the
+// broker cannot be reached.
+func startup(ctx context.Context, cfg config, led *ledger.Ledger, cl *kgo.Client, logger *slog.Logger) error {
+	return kafkax.Retry(ctx, logger, "indexes and topics", func(ctx context.Context) error {
+		if cfg.CreateIndexes {
+			if err := led.EnsureIndexes(ctx); err != nil {
+				return err
+			}
+		}
+		if !cfg.CreateTopics {
+			return nil
+		}
+		return kafkax.EnsureTopics(ctx, cl,
+			kafkax.Topic{Name: cfg.EventsTopic, Partitions: int32(cfg.Partitions)},
+			kafkax.Topic{Name: cfg.DLQTopic, Partitions: 1},
+		)
+	})
 }

@@ -1,0 +1,171 @@
+// Package ledger is the compliance log: an insert-only, per-account,
+// hash-chained sequence of entries, one per event (see pkg/auditlog for the
+// chain and pkg/seqlog for the storage). No code path here updates or
+// deletes an entry.
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/rcm-platform/rcm/pkg/auditlog"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/seqlog"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"golang.org/x/sync/errgroup"
+)
+
+// Ledger reads and appends the compliance log.
+type Ledger struct {
+	log *seqlog.Log
+	now func() time.Time
+}
+
+// New returns the ledger stored in db.
+func New(db *mongo.Database, now func() time.Time) *Ledger {
+	return &Ledger{log: seqlog.New(db.Collection(auditlog.EntriesCollection), db.Collection(auditlog.HeadsCollection)), now: now}
+}
+
+// EnsureIndexes creates the unique indexes (event id; account and seq).
+func (l *Ledger) EnsureIndexes(ctx context.Context) error { return l.log.EnsureIndexes(ctx) }
+
+// Forget drops cached heads, when this process stops owning a partition.
+func (l *Ledger) Forget() { l.log.Forget() }
+
+// Event is an event to record, with its JSON data exactly as received.
+type Event struct {
+	events.Event
+	Data []byte
+}
+
+// Appended says where an event is recorded and whether it was already.
+type Appended = seqlog.Result
+
+// Append records evs, all of account, in order, each at most once.
+func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]Appended, error) {
+	recordedAt := events.FormatTime(l.now())
+	items := make([]seqlog.Item, 0, len(evs))
+	for _, e := range evs {
+		items = append(items, seqlog.Item{EventID: e.EventID, Build: func(seq int64, prev string) (any, string, error) {
+			if prev == "" {
+				prev = auditlog.GenesisHash
+			}
+			entry := auditlog.Entry{
+				EventID: e.EventID, AccountID: account, Seq: seq, EventType: e.EventType,
+				DocumentID: e.DocumentID, CampaignID: e.CampaignID,
+				Actor:      auditlog.Actor{Type: e.Actor.Type, ID: e.Actor.ID, SessionID: e.Actor.SessionID},
+				Data:       json.RawMessage(e.Data), OccurredAt: e.OccurredAt, RecordedAt: recordedAt,
+			}
+			if err := auditlog.Seal(&entry, prev); err != nil {
+				return nil, "", err
+			}
+			doc, err := auditlog.ToDoc(entry)
+			if err != nil {
+				return nil, "", err
+			}
+			return doc, entry.Hash, nil
+		}})
+	}
+	return l.log.Append(ctx, account, auditlog.LinkField, items)
+}
+
+// Head returns the seq of account's last entry: the furthest of the stored
+// hint and what the entries themselves show, so that a deleted entry at
+// any position still leaves the head where the log reached.
+func (l *Ledger) Head(ctx context.Context, account string) (int64, error) {
+	hint, err := l.log.HeadHint(ctx, account)
+	if err != nil {
+		return 0, err
+	}
+	h, err := l.log.LoadHead(ctx, account, auditlog.LinkField)
+	if err != nil {
+		return 0, err
+	}
+	return max(hint.Seq, h.Seq), nil
+}
+
+// Get returns entry seq of account; found is false when it is missing.
+func (l *Ledger) Get(ctx context.Context, account string, seq int64) (auditlog.Entry, bool, error) {
+	var d auditlog.Doc
+	found, err := l.log.Get(ctx, account, seq, &d)
+	if err != nil || !found {
+		return auditlog.Entry{}, found, err
+	}
+	e, err := d.Entry()
+	return e, true, err
+}
+
+// Slot is one position read by Range: the entry, or Found false for a
+// missing one.
+type Slot struct {
+	Seq   int64
+	Found bool
+	Entry auditlog.Entry
+}
+
+// Range reads seqs from, from+step, … (step is 1 or -1), n of them, with a
+// few lookups in flight at once, in order.
+func (l *Ledger) Range(ctx context.Context, account string, from int64, step int64, n int) ([]Slot, error) {
+	slots := make([]Slot, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range slots {
+		seq := from + int64(i)*step
+		slots[i].Seq = seq
+		g.Go(func() error {
+			e, found, err := l.Get(gctx, account, seq)
+			if err != nil {
+				return err
+			}
+			slots[i].Found, slots[i].Entry = found, e
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("read log of %s: %w", account, err)
+	}
+	return slots, nil
+}
+
+// Verification is the verdict on an account's whole log.
+type Verification struct {
+	auditlog.Result
+	// Stored counts the entries found, which differs from HeadSeq when
+	// some were deleted.
+	Stored int64
+}
+
+// Verify recomputes account's chain from its first entry to its head.
+func (l *Ledger) Verify(ctx context.Context, account string) (Verification, error) {
+	head, err := l.Head(ctx, account)
+	if err != nil {
+		return Verification{}, err
+	}
+	v := auditlog.NewVerifier(account)
+	var out Verification
+	var headHash string
+	const window = 64
+	for from := int64(1); from <= head; from += window {
+		slots, err := l.Range(ctx, account, from, 1, int(min(window, head-from+1)))
+		if err != nil {
+			return Verification{}, err
+		}
+		for _, s := range slots {
+			if !s.Found {
+				// Skipping it lets the verifier report the missing seq.
+				continue
+			}
+			out.Stored++
+			_ = v.Add(s.Entry)
+			if s.Seq == head {
+				headHash = s.Entry.Hash
+			}
+		}
+	}
+	out.Result = v.Finish(head)
+	// Report where the log reached, broken or not.
+	out.HeadSeq, out.HeadHash, out.Entries = head, headHash, out.Stored
+	return out, nil
+}

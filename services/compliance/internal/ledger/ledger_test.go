@@ -1,0 +1,226 @@
+package ledger_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/pkg/auditlog"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/ids"
+	"github.com/rcm-platform/rcm/pkg/seqlog"
+	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
+
+var gen = ids.NewGenerator(time.Now)
+
+func newLedger(t *testing.T) (*mongo.Database, *ledger.Ledger) {
+	t.Helper()
+	db := mongotest.Client(t).Database(mongotest.NewDatabase(t))
+	l := ledger.New(db, time.Now)
+	if err := l.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db, l
+}
+
+// optOuts makes n valid opt_out events of account, as the relay publishes
+// them.
+func optOuts(t *testing.T, account string, n int) []ledger.Event {
+	t.Helper()
+	campaign := gen.New(ids.CampaignPrefix)
+	var out []ledger.Event
+	for i := 0; i < n; i++ {
+		f, active := false, true
+		e := events.Event{
+			EventID: gen.New(ids.EventPrefix), EventType: events.TypeOptOut, AccountID: account,
+			DocumentID: "doc_1", CampaignID: campaign, Actor: events.Actor{Type: events.ActorUser, ID: "user_1", SessionID: "sess_1"},
+			OccurredAt: events.FormatTime(time.Now()), Channel: "sms", Notes: fmt.Sprintf("request \"%d\" — ok 😀", i),
+			Deactivated: &f, Active: &active, ActiveChannels: []string{"email"},
+		}
+		m, err := events.NewMessage(e, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := events.ValidateData(m.Data); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ledger.Event{Event: e, Data: m.Data})
+	}
+	return out
+}
+
+func TestAppendIsOncePerEventInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, l := newLedger(t)
+	evs := optOuts(t, "org_a", 10)
+	if _, err := l.Append(ctx, "org_a", evs[:6]); err != nil {
+		t.Fatal(err)
+	}
+	// A redelivery of part of the batch with the rest.
+	res, err := l.Append(ctx, "org_a", evs[3:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Replay != (i < 3) {
+			t.Fatalf("result %d: got %+v", i, r)
+		}
+	}
+	v, err := l.Verify(ctx, "org_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK || v.HeadSeq != 10 || v.Stored != 10 || v.HeadHash == "" {
+		t.Fatalf("got %+v, want ok with 10 entries", v)
+	}
+	for i, e := range evs {
+		got, found, err := l.Get(ctx, "org_a", int64(i+1))
+		if err != nil || !found || got.EventID != e.EventID {
+			t.Fatalf("seq %d: got %v %v %v, want %s", i+1, got.EventID, found, err, e.EventID)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(got.Data, &data); err != nil || data["notes"] != e.Notes {
+			t.Fatalf("seq %d: data %s", i+1, got.Data)
+		}
+	}
+	empty, err := l.Verify(ctx, "org_nobody")
+	if err != nil || !empty.OK || empty.HeadSeq != 0 {
+		t.Fatalf("empty log: got %+v %v, want ok with no entries", empty, err)
+	}
+}
+
+// TestTwoOwnersForAMoment: two consumers append the same partition's
+// events at once, as during a rebalance; the chain stays whole.
+func TestTwoOwnersForAMoment(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := newLedger(t)
+	evs := optOuts(t, "org_2", 40)
+	var wg sync.WaitGroup
+	for w, batch := range []int{5, 9} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := ledger.New(db, time.Now)
+			for i := 0; i < len(evs); i += batch {
+				if _, err := l.Append(ctx, "org_2", evs[i:min(i+batch, len(evs))]); err != nil {
+					t.Errorf("writer %d: %v", w, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	v, err := ledger.New(db, time.Now).Verify(ctx, "org_2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK || v.HeadSeq != 40 {
+		t.Fatalf("got %+v, want ok with 40 entries", v)
+	}
+}
+
+// TestTamperingIsDetected edits, deletes and reorders entries directly in
+// the database; verify names the first broken seq.
+func TestTamperingIsDetected(t *testing.T) {
+	t.Parallel()
+	entries := func(db *mongo.Database) *mongo.Collection { return db.Collection(auditlog.EntriesCollection) }
+	key := func(seq int64) bson.D { return bson.D{{Key: "_id", Value: seqlog.Key("org_t", seq)}} }
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, c *mongo.Collection)
+		want   int64
+	}{
+		{"edit the notes", func(t *testing.T, c *mongo.Collection) {
+			_, err := c.UpdateOne(context.Background(), key(4), bson.D{{Key: "$set", Value: bson.D{{Key: "data.notes", Value: "nothing to see"}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, 4},
+		{"edit the event type", func(t *testing.T, c *mongo.Collection) {
+			_, err := c.UpdateOne(context.Background(), key(2), bson.D{{Key: "$set", Value: bson.D{{Key: "eventType", Value: "campaign_started"}}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}, 2},
+		{"delete one in the middle", func(t *testing.T, c *mongo.Collection) {
+			if _, err := c.DeleteOne(context.Background(), key(5)); err != nil {
+				t.Fatal(err)
+			}
+		}, 5},
+		{"delete the last", func(t *testing.T, c *mongo.Collection) {
+			if _, err := c.DeleteOne(context.Background(), key(8)); err != nil {
+				t.Fatal(err)
+			}
+		}, 8},
+		{"delete at a probe point", func(t *testing.T, c *mongo.Collection) {
+			if _, err := c.DeleteOne(context.Background(), key(4)); err != nil {
+				t.Fatal(err)
+			}
+		}, 4},
+		{"swap two entries", func(t *testing.T, c *mongo.Collection) {
+			ctx := context.Background()
+			var a, b bson.D
+			_ = c.FindOne(ctx, key(3)).Decode(&a)
+			_ = c.FindOne(ctx, key(6)).Decode(&b)
+			for _, d := range []*bson.D{&a, &b} {
+				(*d)[0].Value = "tmp"
+			}
+			if _, err := c.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: bson.A{seqlog.Key("org_t", 3), seqlog.Key("org_t", 6)}}}}}); err != nil {
+				t.Fatal(err)
+			}
+			a[0].Value, b[0].Value = seqlog.Key("org_t", 6), seqlog.Key("org_t", 3)
+			if _, err := c.InsertMany(ctx, []any{a, b}); err != nil {
+				t.Fatal(err)
+			}
+		}, 3},
+		{"recompute a hash after an edit", func(t *testing.T, c *mongo.Collection) {
+			ctx := context.Background()
+			var d auditlog.Doc
+			if err := c.FindOne(ctx, key(6)).Decode(&d); err != nil {
+				t.Fatal(err)
+			}
+			e, _ := d.Entry()
+			e.Actor.ID = "user_someone_else"
+			_ = auditlog.Seal(&e, e.PrevHash)
+			nd, _ := auditlog.ToDoc(e)
+			if _, err := c.ReplaceOne(ctx, key(6), nd); err != nil {
+				t.Fatal(err)
+			}
+		}, 7},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db, l := newLedger(t)
+			if _, err := l.Append(ctx, "org_t", optOuts(t, "org_t", 8)); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := l.Verify(ctx, "org_t"); err != nil || !v.OK {
+				t.Fatalf("before tampering: got %+v %v", v, err)
+			}
+			tt.tamper(t, entries(db))
+			v, err := ledger.New(db, time.Now).Verify(ctx, "org_t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.OK || v.FirstBrokenSeq == nil || *v.FirstBrokenSeq != tt.want {
+				t.Fatalf("got %+v (first broken %v), want broken at %d", v, v.FirstBrokenSeq, tt.want)
+			}
+			if v.HeadSeq != 8 {
+				t.Fatalf("got head %d, want 8: the log reached 8", v.HeadSeq)
+			}
+		})
+	}
+}
