@@ -55,8 +55,8 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 			entry := auditlog.Entry{
 				EventID: e.EventID, AccountID: account, Seq: seq, EventType: e.EventType,
 				DocumentID: e.DocumentID, CampaignID: e.CampaignID,
-				Actor:      auditlog.Actor{Type: e.Actor.Type, ID: e.Actor.ID, SessionID: e.Actor.SessionID},
-				Data:       json.RawMessage(e.Data), OccurredAt: e.OccurredAt, RecordedAt: recordedAt,
+				Actor: auditlog.Actor{Type: e.Actor.Type, ID: e.Actor.ID, SessionID: e.Actor.SessionID},
+				Data:  json.RawMessage(e.Data), OccurredAt: e.OccurredAt, RecordedAt: recordedAt,
 			}
 			if err := auditlog.Seal(&entry, prev); err != nil {
 				return nil, "", err
