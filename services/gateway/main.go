@@ -42,6 +42,8 @@ type config struct {
 	AuthorizedParties []string
 	InternalSecret    string
 	CampaignURL       string
+	ComplianceURL     string
+	FeedURL           string
 	DrainTimeout      time.Duration
 	LogLevel          string
 }
@@ -54,6 +56,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Issuer:         r.String("RCM_CLERK_ISSUER", ""),
 		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
 		CampaignURL:    r.String("RCM_CAMPAIGN_URL", "http://127.0.0.1:8081"),
+		ComplianceURL:  r.String("RCM_COMPLIANCE_URL", "http://127.0.0.1:8082"),
+		FeedURL:        r.String("RCM_FEED_URL", "http://127.0.0.1:8083"),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
@@ -93,12 +97,24 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	complianceSvc, err := upstream.New(cfg.ComplianceURL, signer, upstream.NewClient(60*time.Second))
+	if err != nil {
+		return err
+	}
+	feedSvc, err := upstream.New(cfg.FeedURL, signer, nil)
+	if err != nil {
+		return err
+	}
+	streamSvc, err := upstream.New(cfg.FeedURL, signer, upstream.NewClient(0))
+	if err != nil {
+		return err
+	}
 
 	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(reg, "gateway"), 0)
 	obs.Mount(router, health, reg)
 	router.Group(func(r chi.Router) {
 		r.Use(verifier.Middleware(logger))
-		(&api.Handler{Campaign: campaignSvc, Logger: logger}).Routes(r)
+		(&api.Handler{Campaign: campaignSvc, Compliance: complianceSvc, Feed: feedSvc, Stream: streamSvc, Logger: logger}).Routes(r)
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -22,8 +22,13 @@ const MaxBody = 64 << 10
 
 // Handler serves the public routes.
 type Handler struct {
-	Campaign *upstream.Service
-	Logger   *slog.Logger
+	Campaign   *upstream.Service
+	Compliance *upstream.Service
+	Feed       *upstream.Service
+	// Stream reaches the feed for the SSE route: same service, a client
+	// without a whole-request timeout.
+	Stream *upstream.Service
+	Logger *slog.Logger
 }
 
 // Routes mounts the public routes on r, which must already authenticate.
@@ -32,6 +37,10 @@ func (h *Handler) Routes(r chi.Router) {
 	r.With(httpx.LimitBody(MaxBody)).Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
 	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
 	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
+	r.Get("/v1/compliance-log", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
+	r.Get("/v1/compliance-log/verify", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
+	r.Get("/v1/activity", httpx.Handle(h.Logger, h.forward(h.Feed, httpx.ErrNotFound)))
+	r.Get("/v1/activity/stream", httpx.Handle(h.Logger, h.stream))
 }
 
 // idPattern is what a document id can look like; anything else cannot
