@@ -21,6 +21,10 @@ func main() {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "rcmctl:", err)
 		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(2)
 	}
 }
@@ -33,10 +37,15 @@ const usage = `rcmctl: the RCM platform's command line
       publish a document to documents.v1 and wait until the campaign service applied it
   rcmctl documents delete --id ID
       publish a tombstone for the document and wait until it was applied
+  rcmctl log export --account ACCOUNT [--out FILE]
+      write the account's compliance log as JSON lines, read from its database
+  rcmctl log verify FILE
+      re-verify an exported log's hash chains offline; exit status 1 when broken
 
 Environment: RCM_DATA_DIR (default .data), RCM_KAFKA_BROKERS (127.0.0.1:9092),
 RCM_CLERK_ISSUER (http://127.0.0.1:8090), RCM_DOCUMENTS_TOPIC (documents.v1),
-RCM_DOCUMENTS_GROUP (rcm-campaign).
+RCM_DOCUMENTS_GROUP (rcm-campaign), RCM_MONGODB_URI (mongodb://127.0.0.1:27017/),
+RCM_COMPLIANCE_DATABASE (rcm_compliance).
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -58,6 +67,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		case "delete":
 			return documentsDelete(ctx, args[2:], getenv, stdout, stderr)
 		}
+	case "log":
+		if len(args) < 2 {
+			fmt.Fprint(stderr, usage)
+			return flag.ErrHelp
+		}
+		switch args[1] {
+		case "export":
+			return logExport(ctx, args[2:], getenv, stdout, stderr)
+		case "verify":
+			err := logVerify(args[2:], stdout, stderr)
+			if err != nil && !errors.Is(err, flag.ErrHelp) {
+				return exitError{code: 1, err: err}
+			}
+			return err
+		}
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -72,3 +96,13 @@ func env(getenv func(string) string, key, def string) string {
 	}
 	return def
 }
+
+// exitError carries a specific exit status: 1 for "verified, and broken",
+// as against 2 for "could not run".
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }

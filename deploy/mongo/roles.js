@@ -1,0 +1,63 @@
+// MongoDB roles and users of the RCM services. Run once per deployment, as an
+// administrator, with mongosh:
+//
+//   mongosh "$ADMIN_URI" --file deploy/mongo/roles.js
+//
+// with RCM_CAMPAIGN_PASSWORD, RCM_COMPLIANCE_PASSWORD and RCM_FEED_PASSWORD
+// in the environment. Indexes are created here too, so that the compliance
+// service needs no index privilege (it runs with
+// RCM_MONGODB_CREATE_INDEXES=false).
+
+const admin = db.getSiblingDB("admin");
+
+function ensureRole(name, privileges) {
+  if (admin.getRole(name) === null) {
+    admin.createRole({ role: name, privileges: privileges, roles: [] });
+  } else {
+    admin.updateRole(name, { privileges: privileges, roles: [] });
+  }
+}
+
+function ensureUser(name, password, role) {
+  if (admin.getUser(name) === null) {
+    admin.createUser({ user: name, pwd: password, roles: [{ role: role, db: "admin" }] });
+  } else {
+    admin.updateUser(name, { pwd: password, roles: [{ role: role, db: "admin" }] });
+  }
+}
+
+// The compliance log is insert-only: its entries may be inserted and read,
+// never updated or deleted. The head hints (the furthest seq each account
+// reached, kept apart from the entries) are upserted.
+ensureRole("rcmCompliance", [
+  { resource: { db: "rcm_compliance", collection: "entries" }, actions: ["find", "insert"] },
+  { resource: { db: "rcm_compliance", collection: "entry_heads" }, actions: ["find", "insert", "update"] },
+]);
+
+// Campaigns and the documents read model change in place (one write per
+// command); the outbox lives inside the campaign documents.
+ensureRole("rcmCampaign", [
+  { resource: { db: "rcm_campaign", collection: "campaigns" }, actions: ["find", "insert", "update", "createIndex"] },
+  { resource: { db: "rcm_campaign", collection: "documents" }, actions: ["find", "insert", "update", "createIndex"] },
+  { resource: { db: "rcm_campaign", collection: "idempotency" }, actions: ["find", "insert", "update", "remove", "createIndex"] },
+]);
+
+// The activity feed is insert-only as well.
+ensureRole("rcmFeed", [
+  { resource: { db: "rcm_feed", collection: "items" }, actions: ["find", "insert", "createIndex"] },
+  { resource: { db: "rcm_feed", collection: "item_heads" }, actions: ["find", "insert", "update"] },
+]);
+
+// Read-only access for exports (rcmctl log export) and auditors.
+ensureRole("rcmComplianceReader", [
+  { resource: { db: "rcm_compliance", collection: "entries" }, actions: ["find"] },
+  { resource: { db: "rcm_compliance", collection: "entry_heads" }, actions: ["find"] },
+]);
+
+const compliance = db.getSiblingDB("rcm_compliance");
+compliance.entries.createIndex({ eventId: 1 }, { unique: true });
+compliance.entries.createIndex({ accountId: 1, seq: 1 }, { unique: true });
+
+ensureUser("rcm-campaign", process.env.RCM_CAMPAIGN_PASSWORD, "rcmCampaign");
+ensureUser("rcm-compliance", process.env.RCM_COMPLIANCE_PASSWORD, "rcmCompliance");
+ensureUser("rcm-feed", process.env.RCM_FEED_PASSWORD, "rcmFeed");
