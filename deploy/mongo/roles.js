@@ -39,7 +39,6 @@ ensureRole("rcmCompliance", [
 ensureRole("rcmCampaign", [
   { resource: { db: "rcm_campaign", collection: "campaigns" }, actions: ["find", "insert", "update", "createIndex"] },
   { resource: { db: "rcm_campaign", collection: "documents" }, actions: ["find", "insert", "update", "createIndex"] },
-  { resource: { db: "rcm_campaign", collection: "idempotency" }, actions: ["find", "insert", "update", "remove", "createIndex"] },
 ]);
 
 // The activity feed is insert-only as well.

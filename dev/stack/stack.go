@@ -246,12 +246,13 @@ func (s *Stack) StartMongo(ctx context.Context) error {
 	return nil
 }
 
-// serverLogger returns the logger of an embedded server: its warnings
-// narrate every unsupported command, so they go to the logs, not the
-// console.
+// serverLogger returns the logger of an embedded server: errors only, to
+// the logs, not the console (FerretDB warns of every command it lacks,
+// such as the driver's endSessions).
 func (s *Stack) serverLogger(name string) (*slog.Logger, error) {
+	errorsOnly := &slog.HandlerOptions{Level: slog.LevelError}
 	if s.cfg.Logs != nil {
-		return slog.New(slog.NewJSONHandler(s.cfg.Logs, nil)).With(slog.String("server", name)), nil
+		return slog.New(slog.NewJSONHandler(s.cfg.Logs, errorsOnly)).With(slog.String("server", name)), nil
 	}
 	dir := filepath.Join(s.cfg.DataDir, "logs")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -262,7 +263,7 @@ func (s *Stack) serverLogger(name string) (*slog.Logger, error) {
 		return nil, err
 	}
 	// The file stays open for the life of the process, like its server.
-	return slog.New(slog.NewJSONHandler(f, nil)), nil
+	return slog.New(slog.NewJSONHandler(f, errorsOnly)), nil
 }
 
 // StopMongo stops the MongoDB server, as an outage would.
