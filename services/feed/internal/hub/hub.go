@@ -1,0 +1,171 @@
+// Package hub fans the activity items out live to the subscribers of each
+// account connected to this instance. Every feed instance follows the whole
+// internal activity topic (no consumer group), so a subscriber receives its
+// account's items whichever instance stored them and whichever instance it
+// is connected to. Delivery never blocks: a subscriber that falls behind is
+// dropped, and its client resumes from history with Last-Event-ID.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/services/feed/internal/activity"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DefaultBuffer is how many items a subscriber may have waiting before it
+// is dropped.
+const DefaultBuffer = 256
+
+// ErrSlow is why a subscriber that fell behind was dropped.
+var ErrSlow = errors.New("subscriber too slow: its buffer is full")
+
+// Entry is one item as the hub hands it out, with its JSON encoding made
+// once for every subscriber.
+type Entry struct {
+	Item activity.Item
+	JSON []byte
+}
+
+// Hub holds the subscribers of each account.
+type Hub struct {
+	buffer int
+
+	mu   sync.Mutex
+	subs map[string]map[*Subscription]struct{}
+
+	subscribers prometheus.Gauge
+	dropped     prometheus.Counter
+	published   prometheus.Counter
+}
+
+// New returns a Hub giving each subscriber a buffer of buffer items
+// (DefaultBuffer when 0), with its metrics registered on reg.
+func New(buffer int, reg prometheus.Registerer) *Hub {
+	if buffer <= 0 {
+		buffer = DefaultBuffer
+	}
+	h := &Hub{
+		buffer: buffer,
+		subs:   map[string]map[*Subscription]struct{}{},
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rcm_feed_subscribers", Help: "Live subscribers connected to this instance.",
+		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rcm_feed_dropped_subscribers_total", Help: "Subscribers dropped because their buffer was full.",
+		}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rcm_feed_hub_items_total", Help: "Activity items handed to the hub for live fan-out.",
+		}),
+	}
+	reg.MustRegister(h.subscribers, h.dropped, h.published)
+	return h
+}
+
+// Subscription is one subscriber's live items of one account.
+type Subscription struct {
+	hub     *Hub
+	account string
+	ch      chan Entry
+	err     error // why ch was closed; set before closing it
+}
+
+// C delivers the account's items in the order the hub received them. It is
+// closed when the hub drops the subscriber; Err then says why.
+func (s *Subscription) C() <-chan Entry { return s.ch }
+
+// Err is why C was closed; only meaningful once it is.
+func (s *Subscription) Err() error { return s.err }
+
+// Close unsubscribes. It is safe to call more than once, also after the hub
+// dropped the subscriber.
+func (s *Subscription) Close() {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	s.hub.remove(s, nil)
+}
+
+// Subscribe returns a subscription to account's items from now on.
+func (h *Hub) Subscribe(account string) *Subscription {
+	s := &Subscription{hub: h, account: account, ch: make(chan Entry, h.buffer)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.subs[account]
+	if set == nil {
+		set = map[*Subscription]struct{}{}
+		h.subs[account] = set
+	}
+	set[s] = struct{}{}
+	h.subscribers.Inc()
+	return s
+}
+
+// remove drops s, closing its channel with err when err is not nil. h.mu
+// must be held.
+func (h *Hub) remove(s *Subscription, err error) {
+	set := h.subs[s.account]
+	if _, ok := set[s]; !ok {
+		return
+	}
+	delete(set, s)
+	if len(set) == 0 {
+		delete(h.subs, s.account)
+	}
+	h.subscribers.Dec()
+	if err != nil {
+		s.err = err
+		close(s.ch)
+	}
+}
+
+// Publish hands e to every subscriber of account without waiting for any:
+// a subscriber whose buffer is full is dropped with ErrSlow.
+func (h *Hub) Publish(account string, e Entry) {
+	h.published.Inc()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs[account] {
+		select {
+		case s.ch <- e:
+		default:
+			h.remove(s, ErrSlow)
+			h.dropped.Inc()
+		}
+	}
+}
+
+// Follow feeds the hub from cl, a client that consumes the activity topic
+// without a consumer group, until ctx is done. A record is keyed by its
+// account and holds the item's JSON; one that is not is logged and
+// skipped, as nothing but the feed writes that topic.
+func (h *Hub) Follow(ctx context.Context, cl *kgo.Client, logger *slog.Logger) error {
+	for {
+		fetches := cl.PollFetches(ctx)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			logger.Warn("fetch error", slog.String("topic", topic), slog.Int("partition", int(partition)), slog.Any("err", err))
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			var it activity.Item
+			if err := json.Unmarshal(r.Value, &it); err != nil || it.Seq <= 0 || len(r.Key) == 0 {
+				logger.Warn("unusable activity record skipped", slog.String("topic", r.Topic),
+					slog.Int("partition", int(r.Partition)), slog.Int64("offset", r.Offset), slog.Any("err", err))
+				return
+			}
+			// Encoded again rather than passed through, so that what
+			// subscribers get is exactly the item type's JSON, one line.
+			data, err := json.Marshal(it)
+			if err != nil {
+				return
+			}
+			h.Publish(string(r.Key), Entry{Item: it, JSON: data})
+		})
+	}
+}

@@ -1,0 +1,96 @@
+package hub
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rcm-platform/rcm/services/feed/internal/activity"
+)
+
+func entry(seq int64) Entry { return Entry{Item: activity.Item{Seq: seq}} }
+
+// drain returns the seqs waiting in s without blocking.
+func drain(s *Subscription) []int64 {
+	var out []int64
+	for {
+		select {
+		case e, ok := <-s.C():
+			if !ok {
+				return out
+			}
+			out = append(out, e.Item.Seq)
+		default:
+			return out
+		}
+	}
+}
+
+func TestPublishReachesOnlyTheAccount(t *testing.T) {
+	t.Parallel()
+	h := New(8, prometheus.NewRegistry())
+	a1, a2, b := h.Subscribe("org_a"), h.Subscribe("org_a"), h.Subscribe("org_b")
+	if got := testutil.ToFloat64(h.subscribers); got != 3 {
+		t.Fatalf("got %v subscribers, want 3", got)
+	}
+	h.Publish("org_a", entry(1))
+	h.Publish("org_b", entry(7))
+	h.Publish("org_a", entry(2))
+	h.Publish("org_c", entry(9))
+	tests := []struct {
+		name string
+		sub  *Subscription
+		want []int64
+	}{
+		{"first of a", a1, []int64{1, 2}},
+		{"second of a", a2, []int64{1, 2}},
+		{"b", b, []int64{7}},
+	}
+	for _, tt := range tests {
+		if got := drain(tt.sub); !slices.Equal(got, tt.want) {
+			t.Fatalf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	a1.Close()
+	a1.Close()
+	h.Publish("org_a", entry(3))
+	if got := drain(a2); !slices.Equal(got, []int64{3}) {
+		t.Fatalf("after the other closed: got %v, want [3]", got)
+	}
+	if got := testutil.ToFloat64(h.subscribers); got != 2 {
+		t.Fatalf("got %v subscribers, want 2", got)
+	}
+}
+
+func TestSlowSubscriberIsDropped(t *testing.T) {
+	t.Parallel()
+	h := New(2, prometheus.NewRegistry())
+	slow, fast := h.Subscribe("org_a"), h.Subscribe("org_a")
+	for seq := int64(1); seq <= 2; seq++ {
+		h.Publish("org_a", entry(seq))
+		drain(fast)
+	}
+	h.Publish("org_a", entry(3)) // slow's buffer is full: dropped, without waiting
+	if got := drain(fast); !slices.Equal(got, []int64{3}) {
+		t.Fatalf("fast: got %v, want [3]", got)
+	}
+	var got []int64
+	for e := range slow.C() { // closed after what it had
+		got = append(got, e.Item.Seq)
+	}
+	if !slices.Equal(got, []int64{1, 2}) {
+		t.Fatalf("slow: got %v, want [1 2] then closed", got)
+	}
+	if !errors.Is(slow.Err(), ErrSlow) {
+		t.Fatalf("got reason %v, want ErrSlow", slow.Err())
+	}
+	slow.Close() // after the drop: does nothing
+	if got := testutil.ToFloat64(h.dropped); got != 1 {
+		t.Fatalf("got %v dropped, want 1", got)
+	}
+	if got := testutil.ToFloat64(h.subscribers); got != 1 {
+		t.Fatalf("got %v subscribers, want 1", got)
+	}
+}
