@@ -58,6 +58,7 @@ type config struct {
 	SweepInterval  time.Duration
 	SweepMinAge    time.Duration
 	DrainTimeout   time.Duration
+	LagInterval    time.Duration
 	LogLevel       string
 }
 
@@ -77,6 +78,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SweepInterval:  r.Duration("RCM_OUTBOX_SWEEP_INTERVAL", 10*time.Second),
 		SweepMinAge:    r.Duration("RCM_OUTBOX_SWEEP_MIN_AGE", 30*time.Second),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
+		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	c.DocumentsDLQ = r.String("RCM_DOCUMENTS_DLQ_TOPIC", "rcm."+c.DocumentsTopic+".dlq")
@@ -140,6 +142,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	applier := documents.NewApplier(st, rl, gen.New, time.Now, reg, logger)
 	docs := documents.NewConsumer(applier, kafkax.DeadLetter(producer, cfg.DocumentsDLQ), reg, logger)
 
+	lag := kafkax.NewLagMonitor(consumer, cfg.DocumentsGroup, cfg.LagInterval, reg, logger)
+
 	var started atomic.Bool
 	health.Add("started", func(context.Context) error {
 		if !started.Load() {
@@ -191,6 +195,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		bg, bctx := errgroup.WithContext(backgroundCtx)
 		bg.Go(func() error { return rl.Run(bctx, cfg.DrainTimeout) })
 		bg.Go(func() error { return kafkax.ConsumeLoop(bctx, consumer, 1000, docs.Handle, logger) })
+		bg.Go(func() error { lag.Run(bctx); return nil })
 		return bg.Wait()
 	})
 	err = g.Wait()

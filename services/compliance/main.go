@@ -55,6 +55,7 @@ type config struct {
 	Partitions     int
 	MaxBatch       int
 	DrainTimeout   time.Duration
+	LagInterval    time.Duration
 	LogLevel       string
 }
 
@@ -74,6 +75,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Partitions:     r.Int("RCM_KAFKA_PARTITIONS", 6),
 		MaxBatch:       r.Int("RCM_COMPLIANCE_MAX_BATCH", 1000),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
+		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	return c, r.Err()
@@ -123,6 +125,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	health.Add("kafka", func(ctx context.Context) error { return client.Ping(ctx) })
 	cons := consumer.New(led, kafkax.DeadLetter(client, cfg.DLQTopic), reg, logger, time.Now)
 
+	lag := kafkax.NewLagMonitor(client, cfg.Group, cfg.LagInterval, reg, logger)
+
 	var started atomic.Bool
 	health.Add("started", func(context.Context) error {
 		if !started.Load() {
@@ -156,6 +160,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		logger.Info("compliance ready")
 		return kafkax.ConsumeLoop(gctx, client, cfg.MaxBatch, cons.Handle, logger)
 	})
+	g.Go(func() error { lag.Run(gctx); return nil })
 	err = g.Wait()
 	logger.Info("compliance stopped")
 	return err
