@@ -57,8 +57,8 @@ func ParseCursor(s string) (int64, error) {
 // the item's own fields (seq and eventId among them, as the sequence
 // requires), and when it was stored.
 type Record struct {
-	Key       string    `bson:"_id"`
-	AccountID string    `bson:"accountId"`
+	Key       string `bson:"_id"`
+	AccountID string `bson:"accountId"`
 	Item      `bson:",inline"`
 	StoredAt  time.Time `bson:"storedAt"`
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
@@ -168,6 +169,16 @@ func TestHandleStoresEachEventOnce(t *testing.T) {
 	want := []string{"org_a:1:" + eventID(a1), "org_a:2:" + eventID(a2), "org_a:3:" + eventID(a3), "org_b:1:" + eventID(b1)}
 	if !slices.Equal(firstPublish, want) {
 		t.Fatalf("published %v, want %v", firstPublish, want)
+	}
+	// The stored document is flat: seqlog's fields and the item's.
+	var raw bson.M
+	if err := f.db.Collection("items").FindOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key("org_a", 2)}}).Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"_id", "accountId", "seq", "eventId", "type", "documentId", "campaignId", "summary", "occurredAt", "actor", "storedAt"} {
+		if _, ok := raw[k]; !ok {
+			t.Fatalf("stored document %v has no %s", raw, k)
+		}
 	}
 	if got := testutil.ToFloat64(f.consumer.stored); got != 4 {
 		t.Fatalf("got %v items stored, want 4", got)
