@@ -40,7 +40,7 @@ type env struct {
 	producer *kgo.Client
 }
 
-func newEnv(t *testing.T, partitions int32) *env {
+func newEnv(t testing.TB, partitions int32) *env {
 	t.Helper()
 	e := &env{
 		topic:    kafkatest.NewTopic(t, partitions),
@@ -81,7 +81,7 @@ type instance struct {
 
 // start calls run in-process, as main does, and returns once the service
 // is ready. It is stopped when the test ends, if not before.
-func (e *env) start(t *testing.T, overrides map[string]string) *instance {
+func (e *env) start(t testing.TB, overrides map[string]string) *instance {
 	t.Helper()
 	vars := map[string]string{}
 	for k, v := range e.vars {
@@ -164,7 +164,7 @@ func (l *logSink) String() string {
 	return l.buf.String()
 }
 
-func (l *logSink) waitAddr(t *testing.T, within time.Duration) string {
+func (l *logSink) waitAddr(t testing.TB, within time.Duration) string {
 	t.Helper()
 	select {
 	case <-l.found:
@@ -178,7 +178,7 @@ func (l *logSink) waitAddr(t *testing.T, within time.Duration) string {
 }
 
 // eventually polls cond until it holds, failing the test after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -233,7 +233,7 @@ func (e *env) newEvents(account string, n int) []events.Event {
 	return out
 }
 
-func (e *env) records(t *testing.T, evs ...events.Event) []*kgo.Record {
+func (e *env) records(t testing.TB, evs ...events.Event) []*kgo.Record {
 	t.Helper()
 	var out []*kgo.Record
 	for _, ev := range evs {
@@ -247,12 +247,12 @@ func (e *env) records(t *testing.T, evs ...events.Event) []*kgo.Record {
 }
 
 // produce publishes the events and returns once the broker has them.
-func (e *env) produce(t *testing.T, evs ...events.Event) {
+func (e *env) produce(t testing.TB, evs ...events.Event) {
 	t.Helper()
 	e.produceRecords(t, e.records(t, evs...)...)
 }
 
-func (e *env) produceRecords(t *testing.T, rs ...*kgo.Record) {
+func (e *env) produceRecords(t testing.TB, rs ...*kgo.Record) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -263,7 +263,7 @@ func (e *env) produceRecords(t *testing.T, rs ...*kgo.Record) {
 
 // produceAndAwait publishes the records and returns once the feed's group
 // has committed past them, that is, stored them.
-func (e *env) produceAndAwait(t *testing.T, rs ...*kgo.Record) {
+func (e *env) produceAndAwait(t testing.TB, rs ...*kgo.Record) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -274,7 +274,7 @@ func (e *env) produceAndAwait(t *testing.T, rs ...*kgo.Record) {
 
 // request sends a request signed for account as the gateway would; an
 // empty account sends none.
-func (e *env) request(t *testing.T, ctx context.Context, inst *instance, account, target string, header http.Header) *http.Response {
+func (e *env) request(t testing.TB, ctx context.Context, inst *instance, account, target string, header http.Header) *http.Response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, inst.url+target, nil)
 	if err != nil {
@@ -301,7 +301,7 @@ type activityPage struct {
 }
 
 // list GETs a page of account's history.
-func (e *env) list(t *testing.T, inst *instance, account, query string) (int, activityPage, string) {
+func (e *env) list(t testing.TB, inst *instance, account, query string) (int, activityPage, string) {
 	t.Helper()
 	resp := e.request(t, context.Background(), inst, account, "/v1/activity"+query, nil)
 	defer resp.Body.Close()
@@ -334,7 +334,7 @@ type stream struct {
 
 // openStream connects account's subscriber and returns once the response
 // headers arrived, that is, once it is subscribed.
-func (e *env) openStream(t *testing.T, inst *instance, account, query string, header http.Header) *stream {
+func (e *env) openStream(t testing.TB, inst *instance, account, query string, header http.Header) *stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := e.request(t, ctx, inst, account, "/v1/activity/stream"+query, header)
@@ -380,7 +380,7 @@ func (s *stream) close() {
 }
 
 // next returns the next event (not a comment), failing after within.
-func (s *stream) next(t *testing.T, within time.Duration) sseEvent {
+func (s *stream) next(t testing.TB, within time.Duration) sseEvent {
 	t.Helper()
 	timer := time.NewTimer(within)
 	defer timer.Stop()
@@ -402,7 +402,7 @@ func (s *stream) next(t *testing.T, within time.Duration) sseEvent {
 }
 
 // items reads n items and checks that each is well-formed.
-func (s *stream) items(t *testing.T, n int) []activity.Item {
+func (s *stream) items(t testing.TB, n int) []activity.Item {
 	t.Helper()
 	var out []activity.Item
 	for range n {
@@ -420,7 +420,7 @@ func (s *stream) items(t *testing.T, n int) []activity.Item {
 }
 
 // checkSeqs fails unless items are exactly seqs from..to of evs, in order.
-func checkSeqs(t *testing.T, what string, items []activity.Item, evs []events.Event, from int) {
+func checkSeqs(t testing.TB, what string, items []activity.Item, evs []events.Event, from int) {
 	t.Helper()
 	for i, it := range items {
 		want := int64(from + i)

@@ -3,11 +3,13 @@ package hub
 import (
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
+	"golang.org/x/sync/errgroup"
 )
 
 func entry(seq int64) Entry { return Entry{Item: activity.Item{Seq: seq}} }
@@ -93,4 +95,38 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 	if got := testutil.ToFloat64(h.subscribers); got != 1 {
 		t.Fatalf("got %v subscribers, want 1", got)
 	}
+}
+
+// BenchmarkFanOut measures handing items to 10,000 subscribers of one
+// account, each drained by its own goroutine as a stream would be, until
+// every subscriber has every item (or was dropped as too slow).
+func BenchmarkFanOut(b *testing.B) {
+	const subscribers = 10_000
+	h := New(DefaultBuffer, prometheus.NewRegistry())
+	var received atomic.Int64
+	var g errgroup.Group
+	for range subscribers {
+		s := h.Subscribe("org_a")
+		g.Go(func() error {
+			for range s.C() {
+				received.Add(1)
+			}
+			return nil
+		})
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		h.Publish("org_a", entry(int64(i+1)))
+	}
+	// End every subscription: each goroutine drains what it holds, then
+	// sees its channel closed.
+	h.mu.Lock()
+	for s := range h.subs["org_a"] {
+		h.remove(s, errors.New("benchmark over"))
+	}
+	h.mu.Unlock()
+	_ = g.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(received.Load())/float64(b.N), "deliveries/op")
+	b.ReportMetric(testutil.ToFloat64(h.dropped), "dropped")
 }
