@@ -120,14 +120,19 @@ func TestStreamCarriesOnlyItsAccount(t *testing.T) {
 	inst := e.start(t, nil)
 	a := e.openStream(t, inst, "org_a", "", nil)
 	b := e.openStream(t, inst, "org_b", "", nil)
-	evsA, evsB := e.newEvents("org_a", 2), e.newEvents("org_b", 3)
+	evsA, evsB := e.newEvents("org_a", 3), e.newEvents("org_b", 4)
 	e.produce(t, evsB[0], evsB[1], evsA[0], evsB[2], evsA[1])
 	checkSeqs(t, "org_a", a.items(t, 2), evsA, 1)
 	checkSeqs(t, "org_b", b.items(t, 3), evsB, 1)
+	// Had anything of org_b reached org_a's stream, it would come before
+	// org_a's next event.
+	e.produce(t, evsB[3], evsA[2])
+	checkSeqs(t, "org_a, next", a.items(t, 1), evsA, 3)
+	checkSeqs(t, "org_b, next", b.items(t, 1), evsB, 4)
 	// The history is scoped the same way.
 	status, page, body := e.list(t, inst, "org_a", "")
-	if status != http.StatusOK || len(page.Items) != 2 || page.Items[0].ID != evsA[1].EventID || page.Items[1].ID != evsA[0].EventID {
-		t.Fatalf("org_a history: got %d %s, want org_a's 2 items newest first", status, body)
+	if status != http.StatusOK || len(page.Items) != 3 || page.Items[0].ID != evsA[2].EventID || page.Items[2].ID != evsA[0].EventID {
+		t.Fatalf("org_a history: got %d %s, want org_a's 3 items newest first", status, body)
 	}
 }
 

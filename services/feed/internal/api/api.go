@@ -51,7 +51,8 @@ type Config struct {
 	Heartbeat time.Duration
 	// Stop, once closed, ends every open stream: the server's shutdown
 	// does not end long-lived responses on its own.
-	Stop   <-chan struct{}
+	Stop <-chan struct{}
+	// Now is the clock of the delivery latency (time.Now when nil).
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -69,6 +70,9 @@ type Handler struct {
 func New(cfg Config, reg prometheus.Registerer) *Handler {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	h := &Handler{
 		cfg: cfg,
