@@ -175,6 +175,10 @@ func (s *Stack) env(name string) []string {
 		"RCM_COMPLIANCE_URL":   "http://" + s.addrs[Compliance],
 		"RCM_FEED_URL":         "http://" + s.addrs[Feed],
 		"RCM_KAFKA_PARTITIONS": fmt.Sprint(s.cfg.Partitions),
+		// One process per service: a static group member, so that a
+		// restarted (or killed and restarted) service takes its
+		// partitions back at once.
+		"RCM_KAFKA_INSTANCE_ID": name,
 	}
 	for k, v := range s.cfg.Env {
 		env[k] = v
@@ -355,7 +359,7 @@ func (s *Stack) DeleteDocument(ctx context.Context, id string) error {
 }
 
 func (s *Stack) publish(ctx context.Context, records ...*kgo.Record) error {
-	cl, err := kafkax.NewClient([]string{s.KafkaAddr()}, "rcmstack", kafkax.Metrics(prometheus.NewRegistry()), s.logger)
+	cl, err := kafkax.NewClient([]string{s.KafkaAddr()}, "rcmstack", prometheus.NewRegistry(), s.logger)
 	if err != nil {
 		return err
 	}

@@ -28,16 +28,14 @@ func Brokers(list string) []string {
 	return out
 }
 
-// Metrics is the kprom hook shared by every client of a process; the
-// client_id label tells the clients apart.
-func Metrics(reg prometheus.Registerer) *kprom.Metrics {
-	return kprom.NewMetrics("rcm_kafka", kprom.Registerer(reg), kprom.WithClientLabel(),
+// NewClient returns a client of brokers named clientID, with logging and
+// franz-go's kprom metrics registered on reg under the rcm_kafka namespace
+// and labelled client_id=clientID, plus opts. Each client gets its own
+// hook: a kprom hook serves one client.
+func NewClient(brokers []string, clientID string, reg prometheus.Registerer, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	metrics := kprom.NewMetrics("rcm_kafka",
+		kprom.Registerer(prometheus.WrapRegistererWith(prometheus.Labels{"client_id": clientID}, reg)),
 		kprom.Histograms(kprom.ReadTime, kprom.ReadWait, kprom.WriteTime, kprom.WriteWait, kprom.RequestDurationE2E))
-}
-
-// NewClient returns a client of brokers named clientID, with metrics and
-// logging, plus opts.
-func NewClient(brokers []string, clientID string, metrics *kprom.Metrics, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
 	all := append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.ClientID(clientID),
@@ -55,6 +53,27 @@ func NewClient(brokers []string, clientID string, metrics *kprom.Metrics, logger
 		return nil, fmt.Errorf("kafka client %s: %w", clientID, err)
 	}
 	return cl, nil
+}
+
+// GroupOpts are the options of a consumer-group member that commits by
+// hand after durable work (see ConsumeLoop). A member that dies without
+// leaving is noticed after the session timeout; instanceID, when set,
+// makes the member static (KIP-345), so that the same process restarted
+// takes its partitions back at once instead of waiting for that timeout.
+func GroupOpts(group, topic, instanceID string, sessionTimeout time.Duration) []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topic),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.SessionTimeout(sessionTimeout),
+		kgo.HeartbeatInterval(min(3*time.Second, sessionTimeout/4)),
+	}
+	if instanceID != "" {
+		opts = append(opts, kgo.InstanceID(instanceID))
+	}
+	return opts
 }
 
 // Topic is a topic to create if missing.

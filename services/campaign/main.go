@@ -59,6 +59,8 @@ type config struct {
 	SweepMinAge    time.Duration
 	DrainTimeout   time.Duration
 	LagInterval    time.Duration
+	InstanceID     string
+	SessionTimeout time.Duration
 	LogLevel       string
 }
 
@@ -79,6 +81,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SweepMinAge:    r.Duration("RCM_OUTBOX_SWEEP_MIN_AGE", 30*time.Second),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
 		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
+		InstanceID:     r.String("RCM_KAFKA_INSTANCE_ID", ""),
+		SessionTimeout: r.Duration("RCM_KAFKA_SESSION_TIMEOUT", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	c.DocumentsDLQ = r.String("RCM_DOCUMENTS_DLQ_TOPIC", "rcm."+c.DocumentsTopic+".dlq")
@@ -113,8 +117,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	health.Add("mongodb", mongox.Ping(mc))
 	st := store.New(mc.Database(cfg.MongoDatabase))
 
-	kmetrics := kafkax.Metrics(reg)
-	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-relay", kmetrics, logger,
+	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-relay", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 	)
@@ -124,13 +127,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer producer.Close()
 	health.Add("kafka", func(ctx context.Context) error { return producer.Ping(ctx) })
 
-	consumer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-documents", kmetrics, logger,
-		kgo.ConsumerGroup(cfg.DocumentsGroup),
-		kgo.ConsumeTopics(cfg.DocumentsTopic),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(500*time.Millisecond),
-	)
+	consumer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-documents", reg, logger,
+		kafkax.GroupOpts(cfg.DocumentsGroup, cfg.DocumentsTopic, cfg.InstanceID, cfg.SessionTimeout)...)
 	if err != nil {
 		return err
 	}

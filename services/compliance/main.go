@@ -56,6 +56,8 @@ type config struct {
 	MaxBatch       int
 	DrainTimeout   time.Duration
 	LagInterval    time.Duration
+	InstanceID     string
+	SessionTimeout time.Duration
 	LogLevel       string
 }
 
@@ -76,6 +78,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MaxBatch:       r.Int("RCM_COMPLIANCE_MAX_BATCH", 1000),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
 		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
+		InstanceID:     r.String("RCM_KAFKA_INSTANCE_ID", ""),
+		SessionTimeout: r.Duration("RCM_KAFKA_SESSION_TIMEOUT", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	return c, r.Err()
@@ -109,15 +113,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	health.Add("mongodb", mongox.Ping(mc))
 	led := ledger.New(mc.Database(cfg.MongoDatabase), time.Now)
 
-	client, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-compliance", kafkax.Metrics(reg), logger,
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.EventsTopic),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(500*time.Millisecond),
-		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }),
-		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }),
-	)
+	forget := func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }
+	client, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-compliance", reg, logger,
+		append(kafkax.GroupOpts(cfg.Group, cfg.EventsTopic, cfg.InstanceID, cfg.SessionTimeout),
+			kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))...)
 	if err != nil {
 		return err
 	}

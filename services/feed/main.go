@@ -60,6 +60,8 @@ type config struct {
 	Heartbeat      time.Duration
 	DrainTimeout   time.Duration
 	LagInterval    time.Duration
+	InstanceID     string
+	SessionTimeout time.Duration
 	LogLevel       string
 }
 
@@ -81,6 +83,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Heartbeat:      r.Duration("RCM_SSE_HEARTBEAT", api.DefaultHeartbeat),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
 		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
+		InstanceID:     r.String("RCM_KAFKA_INSTANCE_ID", ""),
+		SessionTimeout: r.Duration("RCM_KAFKA_SESSION_TIMEOUT", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	if err := r.Err(); err != nil {
@@ -125,10 +129,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	db := mc.Database(cfg.MongoDatabase)
 	items := seqlog.New(db.Collection("items"), db.Collection("item_heads"))
 
-	// One kprom hook per client: a hook binds its collectors to the last
-	// client it was given, so a shared one would mix (and race on) the
-	// clients' series.
-	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-producer", kafkax.Metrics(reg), logger,
+	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-producer", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 	)
@@ -142,15 +143,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// it: forget their heads, so that they are read afresh if it comes
 	// back.
 	forget := func(context.Context, *kgo.Client, map[string][]int32) { items.Forget() }
-	eventsConsumer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-consumer", kafkax.Metrics(reg), logger,
-		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.EventsTopic),
-		kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(500*time.Millisecond),
-		kgo.OnPartitionsRevoked(forget),
-		kgo.OnPartitionsLost(forget),
-	)
+	eventsConsumer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-consumer", reg, logger,
+		append(kafkax.GroupOpts(cfg.Group, cfg.EventsTopic, cfg.InstanceID, cfg.SessionTimeout),
+			kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))...)
 	if err != nil {
 		return err
 	}
@@ -162,7 +157,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// instant rather than "the end whenever the client gets there" means
 	// no item published after the start is missed, however long the
 	// topic takes to appear.
-	follower, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-hub", kafkax.Metrics(reg), logger,
+	follower, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-hub", reg, logger,
 		kgo.ConsumeTopics(cfg.ActivityTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(startedAt.UnixMilli())),
 		kgo.FetchMaxWait(500*time.Millisecond),
