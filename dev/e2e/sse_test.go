@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"fmt"
+
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/rcm-platform/rcm/dev/stack"
 	"net/http"
 	"strings"
 	"sync"
@@ -161,4 +164,51 @@ func activity(t *testing.T, tok string) []activityItem {
 	}
 	t.Fatal("too many pages")
 	return nil
+}
+
+// metricValue reads one sample of a service's /metrics ("" labels = the
+// first sample of that name).
+func metricValue(t *testing.T, service, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(stk.URL(service) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				return v
+			}
+		}
+	}
+	t.Fatalf("%s has no %s", service, name)
+	return 0
+}
+
+// TestStreamEndsUpstreamWhenTheClientGoes: the gateway relays the stream
+// without buffering, and closing the client's connection closes the
+// feed's subscription behind it. Not parallel: it counts the feed's
+// subscribers.
+func TestStreamEndsUpstreamWhenTheClientGoes(t *testing.T) {
+	acct := newAccount(t, "org")
+	tok := token(t, acct)
+	s := subscribe(t, tok)
+	eventually(t, 10*time.Second, "the feed to count the subscriber", func() bool {
+		return metricValue(t, stack.Feed, "rcm_feed_subscribers") >= 1
+	})
+	// An item reaches the subscriber through the gateway at once.
+	putDoc(t, "doc_sse_"+acct, acct, "BEHIND", 1)
+	startCampaign(t, tok, "doc_sse_"+acct, startBody())
+	if got := s.waitItems(t, 1); got[0].Type != "campaign_started" {
+		t.Fatalf("got %+v", got)
+	}
+	s.close()
+	eventually(t, 10*time.Second, "the feed to drop the subscription", func() bool {
+		return metricValue(t, stack.Feed, "rcm_feed_subscribers") == 0
+	})
 }
