@@ -29,6 +29,9 @@ const (
 	MsgInternal         = "Internal server error."
 	MsgForbidden        = "Forbidden."
 	MsgInvalidQuery     = "Invalid query parameter."
+	MsgIdempotencyKey   = "Invalid Idempotency-Key header."
+	MsgKeyReused        = "Idempotency-Key already used with a different request."
+	MsgKeyInProgress    = "A request with this Idempotency-Key is still in progress. Retry later."
 )
 
 // Error is an error with an HTTP status and a message meant for the client.
@@ -92,4 +95,7 @@ var (
 	ErrInternal         = &Error{Status: http.StatusInternalServerError, Message: MsgInternal}
 	ErrForbidden        = &Error{Status: http.StatusForbidden, Message: MsgForbidden}
 	ErrInvalidQuery     = &Error{Status: http.StatusBadRequest, Message: MsgInvalidQuery}
+	ErrIdempotencyKey   = &Error{Status: http.StatusBadRequest, Message: MsgIdempotencyKey}
+	ErrKeyReused        = &Error{Status: http.StatusUnprocessableEntity, Message: MsgKeyReused}
+	ErrKeyInProgress    = &Error{Status: http.StatusConflict, Message: MsgKeyInProgress, RetryAfter: time.Second}
 )

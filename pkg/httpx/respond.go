@@ -71,3 +71,26 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 	}
 	WriteJSON(w, he.Status, ErrorBody{Error: he.Message, Details: he.Details})
 }
+
+// Render returns the status and JSON body an error is answered with, for a
+// caller that must store the answer (idempotent replays) before writing
+// it. ok is false for an error that is not an *Error.
+func Render(err error) (status int, body []byte, ok bool) {
+	var he *Error
+	if !errors.As(err, &he) {
+		return 0, nil, false
+	}
+	b, mErr := json.Marshal(ErrorBody{Error: he.Message, Details: he.Details})
+	if mErr != nil {
+		return 0, nil, false
+	}
+	return he.Status, append(b, '\n'), true
+}
+
+// WriteRaw writes an already encoded JSON body.
+func WriteRaw(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}

@@ -28,6 +28,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/api"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
+	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
 	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -116,6 +117,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}()
 	health.Add("mongodb", mongox.Ping(mc))
 	st := store.New(mc.Database(cfg.MongoDatabase))
+	idem := idempotency.New(mc.Database(cfg.MongoDatabase), time.Now)
 
 	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-relay", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -156,7 +158,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		r.Use(signer.Require(func(w http.ResponseWriter, r *http.Request, err error) {
 			httpx.WriteError(w, r, logger, httpx.ErrForbidden.Wrap(err))
 		}))
-		(&api.Handler{Store: st, Relay: rl, Applier: applier, NewID: gen.New, Now: time.Now, Logger: logger, Ready: started.Load}).Routes(r)
+		(&api.Handler{Store: st, Relay: rl, Applier: applier, NewID: gen.New, Now: time.Now, Logger: logger, Ready: started.Load, Idempotency: idem}).Routes(r)
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
@@ -194,6 +196,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		bg.Go(func() error { return rl.Run(bctx, cfg.DrainTimeout) })
 		bg.Go(func() error { return kafkax.ConsumeLoop(bctx, consumer, 1000, docs.Handle, logger) })
 		bg.Go(func() error { lag.Run(bctx); return nil })
+		bg.Go(func() error { sweepIdempotency(bctx, idem, logger); return nil })
 		return bg.Wait()
 	})
 	err = g.Wait()
@@ -228,4 +231,22 @@ func startup(ctx context.Context, cfg config, st *store.Store, producer *kgo.Cli
 		}
 	}
 	return nil
+}
+
+// sweepIdempotency deletes expired Idempotency-Key claims every hour.
+func sweepIdempotency(ctx context.Context, idem *idempotency.Store, logger *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := idem.Sweep(ctx); err != nil {
+			logger.Warn("idempotency sweep failed", slog.Any("err", err))
+		} else if n > 0 {
+			logger.Info("expired idempotency keys deleted", slog.Int64("count", n))
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
+	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 )
 
@@ -40,6 +41,9 @@ type Handler struct {
 	NewID   func(prefix string) string
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// Idempotency remembers answers per Idempotency-Key; nil turns the
+	// header off.
+	Idempotency *idempotency.Store
 	// Ready reports whether the service finished starting (indexes made,
 	// the outbox left by a previous process queued); commands wait for it
 	// so that events keep their order across restarts.
@@ -59,18 +63,19 @@ func actorOf(p principal.Principal) events.Actor {
 }
 
 // decodeStrict decodes the gateway's normalized body into v, refusing
-// unknown fields: anything else means the two services disagree.
-func decodeStrict(r *http.Request, v any) error {
+// unknown fields (anything else means the two services disagree), and
+// returns the body as received.
+func decodeStrict(r *http.Request, v any) ([]byte, error) {
 	raw, err := io.ReadAll(r.Body)
 	if err != nil {
-		return httpx.ErrInvalidBody.Wrap(err)
+		return nil, httpx.ErrInvalidBody.Wrap(err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return httpx.ErrInvalidBody.Wrap(err).With("reason", "body does not match the internal command")
+		return nil, httpx.ErrInvalidBody.Wrap(err).With("reason", "body does not match the internal command")
 	}
-	return nil
+	return raw, nil
 }
 
 // contractError maps the rules' and the store's errors to the contract.
@@ -114,7 +119,8 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
 	var b startBody
-	if err := decodeStrict(r, &b); err != nil {
+	raw, err := decodeStrict(r, &b)
+	if err != nil {
 		return err
 	}
 	if b.SMS == nil || b.Email == nil || b.Call == nil || b.Tone == nil || b.Cadence == nil {
@@ -125,22 +131,48 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
 		in.Notes = *b.Notes
 	}
 	// The contract's order: body, channel rule, ownership, loan rule.
-	in, err := in.Normalize()
+	in, err = in.Normalize()
 	if err != nil {
 		return contractError(err, httpx.ErrNotFound)
 	}
 	documentID := chi.URLParam(r, "documentID")
+	return h.once(w, r, p, raw, h.NewID(ids.CampaignPrefix), func(campaignID string, recovering bool) (int, any, error) {
+		if recovering {
+			// A crash may have come after the insert: the campaign id
+			// chosen at the claim tells.
+			if c, err := h.Store.Get(ctx, p.AccountID, campaignID); err == nil {
+				return http.StatusCreated, map[string]any{"campaign": c.Record()}, nil
+			} else if !errors.Is(err, campaign.ErrNotFound) {
+				return 0, nil, contractError(err, httpx.ErrNotFound)
+			}
+		}
+		c, err := h.startCampaign(ctx, p, documentID, in, campaignID)
+		if err != nil {
+			return 0, nil, contractError(err, httpx.ErrNotFound)
+		}
+		return http.StatusCreated, map[string]any{"campaign": c.Record()}, nil
+	})
+}
+
+// startCampaign starts a campaign with the given id on documentID.
+func (h *Handler) startCampaign(ctx context.Context, p principal.Principal, documentID string, in campaign.StartInput, campaignID string) (campaign.Campaign, error) {
 	doc, err := h.Store.Document(ctx, p.AccountID, documentID)
 	if err != nil {
-		return contractError(err, httpx.ErrNotFound)
+		return campaign.Campaign{}, err
 	}
-	c, e, err := campaign.Start(in, doc, actorOf(p), h.NewID, h.Now())
+	newID := func(prefix string) string {
+		if prefix == ids.CampaignPrefix {
+			return campaignID
+		}
+		return h.NewID(prefix)
+	}
+	c, e, err := campaign.Start(in, doc, actorOf(p), newID, h.Now())
 	if err != nil {
-		return contractError(err, httpx.ErrNotFound)
+		return campaign.Campaign{}, err
 	}
 	msg, err := h.Store.Create(ctx, c, e)
 	if err != nil {
-		return contractError(err, httpx.ErrNotFound)
+		return campaign.Campaign{}, err
 	}
 	h.Relay.Enqueue(c.ID, msg)
 	h.Logger.InfoContext(ctx, "campaign started", slog.String("request_id", httpx.RequestID(ctx)),
@@ -155,7 +187,65 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
 			c = ended
 		}
 	}
-	httpx.WriteJSON(w, http.StatusCreated, map[string]any{"campaign": c.Record()})
+	return c, nil
+}
+
+// HeaderReplayed marks an answer replayed for an Idempotency-Key.
+const HeaderReplayed = "Idempotent-Replayed"
+
+// once runs a command at most once per Idempotency-Key of the account: the
+// first time it runs cmd and stores its answer (a success or a contract
+// error), later it answers what was stored. Without a key it just runs
+// cmd. cmd's first argument is the campaign id the command acts on (chosen
+// at the first attempt); recovering says the first attempt was cut short
+// and cmd must find out what it did. A dependency failure stores nothing,
+// so a retry runs the command.
+func (h *Handler) once(w http.ResponseWriter, r *http.Request, p principal.Principal, body []byte, campaignID string,
+	cmd func(campaignID string, recovering bool) (int, any, error)) error {
+	key := r.Header.Get("Idempotency-Key")
+	if key == "" || h.Idempotency == nil {
+		status, v, err := cmd(campaignID, false)
+		if err != nil {
+			return err
+		}
+		httpx.WriteJSON(w, status, v)
+		return nil
+	}
+	ctx := r.Context()
+	rec, outcome, err := h.Idempotency.Begin(ctx, p.AccountID, key, idempotency.Fingerprint(r.Method, r.URL.Path, body), campaignID)
+	switch {
+	case errors.Is(err, idempotency.ErrMismatch):
+		return httpx.ErrKeyReused
+	case errors.Is(err, idempotency.ErrInProgress):
+		return httpx.ErrKeyInProgress
+	case err != nil:
+		return contractError(err, httpx.ErrNotFound)
+	case outcome == idempotency.Replay:
+		w.Header().Set(HeaderReplayed, "true")
+		httpx.WriteRaw(w, rec.Status, []byte(rec.Body))
+		return nil
+	}
+	status, v, err := cmd(rec.CampaignID, outcome == idempotency.Recover)
+	var raw []byte
+	if err != nil {
+		s, b, ok := httpx.Render(err)
+		if !ok || s >= 500 {
+			h.Idempotency.Abandon(context.WithoutCancel(ctx), rec)
+			return err
+		}
+		status, raw = s, b
+	} else if raw, err = json.Marshal(v); err != nil {
+		return err
+	} else {
+		raw = append(raw, '\n')
+	}
+	if err := h.Idempotency.Finish(context.WithoutCancel(ctx), rec, status, raw); err != nil {
+		// The command ran; its answer is not stored. A retry finds the
+		// claim pending, then stale, and recovers the answer from what
+		// the command wrote.
+		h.Logger.WarnContext(ctx, "idempotent answer not stored", slog.String("request_id", httpx.RequestID(ctx)), slog.Any("err", err))
+	}
+	httpx.WriteRaw(w, status, raw)
 	return nil
 }
 
@@ -172,7 +262,8 @@ func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
 	var b optOutBody
-	if err := decodeStrict(r, &b); err != nil {
+	raw, err := decodeStrict(r, &b)
+	if err != nil {
 		return err
 	}
 	if b.CampaignID == nil || b.Channel == nil {
@@ -187,27 +278,37 @@ func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
 		return contractError(err, httpx.ErrCampaignNotFound)
 	}
 	documentID := chi.URLParam(r, "documentID")
-	if !ids.Valid(ids.CampaignPrefix, *b.CampaignID) {
-		return httpx.ErrCampaignNotFound
-	}
-	_, msgs, err := h.Store.Update(ctx, p.AccountID, *b.CampaignID, func(c *campaign.Campaign) ([]events.Event, error) {
-		if c.DocumentID != documentID {
-			return nil, campaign.ErrNotFound
+	campaignID := *b.CampaignID
+	key := r.Header.Get("Idempotency-Key")
+	return h.once(w, r, p, raw, campaignID, func(campaignID string, _ bool) (int, any, error) {
+		if !ids.Valid(ids.CampaignPrefix, campaignID) {
+			return 0, nil, httpx.ErrCampaignNotFound
 		}
-		e, err := c.OptOut(ch, notes, actorOf(p), h.NewID(ids.EventPrefix), h.Now())
+		_, msgs, err := h.Store.Update(ctx, p.AccountID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
+			if c.DocumentID != documentID {
+				return nil, campaign.ErrNotFound
+			}
+			// A retry of a request whose first attempt was cut short
+			// after its write: recorded already, nothing more to do.
+			if c.RecordedRequest(key, h.Now().Add(-idempotency.Window)) {
+				return nil, nil
+			}
+			e, err := c.OptOutOnce(ch, notes, key, actorOf(p), h.NewID(ids.EventPrefix), h.Now())
+			if err != nil {
+				return nil, err
+			}
+			return []events.Event{e}, nil
+		})
 		if err != nil {
-			return nil, err
+			return 0, nil, contractError(err, httpx.ErrCampaignNotFound)
 		}
-		return []events.Event{e}, nil
+		if len(msgs) > 0 {
+			h.Relay.Enqueue(campaignID, msgs...)
+			h.Logger.InfoContext(ctx, "opt-out recorded", slog.String("request_id", httpx.RequestID(ctx)),
+				slog.String("campaign_id", campaignID), slog.String("event_id", msgs[0].ID), slog.String("channel", string(ch)))
+		}
+		return http.StatusOK, map[string]bool{"ok": true}, nil
 	})
-	if err != nil {
-		return contractError(err, httpx.ErrCampaignNotFound)
-	}
-	h.Relay.Enqueue(*b.CampaignID, msgs...)
-	h.Logger.InfoContext(ctx, "opt-out recorded", slog.String("request_id", httpx.RequestID(ctx)),
-		slog.String("campaign_id", *b.CampaignID), slog.String("event_id", msgs[0].ID), slog.String("channel", string(ch)))
-	httpx.WriteJSON(w, http.StatusOK, map[string]bool{"ok": true})
-	return nil
 }
 
 // Page sizes of the campaign list.

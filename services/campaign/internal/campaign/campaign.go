@@ -86,6 +86,8 @@ type OptOut struct {
 	Channel    Channel
 	Notes      string
 	RecordedAt time.Time
+	// RequestKey is the client's Idempotency-Key, when it sent one.
+	RequestKey string
 }
 
 // Campaign is an outreach campaign on one document of one account.
@@ -211,6 +213,26 @@ func Start(in StartInput, doc Document, actor events.Actor, newID func(prefix st
 // an event, also a repeated one or one on an inactive campaign: the audit
 // trail keeps every request a borrower made.
 func (c *Campaign) OptOut(ch Channel, notes string, actor events.Actor, eventID string, now time.Time) (events.Event, error) {
+	return c.OptOutOnce(ch, notes, "", actor, eventID, now)
+}
+
+// RecordedRequest reports whether an opt-out sent with the Idempotency-Key
+// key was recorded at or after since.
+func (c *Campaign) RecordedRequest(key string, since time.Time) bool {
+	if key == "" {
+		return false
+	}
+	for _, o := range c.OptOuts {
+		if o.RequestKey == key && !o.RecordedAt.Before(since) {
+			return true
+		}
+	}
+	return false
+}
+
+// OptOutOnce is OptOut for a request sent with an Idempotency-Key,
+// recorded with the opt-out so that a retry can tell it already happened.
+func (c *Campaign) OptOutOnce(ch Channel, notes, requestKey string, actor events.Actor, eventID string, now time.Time) (events.Event, error) {
 	ch, notes, err := NormalizeOptOut(ch, notes)
 	if err != nil {
 		return events.Event{}, err
@@ -225,7 +247,7 @@ func (c *Campaign) OptOut(ch Channel, notes string, actor events.Actor, eventID 
 	if len(c.ActiveChannels) == 0 {
 		c.Active = false
 	}
-	c.OptOuts = append(c.OptOuts, OptOut{EventID: eventID, Channel: ch, Notes: notes, RecordedAt: now})
+	c.OptOuts = append(c.OptOuts, OptOut{EventID: eventID, Channel: ch, Notes: notes, RecordedAt: now, RequestKey: requestKey})
 	c.UpdatedAt = now
 
 	e := c.event(eventID, events.TypeOptOut, actor, now)

@@ -66,6 +66,7 @@ type optOutDoc struct {
 	Channel    string    `bson:"channel"`
 	Notes      string    `bson:"notes,omitempty"`
 	RecordedAt time.Time `bson:"recordedAt"`
+	RequestKey string    `bson:"requestKey,omitempty"`
 }
 
 // outboxDoc is an event waiting to be published, stored exactly as it will
@@ -115,7 +116,7 @@ func toDoc(c campaign.Campaign) campaignDoc {
 		d.ActiveChannels = append(d.ActiveChannels, string(ch))
 	}
 	for _, o := range c.OptOuts {
-		d.OptOuts = append(d.OptOuts, optOutDoc{EventID: o.EventID, Channel: string(o.Channel), Notes: o.Notes, RecordedAt: o.RecordedAt})
+		d.OptOuts = append(d.OptOuts, optOutDoc{EventID: o.EventID, Channel: string(o.Channel), Notes: o.Notes, RecordedAt: o.RecordedAt, RequestKey: o.RequestKey})
 	}
 	if !c.EndedAt.IsZero() {
 		t := c.EndedAt
@@ -136,7 +137,7 @@ func (d campaignDoc) campaign() campaign.Campaign {
 		c.ActiveChannels = append(c.ActiveChannels, campaign.Channel(ch))
 	}
 	for _, o := range d.OptOuts {
-		c.OptOuts = append(c.OptOuts, campaign.OptOut{EventID: o.EventID, Channel: campaign.Channel(o.Channel), Notes: o.Notes, RecordedAt: o.RecordedAt.UTC()})
+		c.OptOuts = append(c.OptOuts, campaign.OptOut{EventID: o.EventID, Channel: campaign.Channel(o.Channel), Notes: o.Notes, RecordedAt: o.RecordedAt.UTC(), RequestKey: o.RequestKey})
 	}
 	if d.EndedAt != nil {
 		c.EndedAt = d.EndedAt.UTC()

@@ -47,7 +47,28 @@ func (h *Handler) Routes(r chi.Router) {
 // exist and is answered as not found, after the body checks.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
+// checkIdempotencyKey refuses an Idempotency-Key header that is empty,
+// repeated, too long, or holds anything but visible ASCII.
+func checkIdempotencyKey(r *http.Request) error {
+	vs := r.Header.Values("Idempotency-Key")
+	if len(vs) == 0 {
+		return nil
+	}
+	if len(vs) > 1 || len(vs[0]) == 0 || len(vs[0]) > 255 {
+		return httpx.ErrIdempotencyKey.With("reason", "one key of 1 to 255 visible ASCII characters")
+	}
+	for i := 0; i < len(vs[0]); i++ {
+		if c := vs[0][i]; c < 0x21 || c > 0x7e {
+			return httpx.ErrIdempotencyKey.With("reason", "one key of 1 to 255 visible ASCII characters")
+		}
+	}
+	return nil
+}
+
 func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
+	if err := checkIdempotencyKey(r); err != nil {
+		return err
+	}
 	m, err := httpx.ReadJSONObject(r)
 	if err != nil {
 		return err
@@ -60,6 +81,9 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
+	if err := checkIdempotencyKey(r); err != nil {
+		return err
+	}
 	m, err := httpx.ReadJSONObject(r)
 	if err != nil {
 		return err

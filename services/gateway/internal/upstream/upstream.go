@@ -79,8 +79,10 @@ func (s *Service) Request(in *http.Request, p principal.Principal, escapedPath, 
 	if tp := in.Header.Get("traceparent"); traceparentPattern.MatchString(tp) {
 		out.Header.Set("traceparent", tp)
 	}
-	if v := in.Header.Get("Last-Event-ID"); v != "" {
-		out.Header.Set("Last-Event-ID", v)
+	for _, h := range []string{"Last-Event-ID", "Idempotency-Key"} {
+		if v := in.Header.Get(h); v != "" {
+			out.Header.Set(h, v)
+		}
 	}
 	if err := s.signer.Sign(out, p); err != nil {
 		return nil, err
@@ -105,7 +107,7 @@ func (s *Service) Do(req *http.Request) (*http.Response, error) {
 // headers a client may rely on.
 func Relay(w http.ResponseWriter, resp *http.Response) error {
 	defer resp.Body.Close()
-	for _, h := range []string{"Content-Type", "Retry-After", "WWW-Authenticate"} {
+	for _, h := range []string{"Content-Type", "Retry-After", "WWW-Authenticate", "Idempotent-Replayed"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
 		}
