@@ -39,6 +39,9 @@ ensureRole("rcmCompliance", [
 ensureRole("rcmCampaign", [
   { resource: { db: "rcm_campaign", collection: "campaigns" }, actions: ["find", "insert", "update", "createIndex"] },
   { resource: { db: "rcm_campaign", collection: "documents" }, actions: ["find", "insert", "update", "createIndex"] },
+  // Idempotency-Key claims: taken, answered, released after a failure, and
+  // swept after 24 hours.
+  { resource: { db: "rcm_campaign", collection: "idempotency" }, actions: ["find", "insert", "update", "remove"] },
 ]);
 
 // The activity feed is insert-only as well.
@@ -54,7 +57,7 @@ ensureRole("rcmComplianceReader", [
 ]);
 
 const compliance = db.getSiblingDB("rcm_compliance");
-compliance.entries.createIndex({ eventId: 1 }, { unique: true });
+compliance.entries.createIndex({ accountId: 1, eventId: 1 }, { unique: true });
 compliance.entries.createIndex({ accountId: 1, seq: 1 }, { unique: true });
 
 ensureUser("rcm-campaign", process.env.RCM_CAMPAIGN_PASSWORD, "rcmCampaign");

@@ -30,6 +30,7 @@ const (
 	MsgForbidden        = "Forbidden."
 	MsgInvalidQuery     = "Invalid query parameter."
 	MsgIdempotencyKey   = "Invalid Idempotency-Key header."
+	MsgTooManyRequests  = "Too many requests. Retry later."
 	MsgKeyReused        = "Idempotency-Key already used with a different request."
 	MsgKeyInProgress    = "A request with this Idempotency-Key is still in progress. Retry later."
 )
@@ -96,6 +97,7 @@ var (
 	ErrForbidden        = &Error{Status: http.StatusForbidden, Message: MsgForbidden}
 	ErrInvalidQuery     = &Error{Status: http.StatusBadRequest, Message: MsgInvalidQuery}
 	ErrIdempotencyKey   = &Error{Status: http.StatusBadRequest, Message: MsgIdempotencyKey}
+	ErrTooManyRequests  = &Error{Status: http.StatusTooManyRequests, Message: MsgTooManyRequests}
 	ErrKeyReused        = &Error{Status: http.StatusUnprocessableEntity, Message: MsgKeyReused}
 	ErrKeyInProgress    = &Error{Status: http.StatusConflict, Message: MsgKeyInProgress, RetryAfter: time.Second}
 )

@@ -5,8 +5,8 @@
 //
 // A document's _id is Key(account, seq), so every read and every check is a
 // lookup by _id: the one query every MongoDB-compatible store, the embedded
-// one included, answers from an index. A unique index on eventId makes a
-// replayed event a no-op. Writers append in batches with one ordered
+// one included, answers from an index. A unique index on (accountId,
+// eventId) makes a replayed event a no-op. Writers append in batches with one ordered
 // insert; when it fails (a replay, or another writer that appended first)
 // they work out what happened from lookups by _id alone and carry on, so
 // no event is lost, none is recorded twice, and no sequence forks.
@@ -80,7 +80,10 @@ func New(docs, heads *mongo.Collection) *Log {
 // EnsureIndexes creates the unique indexes the log's rules rest on.
 func (l *Log) EnsureIndexes(ctx context.Context) error {
 	return mongox.Classify(mongox.EnsureIndexes(ctx, l.docs,
-		mongox.Index{Keys: bson.D{{Key: FieldEventID, Value: 1}}, Options: options.Index().SetUnique(true)},
+		// Unique per account rather than globally: an event belongs to one
+		// account, and a shard key of accountId allows only unique
+		// indexes that start with it.
+		mongox.Index{Keys: bson.D{{Key: FieldAccount, Value: 1}, {Key: FieldEventID, Value: 1}}, Options: options.Index().SetUnique(true)},
 		mongox.Index{Keys: bson.D{{Key: FieldAccount, Value: 1}, {Key: FieldSeq, Value: 1}}, Options: options.Index().SetUnique(true)},
 	))
 }

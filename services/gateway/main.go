@@ -45,21 +45,27 @@ type config struct {
 	ComplianceURL     string
 	FeedURL           string
 	DrainTimeout      time.Duration
+	RateLimit         int
+	RateWindow        time.Duration
+	StreamsPerAccount int
 	LogLevel          string
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
 	r := envconfig.New(getenv)
 	c := config{
-		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8080"),
-		JWKSURL:        r.String("RCM_CLERK_JWKS_URL", "http://127.0.0.1:8090/.well-known/jwks.json"),
-		Issuer:         r.String("RCM_CLERK_ISSUER", ""),
-		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
-		CampaignURL:    r.String("RCM_CAMPAIGN_URL", "http://127.0.0.1:8081"),
-		ComplianceURL:  r.String("RCM_COMPLIANCE_URL", "http://127.0.0.1:8082"),
-		FeedURL:        r.String("RCM_FEED_URL", "http://127.0.0.1:8083"),
-		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
-		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
+		HTTPAddr:          r.String("RCM_HTTP_ADDR", "127.0.0.1:8080"),
+		JWKSURL:           r.String("RCM_CLERK_JWKS_URL", "http://127.0.0.1:8090/.well-known/jwks.json"),
+		Issuer:            r.String("RCM_CLERK_ISSUER", ""),
+		InternalSecret:    r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		CampaignURL:       r.String("RCM_CAMPAIGN_URL", "http://127.0.0.1:8081"),
+		ComplianceURL:     r.String("RCM_COMPLIANCE_URL", "http://127.0.0.1:8082"),
+		FeedURL:           r.String("RCM_FEED_URL", "http://127.0.0.1:8083"),
+		DrainTimeout:      r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
+		RateLimit:         r.Int("RCM_RATE_LIMIT", 1200),
+		RateWindow:        r.Duration("RCM_RATE_WINDOW", time.Minute),
+		StreamsPerAccount: r.Int("RCM_SSE_MAX_PER_ACCOUNT", 10),
+		LogLevel:          r.String("RCM_LOG_LEVEL", "info"),
 	}
 	for _, p := range strings.Split(r.String("RCM_CLERK_AUTHORIZED_PARTIES", ""), ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -113,8 +119,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(reg, "gateway"), 0)
 	obs.Mount(router, health, reg)
 	router.Group(func(r chi.Router) {
-		r.Use(verifier.Middleware(logger))
-		(&api.Handler{Campaign: campaignSvc, Compliance: complianceSvc, Feed: feedSvc, Stream: streamSvc, Logger: logger}).Routes(r)
+		r.Use(verifier.Middleware(logger), api.RateLimit(cfg.RateLimit, cfg.RateWindow, logger))
+		(&api.Handler{Campaign: campaignSvc, Compliance: complianceSvc, Feed: feedSvc, Stream: streamSvc,
+			Streams: api.NewStreamLimit(cfg.StreamsPerAccount), Logger: logger}).Routes(r)
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

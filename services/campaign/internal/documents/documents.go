@@ -160,6 +160,11 @@ func NewConsumer(applier *Applier, dlq func(ctx context.Context, r *kgo.Record, 
 		Name: "rcm_documents_messages_total", Help: "documents.v1 messages handled, by outcome (applied, tombstone, malformed).",
 	}, []string{"outcome"})
 	reg.MustRegister(received)
+	// Every outcome exists from the start, so a rate of the first
+	// malformed message can be seen.
+	for _, o := range []string{"applied", "tombstone", "malformed"} {
+		received.WithLabelValues(o)
+	}
 	return &Consumer{applier: applier, dlq: dlq, logger: logger, received: received}
 }
 

@@ -45,5 +45,7 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 		return r.now().Sub(r.oldest).Seconds()
 	})
 	reg.MustRegister(m.published, m.latency, m.overflow, m.swept, pending, oldest)
+	m.published.WithLabelValues("ok")
+	m.published.WithLabelValues("error")
 	return m
 }

@@ -59,6 +59,9 @@ func New(l Appender, dlq func(ctx context.Context, r *kgo.Record, reason error) 
 		}),
 	}
 	reg.MustRegister(m.appends, m.replays, m.deadLetter, m.batch, m.latency)
+	for _, t := range []string{events.TypeCampaignStarted, events.TypeOptOut, events.TypeCampaignEnded} {
+		m.appends.WithLabelValues(t)
+	}
 	return &Consumer{ledger: l, dlq: dlq, logger: logger, now: now, m: m}
 }
 

@@ -28,7 +28,9 @@ type Handler struct {
 	// Stream reaches the feed for the SSE route: same service, a client
 	// without a whole-request timeout.
 	Stream *upstream.Service
-	Logger *slog.Logger
+	// Streams caps each account's open streams; nil for no cap.
+	Streams *StreamLimit
+	Logger  *slog.Logger
 }
 
 // Routes mounts the public routes on r, which must already authenticate.

@@ -20,6 +20,12 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return httpx.ErrMissingToken
 	}
+	if h.Streams != nil {
+		if !h.Streams.acquire(p.AccountID) {
+			return httpx.ErrTooManyRequests.With("reason", "too many open streams for this account")
+		}
+		defer h.Streams.release(p.AccountID)
+	}
 	req, err := h.Stream.Request(r, p, (&url.URL{Path: r.URL.Path}).EscapedPath(), r.URL.RawQuery, nil)
 	if err != nil {
 		return err
