@@ -11,7 +11,7 @@ FUZZTIME  ?= 20s
 
 export RCM_BIN_DIR := $(BIN)
 
-.PHONY: all build run test vet fmt-check bench fuzz clean tidy
+.PHONY: all build run test tools vet fmt-check bench fuzz clean tidy
 
 all: build
 
@@ -26,11 +26,15 @@ run: build
 	$(BIN)/rcmstack
 
 ## test: vet, format check, and every module's tests
-test: build vet fmt-check
+test: build vet fmt-check tools
 	@for d in $(MODULES); do \
 		echo "== $$d"; \
 		(cd $$d && $(GO) test $(TESTFLAGS) ./...) || exit 1; \
 	done
+
+## tools: what the tests run besides Go (promtool and prometheus, from Debian)
+tools:
+	@deploy/prometheus/install.sh
 
 vet:
 	@for d in $(MODULES); do (cd $$d && $(GO) vet ./...) || exit 1; done

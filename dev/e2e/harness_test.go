@@ -81,7 +81,7 @@ func runMain(m *testing.M) int {
 	logBuf = &lockedBuffer{}
 	stk, err = stack.Start(ctx, stack.Config{
 		DataDir: dataDir, BinDir: binDir, RandomPorts: true, Logs: logBuf, Partitions: 3,
-		Env: map[string]string{"RCM_OUTBOX_SWEEP_INTERVAL": "500ms", "RCM_OUTBOX_SWEEP_MIN_AGE": "2s"},
+		Env: map[string]string{"RCM_OUTBOX_SWEEP_INTERVAL": "500ms", "RCM_OUTBOX_SWEEP_MIN_AGE": "2s", "RCM_KAFKA_LAG_INTERVAL": "1s"},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start stack:", err, "\n", logBuf.String())

@@ -33,8 +33,9 @@ func Brokers(list string) []string {
 // and labelled client_id=clientID, plus opts. Each client gets its own
 // hook: a kprom hook serves one client.
 func NewClient(brokers []string, clientID string, reg prometheus.Registerer, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"client_id": clientID}, reg)
 	metrics := kprom.NewMetrics("rcm_kafka",
-		kprom.Registerer(prometheus.WrapRegistererWith(prometheus.Labels{"client_id": clientID}, reg)),
+		kprom.Registerer(withoutMisnamedGauges{labelled}),
 		kprom.Histograms(kprom.ReadTime, kprom.ReadWait, kprom.WriteTime, kprom.WriteWait, kprom.RequestDurationE2E))
 	all := append([]kgo.Opt{
 		kgo.SeedBrokers(brokers...),
@@ -52,7 +53,48 @@ func NewClient(brokers []string, clientID string, reg prometheus.Registerer, log
 	if err != nil {
 		return nil, fmt.Errorf("kafka client %s: %w", clientID, err)
 	}
+	// kprom's two buffered-records gauges end in _total, which Prometheus
+	// reserves for counters; they are exposed under conforming names.
+	labelled.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rcm_kafka_buffered_produce_records", Help: "Records buffered within the client ready to be produced.",
+		}, func() float64 { return float64(cl.BufferedProduceRecords()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "rcm_kafka_buffered_fetch_records", Help: "Records buffered within the client ready to be consumed.",
+		}, func() float64 { return float64(cl.BufferedFetchRecords()) }),
+	)
 	return cl, nil
+}
+
+// withoutMisnamedGauges drops kprom's gauges whose names end in _total.
+type withoutMisnamedGauges struct{ prometheus.Registerer }
+
+func (r withoutMisnamedGauges) misnamed(c prometheus.Collector) bool {
+	ch := make(chan *prometheus.Desc, 8)
+	go func() { c.Describe(ch); close(ch) }()
+	bad := false
+	for d := range ch {
+		s := d.String()
+		if strings.Contains(s, `"rcm_kafka_buffered_fetch_records_total"`) || strings.Contains(s, `"rcm_kafka_buffered_produce_records_total"`) {
+			bad = true
+		}
+	}
+	return bad
+}
+
+func (r withoutMisnamedGauges) Register(c prometheus.Collector) error {
+	if r.misnamed(c) {
+		return nil
+	}
+	return r.Registerer.Register(c)
+}
+
+func (r withoutMisnamedGauges) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
 }
 
 // GroupOpts are the options of a consumer-group member that commits by

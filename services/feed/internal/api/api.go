@@ -88,6 +88,9 @@ func New(cfg Config, reg prometheus.Registerer) *Handler {
 		}),
 	}
 	reg.MustRegister(h.deliveries, h.latency, h.streams)
+	for _, source := range []string{"history", "live"} {
+		h.deliveries.WithLabelValues(source)
+	}
 	return h
 }
 
