@@ -24,7 +24,7 @@ func TestUnusableEventsAreDeadLettered(t *testing.T) {
 		{Topic: events.Topic, Key: []byte(acct), Value: []byte(`{"eventType":"opt_out","eventId":"evt_x"}`), Headers: []kgo.RecordHeader{{Key: "ce_specversion", Value: []byte("1.0")}}},
 		{Topic: events.Topic, Key: []byte(acct), Value: []byte(`{}`)},
 	}
-	cl, err := kafkax.NewClient([]string{stk.KafkaAddr()}, "e2e-dlq", prometheus.NewRegistry(), slog.New(slog.DiscardHandler),
+	cl, err := kafkax.NewClient(kafkax.Conn{Brokers: []string{stk.KafkaAddr()}}, "e2e-dlq", prometheus.NewRegistry(), slog.New(slog.DiscardHandler),
 		kgo.ConsumeTopics(events.DLQTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(250*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ func TestMalformedDocumentsGoToTheDeadLetterTopic(t *testing.T) {
 		{Topic: stack.DocumentsTopic, Key: []byte("doc_bad2_" + acct), Value: []byte(`{"id":"doc_bad2_` + acct + `","accountId":"` + acct + `","loan":{"status":"BEHIND"}}`)},
 		{Topic: stack.DocumentsTopic, Key: []byte("doc_bad3_" + acct), Value: []byte(`{"id":"someone_else","accountId":"` + acct + `","loan":null,"version":1}`)},
 	}
-	cl, err := kafkax.NewClient([]string{stk.KafkaAddr()}, "e2e-documents", prometheus.NewRegistry(), slog.New(slog.DiscardHandler),
+	cl, err := kafkax.NewClient(kafkax.Conn{Brokers: []string{stk.KafkaAddr()}}, "e2e-documents", prometheus.NewRegistry(), slog.New(slog.DiscardHandler),
 		kgo.ConsumeTopics("rcm.documents.v1.dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(250*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -318,7 +318,7 @@ type eventLog struct {
 
 func newEventLog(t *testing.T) *eventLog {
 	t.Helper()
-	cl, err := kafkax.NewClient([]string{stk.KafkaAddr()}, "e2e-reader", prometheus.NewRegistry(), slog.New(slog.DiscardHandler),
+	cl, err := kafkax.NewClient(kafkax.Conn{Brokers: []string{stk.KafkaAddr()}}, "e2e-reader", prometheus.NewRegistry(), slog.New(slog.DiscardHandler),
 		kgo.ConsumeTopics(events.Topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(250*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

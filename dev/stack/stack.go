@@ -359,7 +359,7 @@ func (s *Stack) DeleteDocument(ctx context.Context, id string) error {
 }
 
 func (s *Stack) publish(ctx context.Context, records ...*kgo.Record) error {
-	cl, err := kafkax.NewClient([]string{s.KafkaAddr()}, "rcmstack", prometheus.NewRegistry(), s.logger)
+	cl, err := kafkax.NewClient(kafkax.Conn{Brokers: []string{s.KafkaAddr()}}, "rcmstack", prometheus.NewRegistry(), s.logger)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,25 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 )
 
+// Conn says how to reach a cluster: its seed brokers, and the TLS and SASL
+// options a secured cluster needs.
+type Conn struct {
+	Brokers  []string
+	Security []kgo.Opt
+}
+
+// ConnFromEnv reads RCM_KAFKA_BROKERS (default 127.0.0.1:9092, the local
+// stack) and the security variables of Security.
+func ConnFromEnv(getenv func(string) string) (Conn, error) {
+	c := Conn{Brokers: Brokers(getenv("RCM_KAFKA_BROKERS"))}
+	if len(c.Brokers) == 0 {
+		c.Brokers = []string{"127.0.0.1:9092"}
+	}
+	var err error
+	c.Security, err = Security(getenv)
+	return c, err
+}
+
 // Brokers splits a comma-separated broker list.
 func Brokers(list string) []string {
 	var out []string
@@ -32,13 +51,13 @@ func Brokers(list string) []string {
 // franz-go's kprom metrics registered on reg under the rcm_kafka namespace
 // and labelled client_id=clientID, plus opts. Each client gets its own
 // hook: a kprom hook serves one client.
-func NewClient(brokers []string, clientID string, reg prometheus.Registerer, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
+func NewClient(conn Conn, clientID string, reg prometheus.Registerer, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
 	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"client_id": clientID}, reg)
 	metrics := kprom.NewMetrics("rcm_kafka",
 		kprom.Registerer(withoutMisnamedGauges{labelled}),
 		kprom.Histograms(kprom.ReadTime, kprom.ReadWait, kprom.WriteTime, kprom.WriteWait, kprom.RequestDurationE2E))
 	all := append([]kgo.Opt{
-		kgo.SeedBrokers(brokers...),
+		kgo.SeedBrokers(conn.Brokers...),
 		kgo.ClientID(clientID),
 		kgo.WithHooks(metrics),
 		kgo.WithLogger(slogLogger{logger.With(slog.String("kafka_client", clientID))}),
@@ -48,7 +67,8 @@ func NewClient(brokers []string, clientID string, reg prometheus.Registerer, log
 		// Brokers that ask for client metrics would get them on every
 		// close too, which then waits for a broker that may be gone.
 		kgo.DisableClientMetrics(),
-	}, opts...)
+	}, conn.Security...)
+	all = append(all, opts...)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client %s: %w", clientID, err)

@@ -46,7 +46,7 @@ func main() {
 
 type config struct {
 	HTTPAddr       string
-	KafkaBrokers   []string
+	Kafka          kafkax.Conn
 	MongoURI       string
 	MongoDatabase  string
 	InternalSecret string
@@ -69,7 +69,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 	r := envconfig.New(getenv)
 	c := config{
 		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8081"),
-		KafkaBrokers:   kafkax.Brokers(r.String("RCM_KAFKA_BROKERS", "127.0.0.1:9092")),
 		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_campaign"),
 		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
@@ -87,7 +86,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	c.DocumentsDLQ = r.String("RCM_DOCUMENTS_DLQ_TOPIC", "rcm."+c.DocumentsTopic+".dlq")
-	return c, r.Err()
+	kafka, err := kafkax.ConnFromEnv(getenv)
+	c.Kafka = kafka
+	return c, errors.Join(r.Err(), err)
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -119,7 +120,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	st := store.New(mc.Database(cfg.MongoDatabase))
 	idem := idempotency.New(mc.Database(cfg.MongoDatabase), time.Now)
 
-	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-relay", reg, logger,
+	producer, err := kafkax.NewClient(cfg.Kafka, "rcm-campaign-relay", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 	)
@@ -129,7 +130,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer producer.Close()
 	health.Add("kafka", func(ctx context.Context) error { return producer.Ping(ctx) })
 
-	consumer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-campaign-documents", reg, logger,
+	consumer, err := kafkax.NewClient(cfg.Kafka, "rcm-campaign-documents", reg, logger,
 		kafkax.GroupOpts(cfg.DocumentsGroup, cfg.DocumentsTopic, cfg.InstanceID, cfg.SessionTimeout)...)
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ func main() {
 
 type config struct {
 	HTTPAddr       string
-	KafkaBrokers   []string
+	Kafka          kafkax.Conn
 	MongoURI       string
 	MongoDatabase  string
 	CreateIndexes  bool
@@ -65,7 +65,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 	r := envconfig.New(getenv)
 	c := config{
 		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8082"),
-		KafkaBrokers:   kafkax.Brokers(r.String("RCM_KAFKA_BROKERS", "127.0.0.1:9092")),
 		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_compliance"),
 		CreateIndexes:  r.Bool("RCM_MONGODB_CREATE_INDEXES", true),
@@ -82,7 +81,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SessionTimeout: r.Duration("RCM_KAFKA_SESSION_TIMEOUT", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
-	return c, r.Err()
+	kafka, err := kafkax.ConnFromEnv(getenv)
+	c.Kafka = kafka
+	return c, errors.Join(r.Err(), err)
 }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
@@ -114,7 +115,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	led := ledger.New(mc.Database(cfg.MongoDatabase), time.Now)
 
 	forget := func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }
-	client, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-compliance", reg, logger,
+	client, err := kafkax.NewClient(cfg.Kafka, "rcm-compliance", reg, logger,
 		append(kafkax.GroupOpts(cfg.Group, cfg.EventsTopic, cfg.InstanceID, cfg.SessionTimeout),
 			kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))...)
 	if err != nil {

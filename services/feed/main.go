@@ -46,7 +46,7 @@ func main() {
 
 type config struct {
 	HTTPAddr       string
-	KafkaBrokers   []string
+	Kafka          kafkax.Conn
 	MongoURI       string
 	MongoDatabase  string
 	CreateIndexes  bool
@@ -69,7 +69,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 	r := envconfig.New(getenv)
 	c := config{
 		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8083"),
-		KafkaBrokers:   kafkax.Brokers(r.String("RCM_KAFKA_BROKERS", "127.0.0.1:9092")),
 		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_feed"),
 		CreateIndexes:  r.Bool("RCM_MONGODB_CREATE_INDEXES", true),
@@ -87,9 +86,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		SessionTimeout: r.Duration("RCM_KAFKA_SESSION_TIMEOUT", 10*time.Second),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
-	if err := r.Err(); err != nil {
+	kafka, err := kafkax.ConnFromEnv(getenv)
+	if err := errors.Join(r.Err(), err); err != nil {
 		return c, err
 	}
+	c.Kafka = kafka
 	if c.Partitions < 1 {
 		return c, fmt.Errorf("RCM_KAFKA_PARTITIONS=%d: want at least 1", c.Partitions)
 	}
@@ -129,7 +130,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	db := mc.Database(cfg.MongoDatabase)
 	items := seqlog.New(db.Collection("items"), db.Collection("item_heads"))
 
-	producer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-producer", reg, logger,
+	producer, err := kafkax.NewClient(cfg.Kafka, "rcm-feed-producer", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
 	)
@@ -143,7 +144,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// it: forget their heads, so that they are read afresh if it comes
 	// back.
 	forget := func(context.Context, *kgo.Client, map[string][]int32) { items.Forget() }
-	eventsConsumer, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-consumer", reg, logger,
+	eventsConsumer, err := kafkax.NewClient(cfg.Kafka, "rcm-feed-consumer", reg, logger,
 		append(kafkax.GroupOpts(cfg.Group, cfg.EventsTopic, cfg.InstanceID, cfg.SessionTimeout),
 			kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))...)
 	if err != nil {
@@ -157,7 +158,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	// instant rather than "the end whenever the client gets there" means
 	// no item published after the start is missed, however long the
 	// topic takes to appear.
-	follower, err := kafkax.NewClient(cfg.KafkaBrokers, "rcm-feed-hub", reg, logger,
+	follower, err := kafkax.NewClient(cfg.Kafka, "rcm-feed-hub", reg, logger,
 		kgo.ConsumeTopics(cfg.ActivityTopic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AfterMilli(startedAt.UnixMilli())),
 		kgo.FetchMaxWait(500*time.Millisecond),

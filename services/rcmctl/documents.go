@@ -79,7 +79,11 @@ func documentsDelete(ctx context.Context, args []string, getenv func(string) str
 // service's consumer group has committed past it, that is, applied it.
 func publish(ctx context.Context, getenv func(string) string, timeout time.Duration, r *kgo.Record) error {
 	r.Topic = env(getenv, "RCM_DOCUMENTS_TOPIC", "documents.v1")
-	cl, err := kafkax.NewClient(kafkax.Brokers(env(getenv, "RCM_KAFKA_BROKERS", "127.0.0.1:9092")), "rcmctl",
+	conn, err := kafkax.ConnFromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	cl, err := kafkax.NewClient(conn, "rcmctl",
 		prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
