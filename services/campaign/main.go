@@ -62,6 +62,7 @@ type config struct {
 	LagInterval    time.Duration
 	InstanceID     string
 	SessionTimeout time.Duration
+	PprofAddr      string
 	LogLevel       string
 }
 
@@ -83,6 +84,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
 		InstanceID:     r.String("RCM_KAFKA_INSTANCE_ID", ""),
 		SessionTimeout: r.Duration("RCM_KAFKA_SESSION_TIMEOUT", 10*time.Second),
+		PprofAddr:      r.String("RCM_PPROF_ADDR", ""),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	c.DocumentsDLQ = r.String("RCM_DOCUMENTS_DLQ_TOPIC", "rcm."+c.DocumentsTopic+".dlq")
@@ -174,6 +176,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	backgroundCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return obs.ServePprof(gctx, cfg.PprofAddr, logger) })
 	g.Go(func() error {
 		defer close(serveDone)
 		return httpx.Serve(gctx, httpx.NewServer(router), ln, cfg.DrainTimeout)

@@ -58,6 +58,7 @@ type config struct {
 	LagInterval    time.Duration
 	InstanceID     string
 	SessionTimeout time.Duration
+	PprofAddr      string
 	LogLevel       string
 }
 
@@ -79,6 +80,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
 		InstanceID:     r.String("RCM_KAFKA_INSTANCE_ID", ""),
 		SessionTimeout: r.Duration("RCM_KAFKA_SESSION_TIMEOUT", 10*time.Second),
+		PprofAddr:      r.String("RCM_PPROF_ADDR", ""),
 		LogLevel:       r.String("RCM_LOG_LEVEL", "info"),
 	}
 	kafka, err := kafkax.ConnFromEnv(getenv)
@@ -151,6 +153,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	logger.Info("compliance listening", slog.String("addr", ln.Addr().String()))
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return obs.ServePprof(gctx, cfg.PprofAddr, logger) })
 	g.Go(func() error { return httpx.Serve(gctx, httpx.NewServer(router), ln, cfg.DrainTimeout) })
 	g.Go(func() error {
 		if err := startup(gctx, cfg, led, client, logger); err != nil || gctx.Err() != nil {

@@ -11,7 +11,10 @@ require (
 	golang.org/x/sync v0.23.0
 )
 
-require github.com/rcm-platform/rcm/dev v0.0.0
+require (
+	github.com/rcm-platform/rcm/dev v0.0.0
+	github.com/twmb/franz-go/pkg/kadm v1.20.0
+)
 
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
@@ -50,7 +53,6 @@ require (
 	github.com/rcm-platform/rcm/api v0.0.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
-	github.com/twmb/franz-go/pkg/kadm v1.20.0 // indirect
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c // indirect
 	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
 	github.com/twmb/franz-go/plugin/kprom v1.5.0 // indirect

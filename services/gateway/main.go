@@ -24,6 +24,7 @@ import (
 	"github.com/rcm-platform/rcm/services/gateway/internal/api"
 	"github.com/rcm-platform/rcm/services/gateway/internal/auth"
 	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
+	"golang.org/x/sync/errgroup"
 )
 
 func main() {
@@ -48,6 +49,7 @@ type config struct {
 	RateLimit         int
 	RateWindow        time.Duration
 	StreamsPerAccount int
+	PprofAddr         string
 	LogLevel          string
 }
 
@@ -65,6 +67,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RateLimit:         r.Int("RCM_RATE_LIMIT", 1200),
 		RateWindow:        r.Duration("RCM_RATE_WINDOW", time.Minute),
 		StreamsPerAccount: r.Int("RCM_SSE_MAX_PER_ACCOUNT", 10),
+		PprofAddr:         r.String("RCM_PPROF_ADDR", ""),
 		LogLevel:          r.String("RCM_LOG_LEVEL", "info"),
 	}
 	for _, p := range strings.Split(r.String("RCM_CLERK_AUTHORIZED_PARTIES", ""), ",") {
@@ -129,7 +132,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
 	logger.Info("gateway listening", slog.String("addr", ln.Addr().String()))
-	err = httpx.Serve(ctx, httpx.NewServer(router), ln, cfg.DrainTimeout)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return obs.ServePprof(gctx, cfg.PprofAddr, logger) })
+	g.Go(func() error { return httpx.Serve(gctx, httpx.NewServer(router), ln, cfg.DrainTimeout) })
+	err = g.Wait()
 	logger.Info("gateway stopped")
 	return err
 }
