@@ -10,6 +10,7 @@ TESTFLAGS ?= -count=1 -timeout 15m
 FUZZTIME  ?= 20s
 
 export RCM_BIN_DIR := $(BIN)
+export RCM_TEST_FIGURES := $(BIN)/test-figures.txt
 
 .PHONY: all build run test tools vet fmt-check bench fuzz clean tidy
 
@@ -27,10 +28,12 @@ run: build
 
 ## test: vet, format check, and every module's tests
 test: build vet fmt-check tools
+	@rm -f $(RCM_TEST_FIGURES)
 	@for d in $(MODULES); do \
 		echo "== $$d"; \
 		(cd $$d && $(GO) test $(TESTFLAGS) ./...) || exit 1; \
 	done
+	@if [ -s $(RCM_TEST_FIGURES) ]; then echo "== figures"; cat $(RCM_TEST_FIGURES); fi
 
 ## tools: what the tests run besides Go (promtool and prometheus, from Debian)
 tools:

@@ -97,6 +97,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	writeFigures()
 	if err := stk.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "stop stack:", err)
 		code = 1
@@ -374,4 +375,32 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+var (
+	figuresMu sync.Mutex
+	figures   []string
+)
+
+// figure records a measured figure of a test (requests sent, accepted,
+// events published, entries appended, duplicates, losses). They are
+// logged, and written at the end to the file RCM_TEST_FIGURES names, which
+// make test prints: go test shows nothing of a passing package.
+func figure(t *testing.T, format string, args ...any) {
+	t.Helper()
+	line := t.Name() + ": " + fmt.Sprintf(format, args...)
+	t.Log(line)
+	figuresMu.Lock()
+	figures = append(figures, line)
+	figuresMu.Unlock()
+}
+
+func writeFigures() {
+	path := os.Getenv("RCM_TEST_FIGURES")
+	if path == "" {
+		return
+	}
+	figuresMu.Lock()
+	defer figuresMu.Unlock()
+	_ = os.WriteFile(path, []byte(strings.Join(figures, "\n")+"\n"), 0o644)
 }
