@@ -102,6 +102,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
+	health.Add("jwks", verifier.Ready)
 	campaignSvc, err := upstream.New(cfg.CampaignURL, signer, nil)
 	if err != nil {
 		return err

@@ -308,3 +308,16 @@ type rejection struct {
 
 func (r *rejection) Error() string { return string(r.reason) + ": " + r.err.Error() }
 func (r *rejection) Unwrap() error { return r.err }
+
+// Ready reports whether the verifier holds at least one key, that is,
+// whether it can verify a token at all: a readiness check.
+func (v *Verifier) Ready(ctx context.Context) error {
+	keys, err := v.keys.Storage().KeyReadAll(ctx)
+	if err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return errors.New("no JWKS key yet")
+	}
+	return nil
+}

@@ -716,11 +716,17 @@ func TestJWKSDownAtStart(t *testing.T) {
 		t.Fatalf("got %v ok and %v failed JWKS fetches at start, want 0 and 1", ok, failed)
 	}
 	tok := "Bearer " + mint(t, k.published, sessiontoken.Claims{Subject: "user_1", Issuer: testIssuer, AuthorizedParty: testParty})
+	if err := v.Ready(t.Context()); err == nil {
+		t.Fatal("ready without a single key, want not ready")
+	}
 
 	srv.down.Store(false)
 	got, err := v.Verify(t.Context(), tok)
 	if err != nil {
 		t.Fatalf("first token once the JWKS is up: got %v, want accepted", err)
+	}
+	if err := v.Ready(t.Context()); err != nil {
+		t.Fatalf("not ready once the keys are fetched: %v", err)
 	}
 	if got.AccountID != "user_1" {
 		t.Errorf("got account %q, want user_1", got.AccountID)
