@@ -51,6 +51,20 @@ func Connect(uri string, reg prometheus.Registerer) (*mongo.Client, error) {
 	return cl, nil
 }
 
+// Dial is Connect plus the function that disconnects, waiting up to five
+// seconds for in-flight operations: what a service defers.
+func Dial(uri string, reg prometheus.Registerer) (*mongo.Client, func(), error) {
+	cl, err := Connect(uri, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cl, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = cl.Disconnect(ctx)
+	}, nil
+}
+
 // Ping is a readiness check of cl.
 func Ping(cl *mongo.Client) func(ctx context.Context) error {
 	return func(ctx context.Context) error { return cl.Ping(ctx, readpref.Primary()) }

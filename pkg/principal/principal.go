@@ -7,6 +7,8 @@
 package principal
 
 import (
+	"log/slog"
+
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -14,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rcm-platform/rcm/pkg/httpx"
 	"net/http"
 	"strings"
 	"time"
@@ -49,6 +52,15 @@ var (
 type Signer struct {
 	secret []byte
 	now    func() time.Time
+}
+
+// ForService returns the Signer of a service's configured secret, warning
+// when it is the development one.
+func ForService(secret string, logger *slog.Logger) (*Signer, error) {
+	if secret == DevSecret {
+		logger.Warn("RCM_INTERNAL_SECRET is the development secret; set a secret of your own outside the local stack")
+	}
+	return NewSigner(secret, time.Now)
 }
 
 // NewSigner returns a Signer. The secret must be at least 32 bytes.
@@ -128,14 +140,14 @@ func WithPrincipal(ctx context.Context, p Principal) context.Context {
 }
 
 // Require is middleware for internal services: a request without a
-// verifying principal is refused with 403 by reject, before any handler
+// verifying principal is refused with 403 Forbidden before any handler
 // runs.
-func (s *Signer) Require(reject func(w http.ResponseWriter, r *http.Request, err error)) func(http.Handler) http.Handler {
+func (s *Signer) Require(logger *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p, err := s.Verify(r)
 			if err != nil {
-				reject(w, r, err)
+				httpx.WriteError(w, r, logger, httpx.ErrForbidden.Wrap(err))
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))

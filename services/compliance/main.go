@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -94,25 +93,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: %w", err)
 	}
 	logger := obs.NewLogger(stdout, "compliance", cfg.LogLevel)
-	if cfg.InternalSecret == principal.DevSecret {
-		logger.Warn("RCM_INTERNAL_SECRET is the development secret; set a secret of your own outside the local stack")
-	}
-	signer, err := principal.NewSigner(cfg.InternalSecret, time.Now)
+	signer, err := principal.ForService(cfg.InternalSecret, logger)
 	if err != nil {
 		return err
 	}
 	reg := obs.NewRegistry()
 	health := obs.NewHealth()
 
-	mc, err := mongox.Connect(cfg.MongoURI, reg)
+	mc, disconnect, err := mongox.Dial(cfg.MongoURI, reg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = mc.Disconnect(dctx)
-	}()
+	defer disconnect()
 	health.Add("mongodb", mongox.Ping(mc))
 	led := ledger.New(mc.Database(cfg.MongoDatabase), time.Now)
 
@@ -140,9 +132,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(reg, "compliance"), 30*time.Second)
 	obs.Mount(router, health, reg)
 	router.Group(func(r chi.Router) {
-		r.Use(signer.Require(func(w http.ResponseWriter, r *http.Request, err error) {
-			httpx.WriteError(w, r, logger, httpx.ErrForbidden.Wrap(err))
-		}))
+		r.Use(signer.Require(logger))
 		(&api.Handler{Ledger: led, Logger: logger}).Routes(r)
 	})
 

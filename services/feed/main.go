@@ -108,10 +108,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: %w", err)
 	}
 	logger := obs.NewLogger(stdout, "feed", cfg.LogLevel)
-	if cfg.InternalSecret == principal.DevSecret {
-		logger.Warn("RCM_INTERNAL_SECRET is the development secret; set a secret of your own outside the local stack")
-	}
-	signer, err := principal.NewSigner(cfg.InternalSecret, time.Now)
+	signer, err := principal.ForService(cfg.InternalSecret, logger)
 	if err != nil {
 		return err
 	}
@@ -119,15 +116,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	health := obs.NewHealth()
 	startedAt := time.Now()
 
-	mc, err := mongox.Connect(cfg.MongoURI, reg)
+	mc, disconnect, err := mongox.Dial(cfg.MongoURI, reg)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = mc.Disconnect(dctx)
-	}()
+	defer disconnect()
 	health.Add("mongodb", mongox.Ping(mc))
 	db := mc.Database(cfg.MongoDatabase)
 	items := seqlog.New(db.Collection("items"), db.Collection("item_heads"))
@@ -194,9 +187,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	activityAPI := api.New(api.Config{
 		Store: items, Hub: h, Heartbeat: cfg.Heartbeat, Stop: streamsDone, Now: time.Now, Logger: logger,
 	}, reg)
-	requirePrincipal := signer.Require(func(w http.ResponseWriter, r *http.Request, err error) {
-		httpx.WriteError(w, r, logger, httpx.ErrForbidden.Wrap(err))
-	})
+	requirePrincipal := signer.Require(logger)
 	httpMetrics := httpx.NewHTTPMetrics(reg, "feed")
 	router := httpx.NewRouter(logger, httpMetrics, 15*time.Second)
 	obs.Mount(router, health, reg)

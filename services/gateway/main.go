@@ -84,10 +84,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: %w", err)
 	}
 	logger := obs.NewLogger(stdout, "gateway", cfg.LogLevel)
-	if cfg.InternalSecret == principal.DevSecret {
-		logger.Warn("RCM_INTERNAL_SECRET is the development secret; set a secret of your own outside the local stack")
-	}
-	signer, err := principal.NewSigner(cfg.InternalSecret, time.Now)
+	signer, err := principal.ForService(cfg.InternalSecret, logger)
 	if err != nil {
 		return err
 	}
