@@ -77,7 +77,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DocumentsGroup: r.String("RCM_DOCUMENTS_GROUP", "rcm-campaign"),
 		CreateTopics:   r.Bool("RCM_KAFKA_CREATE_TOPICS", true),
 		Partitions:     r.Int("RCM_KAFKA_PARTITIONS", 6),
-		SweepInterval:  r.Duration("RCM_OUTBOX_SWEEP_INTERVAL", 10*time.Second),
+		SweepInterval:  r.Duration("RCM_OUTBOX_SWEEP_INTERVAL", 5*time.Minute),
 		SweepMinAge:    r.Duration("RCM_OUTBOX_SWEEP_MIN_AGE", 30*time.Second),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
 		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),

@@ -11,6 +11,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,8 +32,14 @@ type Config struct {
 	// QueueSize bounds the events waiting in memory; past it, events wait
 	// in the store for the sweep.
 	QueueSize int
-	// SweepInterval is how often the store is scanned.
+	// SweepInterval is how often the store is scanned for events nothing
+	// is publishing, as a safety net: the scan reads every campaign with
+	// a pending event (the embedded store reads them all).
 	SweepInterval time.Duration
+	// SweepCheck is how often the relay looks whether it dropped
+	// anything (a full queue, a failed publish or removal) and then
+	// sweeps at once.
+	SweepCheck time.Duration
 	// SweepMinAge keeps the sweep from republishing an event the fast path
 	// is still publishing.
 	SweepMinAge time.Duration
@@ -46,7 +53,10 @@ func (c *Config) defaults() {
 		c.QueueSize = 1 << 16
 	}
 	if c.SweepInterval <= 0 {
-		c.SweepInterval = 10 * time.Second
+		c.SweepInterval = 5 * time.Minute
+	}
+	if c.SweepCheck <= 0 {
+		c.SweepCheck = min(10*time.Second, c.SweepInterval)
 	}
 	if c.SweepMinAge <= 0 {
 		c.SweepMinAge = 30 * time.Second
@@ -73,6 +83,9 @@ type Relay struct {
 	ackMu     sync.RWMutex // guards sending on acked against its close
 	acked     chan item
 	ackClosed bool
+
+	// dirty is set when an event was left to the sweep.
+	dirty atomic.Bool
 
 	mu       sync.Mutex
 	inflight map[string]struct{}
@@ -108,6 +121,7 @@ func (r *Relay) Enqueue(campaignID string, msgs ...events.Message) {
 		case r.queue <- item{campaignID: campaignID, msg: m, enqueued: r.now()}:
 		default:
 			r.release(m.ID)
+			r.dirty.Store(true)
 			r.metrics.overflow.Inc()
 			r.logger.Warn("relay queue full; event left for the sweep", slog.String("event_id", m.ID))
 		}
@@ -229,6 +243,7 @@ func (r *Relay) produce(it item) {
 			r.metrics.published.WithLabelValues("error").Inc()
 			r.logger.Error("publish failed; the sweep will retry", slog.String("event_id", it.msg.ID), slog.Any("err", err))
 			r.release(it.msg.ID)
+			r.dirty.Store(true)
 			return
 		}
 		r.metrics.published.WithLabelValues("ok").Inc()
@@ -246,15 +261,28 @@ func (r *Relay) produce(it item) {
 }
 
 func (r *Relay) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(r.cfg.SweepInterval)
+	t := time.NewTicker(r.cfg.SweepCheck)
 	defer t.Stop()
+	last := r.now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if err := r.Sweep(ctx, r.cfg.SweepMinAge); err != nil && ctx.Err() == nil {
+		if !r.dirty.Load() && r.now().Sub(last) < r.cfg.SweepInterval {
+			continue
+		}
+		// What was dropped just now is younger than SweepMinAge; the
+		// flag stays set until a sweep has seen past it.
+		minAge := r.cfg.SweepMinAge
+		if r.dirty.Load() {
+			minAge = 0
+		}
+		r.dirty.Store(false)
+		last = r.now()
+		if err := r.Sweep(ctx, minAge); err != nil && ctx.Err() == nil {
+			r.dirty.Store(true)
 			r.logger.Warn("outbox sweep failed", slog.Any("err", err))
 		}
 	}
@@ -278,6 +306,7 @@ func (r *Relay) removeAcked(ctx context.Context) {
 				}
 			}
 			if err != nil {
+				r.dirty.Store(true)
 				r.logger.Warn("outbox removal failed; events will be republished", slog.String("campaign_id", campaignID), slog.Any("err", err))
 			}
 			for _, id := range ids {

@@ -24,6 +24,12 @@ type documentDoc struct {
 	Version   int64     `bson:"version"`
 	Deleted   bool      `bson:"deleted"`
 	UpdatedAt time.Time `bson:"updatedAt"`
+	// CampaignIDs lists the document's campaigns in creation order: the
+	// index the list and the end of campaigns read by _id, instead of a
+	// query the embedded store would answer with a scan. An id is added
+	// before its campaign is written, so the list may name a campaign
+	// that a failed start never wrote, never the other way round.
+	CampaignIDs []string `bson:"campaignIds,omitempty"`
 }
 
 func (d documentDoc) document() campaign.Document {
@@ -78,23 +84,68 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 	case doc.Version <= held.Version:
 		return false, nil
 	}
-	d := documentDoc{ID: doc.ID, AccountID: doc.AccountID, Version: doc.Version, UpdatedAt: now.UTC()}
+	var loan *loanDoc
 	if doc.Loan != nil {
-		d.Loan = &loanDoc{Status: doc.Loan.Status}
+		loan = &loanDoc{Status: doc.Loan.Status}
 	}
-	filter := bson.D{{Key: "_id", Value: doc.ID}}
-	if err == nil {
-		// Another process may have applied a newer version meanwhile.
-		filter = append(filter, bson.E{Key: "version", Value: held.Version})
-	}
-	res, err := s.documents.ReplaceOne(ctx, filter, d, options.Replace().SetUpsert(err != nil))
 	if err != nil {
+		// Not held yet: insert. Another process inserting it meanwhile
+		// loses nothing; the newer version wins on its next delivery.
+		_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Version: doc.Version, UpdatedAt: now.UTC()})
 		if mongox.IsDuplicateKey(err) {
 			return false, nil
 		}
+		if err != nil {
+			return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, mongox.Classify(err))
+		}
+		return true, nil
+	}
+	// Set the fields, keeping the campaign list; only if no other process
+	// applied a version meanwhile.
+	res, err := s.documents.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: doc.ID}, {Key: "version", Value: held.Version}},
+		bson.D{{Key: "$set", Value: bson.D{
+			{Key: "accountId", Value: doc.AccountID}, {Key: "loan", Value: loan}, {Key: "version", Value: doc.Version},
+			{Key: "deleted", Value: false}, {Key: "updatedAt", Value: now.UTC()},
+		}}})
+	if err != nil {
 		return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, mongox.Classify(err))
 	}
-	return res.MatchedCount+res.UpsertedCount == 1, nil
+	return res.MatchedCount == 1, nil
+}
+
+// addCampaign records campaignID in its document's campaign list, under
+// the document's lock: the embedded store does not isolate concurrent
+// updates of one document.
+func (s *Store) addCampaign(ctx context.Context, documentID, campaignID string) error {
+	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Upsert: a document the read model has not seen yet gets its list
+	// first and its fields when its update arrives (version 0 is older
+	// than any).
+	_, err = s.documents.UpdateOne(ctx, bson.D{{Key: "_id", Value: documentID}},
+		bson.D{{Key: "$push", Value: bson.D{{Key: "campaignIds", Value: campaignID}}}},
+		options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("index campaign %s on %s: %w", campaignID, documentID, mongox.Classify(err))
+	}
+	return nil
+}
+
+// campaignIDs returns the ids of documentID's campaigns, oldest first.
+func (s *Store) campaignIDs(ctx context.Context, documentID string) ([]string, error) {
+	var d documentDoc
+	err := s.documents.FindOne(ctx, bson.D{{Key: "_id", Value: documentID}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("campaigns of %s: %w", documentID, mongox.Classify(err))
+	}
+	return d.CampaignIDs, nil
 }
 
 // DeleteDocument marks documentID deleted (a tombstone), keeping its

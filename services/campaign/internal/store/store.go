@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -19,7 +20,6 @@ import (
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // Collection names.
@@ -50,9 +50,9 @@ func New(db *mongo.Database) *Store {
 
 // EnsureIndexes creates the indexes the queries rely on.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
+	// Reads go by _id (the document's campaign list); the sweep's query
+	// for pending events is the one other.
 	err := mongox.EnsureIndexes(ctx, s.campaigns,
-		mongox.Index{Keys: bson.D{{Key: "accountId", Value: 1}, {Key: "documentId", Value: 1}, {Key: "_id", Value: -1}}},
-		mongox.Index{Keys: bson.D{{Key: "documentId", Value: 1}, {Key: "active", Value: 1}}},
 		mongox.Index{Keys: bson.D{{Key: "outbox.id", Value: 1}}},
 	)
 	if err != nil {
@@ -170,6 +170,9 @@ func (s *Store) Create(ctx context.Context, c campaign.Campaign, e events.Event)
 	if err != nil {
 		return events.Message{}, err
 	}
+	if err := s.addCampaign(ctx, c.DocumentID, c.ID); err != nil {
+		return events.Message{}, err
+	}
 	d := toDoc(c)
 	d.Outbox = outbox
 	if _, err := s.campaigns.InsertOne(ctx, d); err != nil {
@@ -267,46 +270,54 @@ func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (
 
 // ListByDocument returns up to limit campaigns of account on documentID,
 // newest first, starting after the campaign id before ("" for the first
-// page).
+// page). It reads the document's campaign list and each campaign by _id.
 func (s *Store) ListByDocument(ctx context.Context, accountID, documentID, before string, limit int) ([]campaign.Campaign, error) {
-	filter := bson.D{{Key: "accountId", Value: accountID}, {Key: "documentId", Value: documentID}}
-	if before != "" {
-		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$lt", Value: before}}})
-	}
-	cur, err := s.campaigns.Find(ctx, filter, options.Find().
-		SetSort(bson.D{{Key: "_id", Value: -1}}).
-		SetLimit(int64(limit)).
-		SetProjection(bson.D{{Key: "outbox", Value: 0}}))
+	ids, err := s.campaignIDs(ctx, documentID)
 	if err != nil {
-		return nil, fmt.Errorf("list campaigns of %s: %w", documentID, mongox.Classify(err))
+		return nil, err
 	}
-	var docs []campaignDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("list campaigns of %s: %w", documentID, mongox.Classify(err))
+	end := len(ids)
+	if before != "" {
+		end = slices.Index(ids, before)
+		if end < 0 {
+			return nil, nil
+		}
 	}
-	out := make([]campaign.Campaign, 0, len(docs))
-	for _, d := range docs {
-		out = append(out, d.campaign())
+	out := make([]campaign.Campaign, 0, min(limit, end))
+	for i := end - 1; i >= 0 && len(out) < limit; i-- {
+		d, err := s.get(ctx, ids[i])
+		if errors.Is(err, campaign.ErrNotFound) {
+			continue // listed by a start that failed before its write
+		}
+		if err != nil {
+			return nil, err
+		}
+		if d.AccountID == accountID {
+			out = append(out, d.campaign())
+		}
 	}
 	return out, nil
 }
 
-// ActiveOnDocument returns the ids and accounts of the active campaigns on
-// documentID, whatever their account.
+// ActiveOnDocument returns the active campaigns on documentID, whatever
+// their account.
 func (s *Store) ActiveOnDocument(ctx context.Context, documentID string) ([]campaign.Campaign, error) {
-	cur, err := s.campaigns.Find(ctx,
-		bson.D{{Key: "documentId", Value: documentID}, {Key: "active", Value: true}},
-		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "accountId", Value: 1}, {Key: "documentId", Value: 1}}))
+	ids, err := s.campaignIDs(ctx, documentID)
 	if err != nil {
-		return nil, fmt.Errorf("active campaigns of %s: %w", documentID, mongox.Classify(err))
+		return nil, err
 	}
-	var docs []campaignDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("active campaigns of %s: %w", documentID, mongox.Classify(err))
-	}
-	out := make([]campaign.Campaign, 0, len(docs))
-	for _, d := range docs {
-		out = append(out, campaign.Campaign{ID: d.ID, AccountID: d.AccountID, DocumentID: d.DocumentID})
+	var out []campaign.Campaign
+	for _, id := range ids {
+		d, err := s.get(ctx, id)
+		if errors.Is(err, campaign.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if d.Active {
+			out = append(out, campaign.Campaign{ID: d.ID, AccountID: d.AccountID, DocumentID: d.DocumentID})
+		}
 	}
 	return out, nil
 }
