@@ -115,6 +115,16 @@ func (p *Process) signal(sig syscall.Signal, wait time.Duration) error {
 	return nil
 }
 
+// Pid is the process id of the running service; 0 when it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Running reports whether the process is up.
 func (p *Process) Running() bool {
 	p.mu.Lock()

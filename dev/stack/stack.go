@@ -60,6 +60,10 @@ type Config struct {
 	RandomPorts bool
 	// Env is added to every service's environment.
 	Env map[string]string
+	// ServiceEnv is added to one service's environment (by service name),
+	// after Env: a setting that must differ between services, such as a
+	// listen address.
+	ServiceEnv map[string]map[string]string
 	// Logs receives the services' output; nil writes one file per service
 	// under DataDir/logs.
 	Logs io.Writer
@@ -181,6 +185,9 @@ func (s *Stack) env(name string) []string {
 		"RCM_KAFKA_INSTANCE_ID": name,
 	}
 	for k, v := range s.cfg.Env {
+		env[k] = v
+	}
+	for k, v := range s.cfg.ServiceEnv[name] {
 		env[k] = v
 	}
 	out := os.Environ()
