@@ -206,7 +206,12 @@ func startup(ctx context.Context, cfg config, st *store.Store, producer *kgo.Cli
 		name string
 		fn   func(context.Context) error
 	}{
-		{"indexes", st.EnsureIndexes},
+		{"store", func(ctx context.Context) error {
+			if err := st.Detect(ctx); err != nil {
+				return err
+			}
+			return st.EnsureIndexes(ctx)
+		}},
 		{"topics", func(ctx context.Context) error {
 			if !cfg.CreateTopics {
 				return nil

@@ -23,7 +23,7 @@ import (
 // Outbox is the store side of the relay.
 type Outbox interface {
 	Pending(ctx context.Context) ([]store.Pending, error)
-	RemoveFromOutbox(ctx context.Context, campaignID string, eventIDs []string) error
+	RemoveFromOutbox(ctx context.Context, campaignID string, msgs []events.Message) error
 }
 
 // Config tunes the relay.
@@ -292,12 +292,12 @@ func (r *Relay) sweepLoop(ctx context.Context) {
 // campaign. A failed removal is retried; if it keeps failing the event is
 // left in the outbox and republished later, which consumers absorb.
 func (r *Relay) removeAcked(ctx context.Context) {
-	batch := map[string][]string{}
+	batch := map[string][]events.Message{}
 	flush := func() {
-		for campaignID, ids := range batch {
+		for campaignID, msgs := range batch {
 			var err error
 			for attempt := 0; attempt < 5; attempt++ {
-				if err = r.outbox.RemoveFromOutbox(ctx, campaignID, ids); err == nil {
+				if err = r.outbox.RemoveFromOutbox(ctx, campaignID, msgs); err == nil {
 					break
 				}
 				select {
@@ -309,8 +309,8 @@ func (r *Relay) removeAcked(ctx context.Context) {
 				r.dirty.Store(true)
 				r.logger.Warn("outbox removal failed; events will be republished", slog.String("campaign_id", campaignID), slog.Any("err", err))
 			}
-			for _, id := range ids {
-				r.release(id)
+			for _, m := range msgs {
+				r.release(m.ID)
 			}
 		}
 		clear(batch)
@@ -321,7 +321,7 @@ func (r *Relay) removeAcked(ctx context.Context) {
 			flush()
 			return
 		}
-		batch[it.campaignID] = append(batch[it.campaignID], it.msg.ID)
+		batch[it.campaignID] = append(batch[it.campaignID], it.msg)
 	more:
 		for n := 0; n < 512; n++ {
 			select {
@@ -330,7 +330,7 @@ func (r *Relay) removeAcked(ctx context.Context) {
 					flush()
 					return
 				}
-				batch[it.campaignID] = append(batch[it.campaignID], it.msg.ID)
+				batch[it.campaignID] = append(batch[it.campaignID], it.msg)
 			default:
 				break more
 			}

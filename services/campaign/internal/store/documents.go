@@ -103,7 +103,7 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 	// Set the fields, keeping the campaign list; only if no other process
 	// applied a version meanwhile.
 	res, err := s.documents.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: doc.ID}, {Key: "version", Value: held.Version}},
+		s.byID(doc.ID, "version", held.Version),
 		bson.D{{Key: "$set", Value: bson.D{
 			{Key: "accountId", Value: doc.AccountID}, {Key: "loan", Value: loan}, {Key: "version", Value: doc.Version},
 			{Key: "deleted", Value: false}, {Key: "updatedAt", Value: now.UTC()},

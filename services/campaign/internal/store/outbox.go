@@ -2,14 +2,12 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/mongox"
-	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -42,40 +40,27 @@ func (s *Store) Pending(ctx context.Context) ([]Pending, error) {
 	return out, nil
 }
 
-// RemoveFromOutbox deletes published events from a campaign's outbox. It
-// takes the campaign's lock, and writes only if the campaign's revision is
-// still the one it read, so that a removal racing a command can never undo
-// the command's write (the command's new event would otherwise vanish).
-func (s *Store) RemoveFromOutbox(ctx context.Context, campaignID string, eventIDs []string) error {
+// RemoveFromOutbox deletes published events from a campaign's outbox in
+// one $pullAll of the elements as stored (FerretDB's $pull matches whole
+// elements, not a query), filtered on _id alone: no read, and no scan on
+// the embedded store. It takes the campaign's lock: on a store that does
+// not isolate concurrent updates, a removal racing a command could
+// otherwise undo the command; on MongoDB $pullAll is atomic.
+func (s *Store) RemoveFromOutbox(ctx context.Context, campaignID string, msgs []events.Message) error {
 	unlock, err := s.locks.Lock(ctx, "campaign/"+campaignID)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	for attempt := 0; attempt < 5; attempt++ {
-		d, err := s.get(ctx, campaignID)
-		if errors.Is(err, campaign.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		kept := slices.DeleteFunc(slices.Clone(d.Outbox), func(o outboxDoc) bool { return slices.Contains(eventIDs, o.ID) })
-		if len(kept) == len(d.Outbox) {
-			return nil
-		}
-		if kept == nil {
-			kept = []outboxDoc{}
-		}
-		res, err := s.campaigns.UpdateOne(ctx,
-			bson.D{{Key: "_id", Value: campaignID}, {Key: "revision", Value: d.Revision}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "outbox", Value: kept}, {Key: "revision", Value: d.Revision + 1}}}})
-		if err != nil {
-			return fmt.Errorf("remove %d events from outbox of %s: %w", len(eventIDs), campaignID, mongox.Classify(err))
-		}
-		if res.MatchedCount == 1 {
-			return nil
-		}
+	elems := make(bson.A, 0, len(msgs))
+	for _, m := range msgs {
+		elems = append(elems, outboxElem(m))
 	}
-	return ErrConflict
+	_, err = s.campaigns.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: campaignID}},
+		bson.D{{Key: "$pullAll", Value: bson.D{{Key: "outbox", Value: elems}}}})
+	if err != nil {
+		return fmt.Errorf("remove %d events from the outbox of %s: %w", len(msgs), campaignID, mongox.Classify(err))
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -37,15 +38,47 @@ type Store struct {
 	campaigns *mongo.Collection
 	documents *mongo.Collection
 	locks     *keylock.Map
+	// guard adds the revision (or version) check to update filters. On
+	// MongoDB it keeps two replicas from overwriting each other. The
+	// embedded FerretDB answers only a filter on _id alone from an index
+	// (any other reads the whole collection), and runs beside one replica
+	// whose per-key lock already serializes the writes: there it is off.
+	guard atomic.Bool
 }
 
-// New returns a Store on db.
+// New returns a Store on db, with the revision checks on until Detect
+// says otherwise.
 func New(db *mongo.Database) *Store {
-	return &Store{
+	s := &Store{
 		campaigns: db.Collection(CampaignsCollection),
 		documents: db.Collection(DocumentsCollection),
 		locks:     keylock.New(),
 	}
+	s.guard.Store(true)
+	return s
+}
+
+// Detect turns the revision checks off on the embedded store (see guard).
+func (s *Store) Detect(ctx context.Context) error {
+	ferret, err := mongox.IsFerretDB(ctx, s.campaigns.Database().Client())
+	if err != nil {
+		return err
+	}
+	s.guard.Store(!ferret)
+	return nil
+}
+
+// SetRevisionChecks turns the revision checks on or off whatever the
+// store: tests exercise both.
+func (s *Store) SetRevisionChecks(on bool) { s.guard.Store(on) }
+
+// byID is the filter on _id, with field == value when the guard is on.
+func (s *Store) byID(id string, field string, value any) bson.D {
+	f := bson.D{{Key: "_id", Value: id}}
+	if s.guard.Load() {
+		f = append(f, bson.E{Key: field, Value: value})
+	}
+	return f
 }
 
 // EnsureIndexes creates the indexes the queries rely on.
@@ -154,9 +187,16 @@ func outboxOf(ctx context.Context, evs []events.Event) ([]outboxDoc, []events.Me
 			return nil, nil, err
 		}
 		msgs = append(msgs, m)
-		docs = append(docs, outboxDoc{ID: m.ID, Type: m.Type, AccountID: m.AccountID, Subject: m.Subject, Time: m.Time, Data: string(m.Data), Traceparent: m.Traceparent})
+		docs = append(docs, outboxElem(m))
 	}
 	return docs, msgs, nil
+}
+
+// outboxElem is m as an outbox element: the same fields in the same order
+// every time, so that a removal can name the element by its value.
+func outboxElem(m events.Message) outboxDoc {
+	return outboxDoc{ID: m.ID, Type: m.Type, AccountID: m.AccountID, Subject: m.Subject,
+		Time: m.Time.UTC().Truncate(time.Millisecond), Data: string(m.Data), Traceparent: m.Traceparent}
 }
 
 func (o outboxDoc) message() events.Message {
@@ -245,7 +285,7 @@ func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (
 		}
 		next := toDoc(c)
 		res, err := s.campaigns.UpdateOne(ctx,
-			bson.D{{Key: "_id", Value: id}, {Key: "revision", Value: d.Revision}},
+			s.byID(id, "revision", d.Revision),
 			bson.D{
 				{Key: "$set", Value: bson.D{
 					{Key: "active", Value: next.Active},

@@ -34,6 +34,9 @@ func newStore(t *testing.T) *store.Store {
 	}
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	s := store.New(cl.Database(mongotest.NewDatabase(t)))
+	if err := s.Detect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +91,17 @@ func TestGetIsScopedToTheAccount(t *testing.T) {
 // store must not.
 func TestConcurrentOptOutsLoseNone(t *testing.T) {
 	t.Parallel()
-	s := newStore(t)
+	for _, checks := range []bool{false, true} {
+		t.Run(fmt.Sprintf("revision checks %v", checks), func(t *testing.T) {
+			t.Parallel()
+			s := newStore(t)
+			s.SetRevisionChecks(checks)
+			concurrentOptOuts(t, s)
+		})
+	}
+}
+
+func concurrentOptOuts(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	c := start(t, s, behind("doc_c", "org_c"))
 	channels := []campaign.Channel{campaign.SMS, campaign.Email, campaign.Call, campaign.SMS, campaign.SMS, campaign.Email}
@@ -166,7 +179,8 @@ func TestRemoveFromOutbox(t *testing.T) {
 	if len(pending) != 2 || pending[0].Type != events.TypeCampaignStarted || pending[1].ID != msgs[0].ID {
 		t.Fatalf("got pending %v, want the start then the opt-out", pending)
 	}
-	if err := s.RemoveFromOutbox(ctx, c.ID, []string{pending[0].ID}); err != nil {
+	// As the sweep read it from the store.
+	if err := s.RemoveFromOutbox(ctx, c.ID, []events.Message{pending[0].Message}); err != nil {
 		t.Fatal(err)
 	}
 	pending, err = s.Pending(ctx)
@@ -178,6 +192,13 @@ func TestRemoveFromOutbox(t *testing.T) {
 	}
 	if err := events.ValidateData(pending[0].Data); err != nil {
 		t.Fatalf("stored event: %v", err)
+	}
+	// As the command handed it to the relay.
+	if err := s.RemoveFromOutbox(ctx, c.ID, msgs); err != nil {
+		t.Fatal(err)
+	}
+	if pending, err = s.Pending(ctx); err != nil || len(pending) != 0 {
+		t.Fatalf("got pending %v %v, want none", pending, err)
 	}
 }
 
