@@ -1,0 +1,68 @@
+package bench
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReadSSE(t *testing.T) {
+	t.Parallel()
+	stream := ": heartbeat\n\n" +
+		"id: 1\nevent: campaign_started\ndata: {\"a\":1}\n\n" +
+		"id: 2\r\ndata: first\r\ndata: second\r\n\r\n" +
+		"data: " + strings.Repeat("x", 5000) + "\n\n" +
+		"data: cut off"
+	var got []string
+	err := readSSE(strings.NewReader(stream), func(d []byte) { got = append(got, string(d)) })
+	if err != io.EOF {
+		t.Fatalf("got %v, want io.EOF at the end", err)
+	}
+	want := []string{`{"a":1}`, "first\nsecond", strings.Repeat("x", 5000)}
+	if len(got) != len(want) {
+		t.Fatalf("got %d events, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("event %d: got %.40q, want %.40q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestFormats(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ got, want string }{
+		{fmtInt(0), "0"},
+		{fmtInt(999), "999"},
+		{fmtInt(1000), "1,000"},
+		{fmtInt(1234567), "1,234,567"},
+		{fmtInt(-12345), "-12,345"},
+		{fmtRate(1234.4), "1234/s"},
+		{fmtRate(25), "25.0/s"},
+		{fmtRate(0.5), "0.50/s"},
+		{fmtDur(1500 * time.Microsecond), "1.50 ms"},
+		{fmtDur(250 * time.Millisecond), "250.0 ms"},
+		{fmtDur(2500 * time.Millisecond), "2.50 s"},
+		{fmtRatio(0.8234), "0.82×"},
+		{fmtRatio(473.2), "473×"},
+		{fmtRatio(0), "–"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func TestMarkdownTable(t *testing.T) {
+	t.Parallel()
+	r := &Report{Started: time.Unix(0, 0), Finished: time.Unix(60, 0), Config: DefaultConfig()}
+	r.Sections = append(r.Sections, &Section{Title: "T", Header: []string{"a", "bb"}, Rows: [][]string{{"→x", "1"}}, Notes: []string{"n"}})
+	md := r.Markdown("bin/rcmbench", Machine{CPUs: 2, Go: "go1.26", OS: "linux/amd64"})
+	for _, want := range []string{"`bin/rcmbench`", "2 cores", "## T", "| a  | bb |", "|----|----|", "| →x | 1  |", "- n"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rcm-platform/rcm/dev/stack"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// accountEvents returns n valid campaign_started events spread evenly
+// over accounts, grouped account by account in that order.
+func (e *env) accountEvents(accounts []string, n int) [][]events.Event {
+	out := make([][]events.Event, len(accounts))
+	now := time.Now()
+	for i, a := range accounts {
+		k := n / len(accounts)
+		if i < n%len(accounts) {
+			k++
+		}
+		for range k {
+			out[i] = append(out[i], startedEvent(e.ids, a, docOf(a), now))
+		}
+	}
+	return out
+}
+
+// records encodes events as the relay publishes them.
+func records(evs ...events.Event) ([]*kgo.Record, error) {
+	out := make([]*kgo.Record, 0, len(evs))
+	for _, ev := range evs {
+		m, err := events.NewMessage(ev, "")
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m.Record(events.Topic))
+	}
+	return out, nil
+}
+
+// complianceAppend produces a burst of events and measures how fast the
+// compliance service makes them durable, against raw batched inserts of
+// the same entries into the same store.
+func complianceAppend(ctx context.Context, e *env) (*Section, error) {
+	cfg := e.cfg
+	n := cfg.ComplianceEvents
+	accounts := names("user_c", cfg.ComplianceAccounts)
+	byAccount := e.accountEvents(accounts, n)
+	var all []events.Event
+	for _, evs := range byAccount {
+		all = append(all, evs...)
+	}
+	recs, err := records(all...)
+	if err != nil {
+		return nil, err
+	}
+	batch := len(byAccount[0])
+	if err := e.settle(ctx); err != nil {
+		return nil, err
+	}
+
+	// The feed appends the same events to the same store; stopped, it
+	// leaves compliance the store to itself, as the raw baseline has it.
+	e.logf("compliance append: %s events over %d accounts, the feed stopped", fmtInt(n), len(accounts))
+	feed := e.stk.Process(stack.Feed)
+	if err := feed.Stop(); err != nil {
+		return nil, fmt.Errorf("stop the feed: %w", err)
+	}
+	wait := e.profile(ctx, "compliance-append", 5*time.Second)
+	start := time.Now()
+	if err := e.kafka.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return nil, fmt.Errorf("produce: %w", err)
+	}
+	produced := time.Since(start)
+	if err := e.waitLag(ctx, groupCompliance); err != nil {
+		return nil, err
+	}
+	appendTook := time.Since(start)
+	wait()
+	e.logf("  %s entries (produced in %s)", fmtRate(float64(n)/appendTook.Seconds()), fmtDur(produced))
+
+	// The chain of one account, recomputed by the service through the
+	// gateway: the entries are what the log should hold.
+	tok, err := e.token(accounts[0])
+	if err != nil {
+		return nil, err
+	}
+	req, err := e.gatewayRequest(ctx, http.MethodGet, "/v1/compliance-log/verify", tok, nil)
+	if err != nil {
+		return nil, err
+	}
+	body, err := e.do(e.http, req, http.StatusOK)
+	if err != nil {
+		return nil, err
+	}
+	var v struct {
+		OK      bool `json:"ok"`
+		Entries int  `json:"entries"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil || !v.OK || v.Entries != len(byAccount[0]) {
+		return nil, fmt.Errorf("verify %s after the burst: %s", accounts[0], body)
+	}
+
+	e.logf("raw InsertMany of the same entries, batches of %d", batch)
+	rawTook, err := e.rawInsertMany(ctx, byAccount)
+	if err != nil {
+		return nil, err
+	}
+	e.logf("  %s entries", fmtRate(float64(n)/rawTook.Seconds()))
+
+	e.logf("the feed catching up on the burst")
+	start = time.Now()
+	if err := feed.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start the feed: %w", err)
+	}
+	if err := e.waitLag(ctx, groupFeed); err != nil {
+		return nil, err
+	}
+	feedTook := time.Since(start)
+	if err := e.settle(ctx); err != nil {
+		return nil, err
+	}
+
+	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+	sec := &Section{
+		Title:  "Compliance log append throughput",
+		Header: []string{"writer", "entries", "time", "entries/s", "vs raw InsertMany"},
+	}
+	sec.row("compliance service (consume, validate, hash-chain, InsertMany per account, commit)", fmtInt(n), fmtDur(appendTook),
+		fmtRate(rate(appendTook)), fmtRatio(ratio(rate(appendTook), rate(rawTook))))
+	sec.row(fmt.Sprintf("raw InsertMany of the same entries, batches of %d, one writer", batch), fmtInt(n), fmtDur(rawTook),
+		fmtRate(rate(rawTook)), "1.00×")
+	sec.row("feed service catching up on the same events (restart included; its items are smaller than entries)",
+		fmtInt(n), fmtDur(feedTook), fmtRate(rate(feedTook)), "–")
+	sec.note("%s valid campaign_started events (pkg/events) over %d accounts, produced to %s in one burst (%s), account "+
+		"after account, so that the service's batches hold about %d entries of one account, as the raw batches do. "+
+		"Timed from the first produce until the compliance group committed the last record, which it does only after "+
+		"the entries are written. The feed was stopped meanwhile, so compliance had the store to itself, as the raw "+
+		"writer had; then it was started again and its catch-up timed.", fmtInt(n), len(accounts), events.Topic, fmtDur(produced), batch)
+	sec.note("Raw: the same entries as pkg/auditlog.Doc (hash chain computed beforehand), inserted in order with InsertMany "+
+		"into a scratch database of the same store, with the log's two unique indexes. Afterwards the service verified "+
+		"the chain of %s through the gateway: ok, %d entries.", accounts[0], v.Entries)
+	return sec, nil
+}
+
+// waitLag waits until the group has committed every record of the event
+// topic.
+func (e *env) waitLag(ctx context.Context, group string) error {
+	wait, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	for {
+		lag, err := e.lag(wait, group)
+		if err != nil {
+			return err
+		}
+		if lag == 0 {
+			return nil
+		}
+		select {
+		case <-wait.Done():
+			return fmt.Errorf("%s still %d records behind: %w", group, lag, wait.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// rawInsertMany inserts each account's entries, chained, with one ordered
+// InsertMany per account, and returns the time the inserts took.
+func (e *env) rawInsertMany(ctx context.Context, byAccount [][]events.Event) (time.Duration, error) {
+	coll := e.mongo.Database(scratchDB).Collection("entries")
+	if err := ensureEntryIndexes(ctx, coll); err != nil {
+		return 0, err
+	}
+	docs := make([][]any, 0, len(byAccount))
+	for _, evs := range byAccount {
+		d, _, err := chain(evs, time.Now())
+		if err != nil {
+			return 0, err
+		}
+		docs = append(docs, d)
+	}
+	start := time.Now()
+	for _, d := range docs {
+		if _, err := coll.InsertMany(ctx, d, options.InsertMany().SetOrdered(true)); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
