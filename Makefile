@@ -45,6 +45,11 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+## bench: the benchmark figures (several minutes), printed and written to BENCHMARKS.md
+bench: build
+	$(GO) build -o $(BIN)/rcmbench ./dev/cmd/rcmbench
+	$(BIN)/rcmbench -out BENCHMARKS.md
+
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseStart$$' -fuzztime $(FUZZTIME) ./internal/api
