@@ -53,14 +53,19 @@ func (e *env) profile(ctx context.Context, phase string, d time.Duration) (wait 
 	return wg.Wait
 }
 
-// heapProfile saves a service's heap profile, when profiling.
+// heapProfile saves a service's heap profile, when profiling, and the
+// text form whose runtime.MemStats tell the stacks' and the heap's shares
+// of the memory.
 func (e *env) heapProfile(ctx context.Context, service, phase string) {
 	addr, ok := e.pprof[service]
 	if !ok {
 		return
 	}
-	path := filepath.Join(e.cfg.PprofDir, fmt.Sprintf("%s-%s-%s.heap.pprof", e.name, phase, service))
-	if err := fetchProfile(ctx, "http://"+addr+"/debug/pprof/heap", path); err != nil {
+	base := filepath.Join(e.cfg.PprofDir, fmt.Sprintf("%s-%s-%s.heap", e.name, phase, service))
+	if err := fetchProfile(ctx, "http://"+addr+"/debug/pprof/heap", base+".pprof"); err != nil {
+		e.logf("no heap profile of %s: %v", service, err)
+	}
+	if err := fetchProfile(ctx, "http://"+addr+"/debug/pprof/heap?debug=1", base+".txt"); err != nil {
 		e.logf("no heap profile of %s: %v", service, err)
 	}
 }

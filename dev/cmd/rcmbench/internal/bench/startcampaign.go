@@ -199,9 +199,9 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	sec.note("Raw: InsertOne of the campaign service's document shape (its event in the outbox) into a scratch database of " +
 		"the same embedded store, with the same secondary index, the services idle.")
 	sec.note("Every event was published and recorded by compliance and feed (checked: the relay's publish count, and "+
-		"consumer lag 0) before each stack was stopped. But the relay's clean-up lags far behind: once the pipeline had "+
-		"settled, %s of the %s campaigns started through the gateway (warm-ups included) and %s of %s started directly "+
-		"still held their published event in the outbox.", fmtInt(gw.backlog), fmtInt(gw.started), fmtInt(direct.backlog), fmtInt(direct.started))
+		"consumer lag 0) before each stack was stopped. At that point %s of the %s campaigns started through the gateway "+
+		"(warm-ups included) and %s of %s started directly still held their published event in the outbox, waiting for "+
+		"the relay's clean-up.", fmtInt(gw.backlog), fmtInt(gw.started), fmtInt(direct.backlog), fmtInt(direct.started))
 	if gwTotal.Errors+directTotal.Errors+raw.Errors > 0 {
 		sec.note("First errors: gateway %v; direct %v; raw %v.", gwTotal.FirstErr, directTotal.FirstErr, raw.FirstErr)
 	}
