@@ -192,6 +192,7 @@ func (l *Log) LoadHead(ctx context.Context, account, linkField string) (Head, er
 				hi = mid
 			}
 		}
+		// lo exists (or is 0) and lo+1 does not: lo is the head.
 		h = Head{Seq: lo}
 		if lo > 0 {
 			d, _, err := l.probe(ctx, account, lo, linkField)
@@ -200,6 +201,7 @@ func (l *Log) LoadHead(ctx context.Context, account, linkField string) (Head, er
 			}
 			h.Link = d.Link
 		}
+		return h, nil
 	}
 	return l.forward(ctx, account, h, linkField, nil)
 }
@@ -256,6 +258,7 @@ func (l *Log) Append(ctx context.Context, account, linkField string, items []Ite
 
 	// Fast path: one ordered insert of the whole batch.
 	docs := make([]any, 0, len(items))
+	links := make([]string, 0, len(items))
 	next := head
 	for _, it := range items {
 		doc, link, err := it.Build(next.Seq+1, next.Link)
@@ -263,6 +266,7 @@ func (l *Log) Append(ctx context.Context, account, linkField string, items []Ite
 			return nil, err
 		}
 		docs = append(docs, doc)
+		links = append(links, link)
 		next = Head{Seq: next.Seq + 1, Link: link}
 	}
 	_, err := l.docs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
@@ -283,9 +287,17 @@ func (l *Log) Append(ctx context.Context, account, linkField string, items []Ite
 		return nil, fmt.Errorf("append to %s: %w", account, mongox.Classify(err))
 	}
 
-	// Slow path: a replay, or another writer. Learn from lookups what is
-	// stored, then append the rest one by one.
+	// Slow path: a replay, or another writer. The ordered insert stopped
+	// at its first failure: what came before it is this call's. Learn the
+	// rest from lookups, then append it one by one.
 	seen := map[string]int64{}
+	if n := insertedBefore(err); n > 0 && n < len(items) {
+		for i, it := range items[:n] {
+			results = append(results, Result{EventID: it.EventID, Seq: head.Seq + int64(i) + 1})
+		}
+		head = Head{Seq: head.Seq + int64(n), Link: links[n-1]}
+		items = items[n:]
+	}
 	for _, it := range items {
 		res, h, err := l.appendOne(ctx, account, linkField, head, it, seen)
 		if err != nil {
@@ -339,6 +351,20 @@ func (l *Log) appendOne(ctx context.Context, account, linkField string, head Hea
 		}
 		return Result{EventID: it.EventID, Seq: seq, Replay: true}, head, nil
 	}
+}
+
+// insertedBefore returns how many documents an ordered insert wrote before
+// it failed: the index of its first write error, or 0 when unknown.
+func insertedBefore(err error) int {
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || len(bwe.WriteErrors) == 0 {
+		return 0
+	}
+	first := bwe.WriteErrors[0].Index
+	for _, we := range bwe.WriteErrors {
+		first = min(first, we.Index)
+	}
+	return first
 }
 
 // findBack looks for eventID among the last replayWindow documents before

@@ -166,3 +166,31 @@ func TestTwoWritersOneStream(t *testing.T) {
 		t.Fatalf("got %v\nwant %v", got, stream)
 	}
 }
+
+// TestReplayInTheMiddleOfABatch: fresh events before a replayed one in the
+// same batch are reported as appended, not as replays.
+func TestReplayInTheMiddleOfABatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, mk := newLog(t)
+	l := mk()
+	if _, err := l.Append(ctx, "org_m", "link", items("org_m", "a", "b")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Append(ctx, "org_m", "link", items("org_m", "c", "d", "a", "e"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []seqlog.Result{{EventID: "c", Seq: 3}, {EventID: "d", Seq: 4}, {EventID: "a", Seq: 1, Replay: true}, {EventID: "e", Seq: 5}}
+	for i := range want {
+		if res[i] != want[i] {
+			t.Fatalf("result %d: got %+v, want %+v", i, res[i], want[i])
+		}
+	}
+	if got := readAll(t, l, "org_m"); fmt.Sprint(got) != "[a b c d e]" {
+		t.Fatalf("got %v", got)
+	}
+	if h, err := mk().LoadHead(ctx, "org_m", "link"); err != nil || h.Seq != 5 {
+		t.Fatalf("got head %+v %v", h, err)
+	}
+}

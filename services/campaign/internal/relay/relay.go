@@ -18,6 +18,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 )
 
 // Outbox is the store side of the relay.
@@ -224,7 +225,17 @@ drain:
 	r.ackClosed = true
 	close(r.acked)
 	r.ackMu.Unlock()
-	wg.Wait()
+	// Removing what was acknowledged may take a while after a burst; it
+	// gets the drain time too, and what is left stays in the outbox (the
+	// next start republishes it, and consumers absorb the repeat).
+	removed := make(chan struct{})
+	go func() { wg.Wait(); close(removed) }()
+	select {
+	case <-removed:
+	case <-time.After(drainTimeout(drain)):
+		stopRemover()
+		<-removed
+	}
 	return nil
 }
 
@@ -288,31 +299,42 @@ func (r *Relay) sweepLoop(ctx context.Context) {
 	}
 }
 
+// removers bounds the outbox removals running at once.
+const removers = 4
+
 // removeAcked deletes acknowledged events from their outboxes, batched per
 // campaign. A failed removal is retried; if it keeps failing the event is
 // left in the outbox and republished later, which consumers absorb.
 func (r *Relay) removeAcked(ctx context.Context) {
 	batch := map[string][]events.Message{}
 	flush := func() {
+		// Campaigns are independent: a few removals at once keep up
+		// with the acknowledgements.
+		var g errgroup.Group
+		g.SetLimit(removers)
 		for campaignID, msgs := range batch {
-			var err error
-			for attempt := 0; attempt < 5; attempt++ {
-				if err = r.outbox.RemoveFromOutbox(ctx, campaignID, msgs); err == nil {
-					break
+			g.Go(func() error {
+				var err error
+				for attempt := 0; attempt < 5; attempt++ {
+					if err = r.outbox.RemoveFromOutbox(ctx, campaignID, msgs); err == nil {
+						break
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+					}
 				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+				if err != nil {
+					r.dirty.Store(true)
+					r.logger.Warn("outbox removal failed; events will be republished", slog.String("campaign_id", campaignID), slog.Any("err", err))
 				}
-			}
-			if err != nil {
-				r.dirty.Store(true)
-				r.logger.Warn("outbox removal failed; events will be republished", slog.String("campaign_id", campaignID), slog.Any("err", err))
-			}
-			for _, m := range msgs {
-				r.release(m.ID)
-			}
+				for _, m := range msgs {
+					r.release(m.ID)
+				}
+				return nil
+			})
 		}
+		_ = g.Wait()
 		clear(batch)
 	}
 	for {
