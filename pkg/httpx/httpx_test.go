@@ -2,6 +2,7 @@ package httpx
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -49,6 +50,9 @@ func TestMiddleware(t *testing.T) {
 		}))
 		r.Get("/down", Handle(logger, func(http.ResponseWriter, *http.Request) error { return ErrUnavailable }))
 		r.Get("/secret", Handle(logger, func(http.ResponseWriter, *http.Request) error { return io.ErrUnexpectedEOF }))
+		r.Get("/store-down", Handle(logger, func(http.ResponseWriter, *http.Request) error {
+			return fmt.Errorf("find campaign: %w", temporary{})
+		}))
 	})
 	limited := httptest.NewServer(LimitBody(16)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := ReadJSONObject(r); err != nil {
@@ -72,6 +76,7 @@ func TestMiddleware(t *testing.T) {
 		{name: "unknown route", url: srv.URL + "/nowhere", wantStatus: 404, wantError: MsgNotFound},
 		{name: "wrong method", url: srv.URL + "/items/7", method: "DELETE", wantStatus: 405, wantError: MsgMethodNotAllowed},
 		{name: "unavailable says when to retry", url: srv.URL + "/down", wantStatus: 503, wantError: MsgUnavailable, wantHeader: map[string]string{"Retry-After": "2"}},
+		{name: "a temporary failure is unavailable", url: srv.URL + "/store-down", wantStatus: 503, wantError: MsgUnavailable, wantHeader: map[string]string{"Retry-After": "2"}},
 		{name: "internal errors are not shown", url: srv.URL + "/secret", wantStatus: 500, wantError: MsgInternal},
 		{name: "caller's request id is kept", url: srv.URL + "/items/7", reqID: "abc-123-def", wantStatus: 404, wantError: MsgNotFound, wantHeader: map[string]string{"X-Request-Id": "abc-123-def"}},
 		{name: "a forged request id is replaced", url: srv.URL + "/items/7", reqID: "x\u2028injected", wantStatus: 404, wantError: MsgNotFound},
@@ -125,6 +130,12 @@ func TestMiddleware(t *testing.T) {
 		t.Fatalf("got %v requests on /items/{id}, want at least 3", got)
 	}
 }
+
+// temporary is a failure a retry may cure, as mongox.ErrUnavailable is.
+type temporary struct{}
+
+func (temporary) Error() string   { return "store unavailable" }
+func (temporary) Temporary() bool { return true }
 
 func mustCounter(t *testing.T, reg *prometheus.Registry, route string) prometheus.Collector {
 	t.Helper()

@@ -43,11 +43,30 @@ type ErrorBody struct {
 	Details map[string]any `json:"details,omitempty"`
 }
 
+// Temporary is implemented by errors of a dependency that a retry later
+// may cure (mongox's unavailable store): they are answered 503 with
+// Retry-After, like a deadline passed waiting for one.
+type Temporary interface{ Temporary() bool }
+
+// answer returns the *Error that err is answered with, or nil for an
+// internal failure.
+func answer(err error) *Error {
+	var he *Error
+	if errors.As(err, &he) {
+		return he
+	}
+	var t Temporary
+	if (errors.As(err, &t) && t.Temporary()) || errors.Is(err, context.DeadlineExceeded) {
+		return ErrUnavailable.Wrap(err)
+	}
+	return nil
+}
+
 // WriteError answers err. It is the only place that writes error bodies.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
-	var he *Error
+	he := answer(err)
 	switch {
-	case errors.As(err, &he):
+	case he != nil:
 		if he.Status >= 500 {
 			logger.ErrorContext(r.Context(), "request failed",
 				slog.String("request_id", RequestID(r.Context())), slog.Int("status", he.Status), slog.Any("err", err))
@@ -74,10 +93,10 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 
 // Render returns the status and JSON body an error is answered with, for a
 // caller that must store the answer (idempotent replays) before writing
-// it. ok is false for an error that is not an *Error.
+// it. ok is false for an internal failure.
 func Render(err error) (status int, body []byte, ok bool) {
-	var he *Error
-	if !errors.As(err, &he) {
+	he := answer(err)
+	if he == nil {
 		return 0, nil, false
 	}
 	b, mErr := json.Marshal(ErrorBody{Error: he.Message, Details: he.Details})

@@ -73,7 +73,13 @@ func Ping(cl *mongo.Client) func(ctx context.Context) error {
 
 // ErrUnavailable marks a store failure that a retry later may cure: the
 // server could not be reached or did not answer in time.
-var ErrUnavailable = errors.New("store unavailable")
+// It is Temporary, which httpx answers with 503 and Retry-After.
+var ErrUnavailable error = unavailable{}
+
+type unavailable struct{}
+
+func (unavailable) Error() string   { return "store unavailable" }
+func (unavailable) Temporary() bool { return true }
 
 // Classify wraps err with ErrUnavailable when it is a network, timeout or
 // server-selection failure, so that callers answer 503 instead of 500.

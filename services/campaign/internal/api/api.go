@@ -13,14 +13,12 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/ids"
-	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
@@ -78,7 +76,8 @@ func decodeStrict(r *http.Request, v any) ([]byte, error) {
 	return raw, nil
 }
 
-// contractError maps the rules' and the store's errors to the contract.
+// contractError maps the rules' errors to the contract. An unavailable
+// store needs no mapping: httpx answers every temporary failure with 503.
 func contractError(err error, notFound *httpx.Error) error {
 	switch {
 	case errors.Is(err, campaign.ErrInvalid):
@@ -89,7 +88,7 @@ func contractError(err error, notFound *httpx.Error) error {
 		return httpx.ErrLoanRule
 	case errors.Is(err, campaign.ErrNotFound):
 		return notFound
-	case errors.Is(err, mongox.ErrUnavailable), errors.Is(err, store.ErrConflict), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, store.ErrConflict):
 		return httpx.ErrUnavailable.Wrap(err)
 	default:
 		return err
@@ -311,25 +310,15 @@ func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// Page sizes of the campaign list.
-const (
-	defaultLimit = 50
-	maxLimit     = 200
-)
-
 var cursorPattern = regexp.MustCompile(`^rcm_[0-9a-hjkmnp-tv-z]{26}$`)
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
 	documentID := chi.URLParam(r, "documentID")
-	limit := defaultLimit
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxLimit {
-			return httpx.ErrInvalidQuery.With("reason", "limit must be 1 to 200")
-		}
-		limit = n
+	limit, err := httpx.PageLimit(r)
+	if err != nil {
+		return err
 	}
 	cursor := r.URL.Query().Get("cursor")
 	if cursor != "" && !cursorPattern.MatchString(cursor) {

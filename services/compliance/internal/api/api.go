@@ -3,8 +3,6 @@
 package api
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -13,7 +11,6 @@ import (
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
-	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 )
@@ -30,21 +27,10 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/v1/compliance-log/verify", httpx.Handle(h.Logger, h.verify))
 }
 
-// Paging limits. A page walks at most scanBudget entries looking for
-// matches of its filters, so that a rare filter cannot make one request
-// read a whole log; the answer's nextCursor says where to go on.
-const (
-	defaultLimit = 50
-	maxLimit     = 200
-	scanBudget   = 1000
-)
-
-func storeError(err error) error {
-	if errors.Is(err, mongox.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		return httpx.ErrUnavailable.Wrap(err)
-	}
-	return err
-}
+// scanBudget bounds the entries a page walks looking for matches of its
+// filters, so that a rare filter cannot make one request read a whole
+// log; the answer's nextCursor says where to go on.
+const scanBudget = 1000
 
 type page struct {
 	Entries    []auditlog.Entry `json:"entries"`
@@ -55,13 +41,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
 	q := r.URL.Query()
-	limit := defaultLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxLimit {
-			return httpx.ErrInvalidQuery.With("reason", "limit must be 1 to 200")
-		}
-		limit = n
+	limit, err := httpx.PageLimit(r)
+	if err != nil {
+		return err
 	}
 	step := int64(-1)
 	switch q.Get("order") {
@@ -81,7 +63,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 
 	head, err := h.Ledger.Head(ctx, p.AccountID)
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	// The cursor is the seq of the last entry the previous page walked.
 	from := head
@@ -106,7 +88,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 		}
 		slots, err := h.Ledger.Range(ctx, p.AccountID, from, step, int(n))
 		if err != nil {
-			return storeError(err)
+			return err
 		}
 		for _, s := range slots {
 			walked++
@@ -143,7 +125,7 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) error {
 	p, _ := principal.From(ctx)
 	v, err := h.Ledger.Verify(ctx, p.AccountID)
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	if !v.OK {
 		h.Logger.ErrorContext(ctx, "compliance log verification failed", slog.String("account_id", p.AccountID),

@@ -11,25 +11,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
-	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/rcm-platform/rcm/services/feed/internal/hub"
 	"golang.org/x/sync/errgroup"
-)
-
-// Page sizes of the history.
-const (
-	defaultLimit = 50
-	maxLimit     = 200
 )
 
 // DefaultHeartbeat is how often an idle stream gets a comment, so that
@@ -107,14 +99,6 @@ func (h *Handler) StreamRoutes(r chi.Router) {
 	r.Get("/v1/activity/stream", httpx.Handle(h.cfg.Logger, h.stream))
 }
 
-// storeError maps a store failure to the contract.
-func storeError(err error) error {
-	if errors.Is(err, mongox.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
-		return httpx.ErrUnavailable.Wrap(err)
-	}
-	return err
-}
-
 // parallelReads bounds the lookups by _id one request runs at once.
 const parallelReads = 8
 
@@ -157,13 +141,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
 	q := r.URL.Query()
-	limit := defaultLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxLimit {
-			return httpx.ErrInvalidQuery.With("reason", "limit must be 1 to 200")
-		}
-		limit = n
+	limit, err := httpx.PageLimit(r)
+	if err != nil {
+		return err
 	}
 	var before int64 = -1
 	if v := q.Get("cursor"); v != "" {
@@ -175,7 +155,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	head, err := h.cfg.Store.LoadHead(ctx, p.AccountID, "")
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	top := head.Seq
 	if before >= 0 {
@@ -187,7 +167,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	items, err := h.read(ctx, p.AccountID, seqs)
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 	resp := page{Items: items}
 	if n := len(seqs); n > 0 && seqs[n-1] > 1 {
@@ -224,7 +204,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	defer sub.Close()
 	head, err := h.cfg.Store.LoadHead(ctx, account, "")
 	if err != nil {
-		return storeError(err)
+		return err
 	}
 
 	rc := http.NewResponseController(w)
