@@ -151,10 +151,31 @@ func (l *Log) HeadHint(ctx context.Context, account string) (Head, error) {
 // there is none by galloping over seqs, then forward one by one to the
 // last document. linkField names the field holding the link.
 func (l *Log) LoadHead(ctx context.Context, account, linkField string) (Head, error) {
-	h, err := l.HeadHint(ctx, account)
+	hint, err := l.HeadHint(ctx, account)
 	if err != nil {
 		return Head{}, err
 	}
+	return l.loadHead(ctx, account, linkField, hint)
+}
+
+// Reach returns the furthest seq account's sequence is known to have
+// reached: its head, or the hint when that is further (documents deleted
+// from the store, which a verifier must then report missing). It reads
+// the hint once.
+func (l *Log) Reach(ctx context.Context, account, linkField string) (int64, error) {
+	hint, err := l.HeadHint(ctx, account)
+	if err != nil {
+		return 0, err
+	}
+	h, err := l.loadHead(ctx, account, linkField, hint)
+	if err != nil {
+		return 0, err
+	}
+	return max(hint.Seq, h.Seq), nil
+}
+
+// loadHead finds account's head starting from the hint h.
+func (l *Log) loadHead(ctx context.Context, account, linkField string, h Head) (Head, error) {
 	if h.Seq > 0 {
 		d, found, err := l.probe(ctx, account, h.Seq, linkField)
 		if err != nil {

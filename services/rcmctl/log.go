@@ -37,11 +37,7 @@ func logExport(ctx context.Context, args []string, getenv func(string) string, s
 	defer cl.Disconnect(context.Background())
 	db := cl.Database(env(getenv, "RCM_COMPLIANCE_DATABASE", "rcm_compliance"))
 	log := seqlog.New(db.Collection(auditlog.EntriesCollection), db.Collection(auditlog.HeadsCollection))
-	hint, err := log.HeadHint(ctx, *account)
-	if err != nil {
-		return err
-	}
-	head, err := log.LoadHead(ctx, *account, auditlog.LinkField)
+	head, err := log.Reach(ctx, *account, auditlog.LinkField)
 	if err != nil {
 		return err
 	}
@@ -58,7 +54,7 @@ func logExport(ctx context.Context, args []string, getenv func(string) string, s
 	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
 	n := 0
-	for seq := int64(1); seq <= max(hint.Seq, head.Seq); seq++ {
+	for seq := int64(1); seq <= head; seq++ {
 		var d auditlog.Doc
 		found, err := log.Get(ctx, *account, seq, &d)
 		if err != nil {

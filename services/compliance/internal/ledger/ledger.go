@@ -75,15 +75,7 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 // hint and what the entries themselves show, so that a deleted entry at
 // any position still leaves the head where the log reached.
 func (l *Ledger) Head(ctx context.Context, account string) (int64, error) {
-	hint, err := l.log.HeadHint(ctx, account)
-	if err != nil {
-		return 0, err
-	}
-	h, err := l.log.LoadHead(ctx, account, auditlog.LinkField)
-	if err != nil {
-		return 0, err
-	}
-	return max(hint.Seq, h.Seq), nil
+	return l.log.Reach(ctx, account, auditlog.LinkField)
 }
 
 // Get returns entry seq of account; found is false when it is missing.
