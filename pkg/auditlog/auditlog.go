@@ -62,37 +62,27 @@ type Entry struct {
 	Hash       string          `json:"hash"`
 }
 
-// hashed is the part of an entry the hash covers.
-type hashed struct {
-	EventID    string          `json:"eventId"`
-	AccountID  string          `json:"accountId"`
-	Seq        int64           `json:"seq"`
-	EventType  string          `json:"eventType"`
-	DocumentID string          `json:"documentId"`
-	CampaignID string          `json:"campaignId"`
-	Actor      Actor           `json:"actor"`
-	Data       json.RawMessage `json:"data"`
-	OccurredAt string          `json:"occurredAt"`
-	RecordedAt string          `json:"recordedAt"`
-}
-
-// ComputeHash returns the hash entry e must carry, given its prevHash.
+// ComputeHash returns the hash entry e must carry, given its prevHash: the
+// canonical entry without its prevHash and hash fields.
 func ComputeHash(e Entry) (string, error) {
-	raw, err := json.Marshal(hashed{
-		EventID: e.EventID, AccountID: e.AccountID, Seq: e.Seq, EventType: e.EventType,
-		DocumentID: e.DocumentID, CampaignID: e.CampaignID, Actor: e.Actor, Data: e.Data,
-		OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt,
-	})
+	raw, err := json.Marshal(e)
 	if err != nil {
 		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
 	}
-	canon, err := Canonical(raw)
+	v, err := decode(raw)
 	if err != nil {
+		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
+	}
+	obj := v.(map[string]any)
+	delete(obj, "prevHash")
+	delete(obj, "hash")
+	var canon bytes.Buffer
+	if err := writeCanonical(&canon, obj); err != nil {
 		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
 	}
 	sum := sha256.New()
 	sum.Write([]byte(e.PrevHash))
-	sum.Write(canon)
+	sum.Write(canon.Bytes())
 	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 
@@ -110,17 +100,26 @@ func Seal(e *Entry, prev string) error {
 // Canonical re-encodes the JSON document raw per RFC 8785, for documents
 // whose numbers are all integers.
 func Canonical(raw []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("canonical: %w", err)
+	v, err := decode(raw)
+	if err != nil {
+		return nil, err
 	}
 	var b bytes.Buffer
 	if err := writeCanonical(&b, v); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// decode parses a JSON document keeping its numbers as written.
+func decode(raw []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("canonical: %w", err)
+	}
+	return v, nil
 }
 
 func writeCanonical(b *bytes.Buffer, v any) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"strings"
 	"testing"
 )
 
@@ -142,5 +143,26 @@ func TestStoredFormRoundTrips(t *testing.T) {
 	}
 	if h != e.Hash {
 		t.Fatalf("hash after the round trip %s, want %s\ndata %s", h, e.Hash, got.Data)
+	}
+}
+
+// TestHashIsStable pins the hash of one entry to the value the auditor's
+// Python script (docs/verify_log.py) computes for it, so that no change of
+// code can change what an exported log hashes to.
+func TestHashIsStable(t *testing.T) {
+	t.Parallel()
+	e := Entry{
+		EventID: "evt_01k0b2z9y8x7w6v5u4t3s2r1q0", AccountID: "org_acme", Seq: 3, EventType: "opt_out",
+		DocumentID: "doc_123", CampaignID: "rcm_01k0b2z9y8x7w6v5u4t3s2r1q1",
+		Actor:      Actor{Type: "user", ID: "user_2abc", SessionID: "sess_2abc"},
+		Data:       json.RawMessage(`{"eventType":"opt_out","channel":"sms","notes":"n\u00b0 \"1\" 😀\n","deactivated":false,"activeChannels":["email"]}`),
+		OccurredAt: "2026-04-27T10:00:00.123Z", RecordedAt: "2026-04-27T10:00:00.150Z",
+	}
+	if err := Seal(&e, strings.Repeat("a", 64)); err != nil {
+		t.Fatal(err)
+	}
+	const want = "36a5cb14a4cb4733e14aa993e5902ee35b301021b545a458a2f0cbc526982354"
+	if e.Hash != want {
+		t.Fatalf("got hash %s, want %s", e.Hash, want)
 	}
 }

@@ -111,15 +111,6 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type verification struct {
-	OK             bool   `json:"ok"`
-	Entries        int64  `json:"entries"`
-	HeadSeq        int64  `json:"headSeq"`
-	HeadHash       string `json:"headHash"`
-	FirstBrokenSeq *int64 `json:"firstBrokenSeq"`
-	Reason         string `json:"reason,omitempty"`
-}
-
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
@@ -131,8 +122,6 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) error {
 		h.Logger.ErrorContext(ctx, "compliance log verification failed", slog.String("account_id", p.AccountID),
 			slog.Int64("first_broken_seq", *v.FirstBrokenSeq), slog.String("reason", v.Reason))
 	}
-	httpx.WriteJSON(w, http.StatusOK, verification{
-		OK: v.OK, Entries: v.Stored, HeadSeq: v.HeadSeq, HeadHash: v.HeadHash, FirstBrokenSeq: v.FirstBrokenSeq, Reason: v.Reason,
-	})
+	httpx.WriteJSON(w, http.StatusOK, v)
 	return nil
 }

@@ -121,43 +121,37 @@ func (l *Ledger) Range(ctx context.Context, account string, from int64, step int
 	return slots, nil
 }
 
-// Verification is the verdict on an account's whole log.
-type Verification struct {
-	auditlog.Result
-	// Stored counts the entries found, which differs from HeadSeq when
-	// some were deleted.
-	Stored int64
-}
-
-// Verify recomputes account's chain from its first entry to its head.
-func (l *Ledger) Verify(ctx context.Context, account string) (Verification, error) {
+// Verify recomputes account's chain from its first entry to its head. The
+// result's Entries counts the entries found, which falls short of HeadSeq
+// when some were deleted; HeadSeq and HeadHash say where the log reached,
+// broken or not.
+func (l *Ledger) Verify(ctx context.Context, account string) (auditlog.Result, error) {
 	head, err := l.Head(ctx, account)
 	if err != nil {
-		return Verification{}, err
+		return auditlog.Result{}, err
 	}
 	v := auditlog.NewVerifier(account)
-	var out Verification
+	var stored int64
 	var headHash string
 	const window = 64
 	for from := int64(1); from <= head; from += window {
 		slots, err := l.Range(ctx, account, from, 1, int(min(window, head-from+1)))
 		if err != nil {
-			return Verification{}, err
+			return auditlog.Result{}, err
 		}
 		for _, s := range slots {
 			if !s.Found {
 				// Skipping it lets the verifier report the missing seq.
 				continue
 			}
-			out.Stored++
+			stored++
 			_ = v.Add(s.Entry)
 			if s.Seq == head {
 				headHash = s.Entry.Hash
 			}
 		}
 	}
-	out.Result = v.Finish(head)
-	// Report where the log reached, broken or not.
-	out.HeadSeq, out.HeadHash, out.Entries = head, headHash, out.Stored
+	out := v.Finish(head)
+	out.Entries, out.HeadSeq, out.HeadHash = stored, head, headHash
 	return out, nil
 }

@@ -81,7 +81,7 @@ func TestAppendIsOncePerEventInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.OK || v.HeadSeq != 10 || v.Stored != 10 || v.HeadHash == "" {
+	if !v.OK || v.HeadSeq != 10 || v.Entries != 10 || v.HeadHash == "" {
 		t.Fatalf("got %+v, want ok with 10 entries", v)
 	}
 	for i, e := range evs {
