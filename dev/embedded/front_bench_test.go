@@ -9,8 +9,9 @@ import (
 )
 
 // BenchmarkFrontFind measures what the front costs a plain read: findOne by
-// _id through the front and straight to FerretDB's own listener, one
-// client at a time and eight at once.
+// _id (and ping, the cheapest command FerretDB answers) through the front
+// and straight to FerretDB's own listener, one client at a time and eight
+// at once.
 //
 //	cd dev && go test ./embedded -run '^$' -bench FrontFind -benchtime 3s
 func BenchmarkFrontFind(b *testing.B) {
@@ -44,6 +45,13 @@ func BenchmarkFrontFind(b *testing.B) {
 		cl   *mongo.Client
 	}{{"front", front}, {"direct", direct}} {
 		coll := c.cl.Database("bench").Collection("finds")
+		b.Run(c.name+"/ping", func(b *testing.B) {
+			for b.Loop() {
+				if err := c.cl.Database("bench").RunCommand(ctx, bson.D{{Key: "ping", Value: 1}}).Err(); err != nil {
+					b.Fatalf("ping: %v", err)
+				}
+			}
+		})
 		b.Run(c.name+"/serial", func(b *testing.B) {
 			i := 0
 			for b.Loop() {

@@ -1,8 +1,12 @@
 package embedded
 
 import (
+	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -183,6 +187,34 @@ func TestFrontAnswersAFailedCheckAsTheServer(t *testing.T) {
 		}
 		return outcome{Deleted: res.DeletedCount}
 	}
+	findAndModify := func(coll *mongo.Collection, filter bson.D, remove bool) outcome {
+		var res *mongo.SingleResult
+		if remove {
+			res = coll.FindOneAndDelete(ctx, filter)
+		} else {
+			res = coll.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$inc", Value: bson.D{{Key: "revision", Value: 1}}}})
+		}
+		if err := res.Err(); errors.Is(err, mongo.ErrNoDocuments) {
+			return outcome{}
+		} else if err != nil {
+			return outcome{Err: errText(err)}
+		}
+		return outcome{Matched: 1}
+	}
+	// The updates array in the body rather than in a document sequence.
+	inBody := func(coll *mongo.Collection, filter bson.D) outcome {
+		var res struct {
+			N         int64 `bson:"n"`
+			NModified int64 `bson:"nModified"`
+		}
+		err := coll.Database().RunCommand(ctx, bson.D{{Key: "update", Value: coll.Name()}, {Key: "updates", Value: bson.A{
+			bson.D{{Key: "q", Value: filter}, {Key: "u", Value: bson.D{{Key: "$set", Value: bson.D{{Key: "body", Value: true}}}}}},
+		}}}).Decode(&res)
+		if err != nil {
+			return outcome{Err: errText(err)}
+		}
+		return outcome{Matched: res.N, Modified: res.NModified}
+	}
 	set := bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: "y"}}}}
 	// How the front handles each: answers it, reduces its filter to _id,
 	// or forwards it unchanged (serialized all the same).
@@ -212,6 +244,21 @@ func TestFrontAnswersAFailedCheckAsTheServer(t *testing.T) {
 		{"upsert, condition fails", forwarded, func(coll *mongo.Collection) outcome {
 			return update(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(9)}}, set, true)
 		}},
+		{"findAndModify, stale", answered, func(coll *mongo.Collection) outcome {
+			return findAndModify(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(1)}}, false)
+		}},
+		{"findAndModify remove, stale", answered, func(coll *mongo.Collection) outcome {
+			return findAndModify(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(1)}}, true)
+		}},
+		{"update in the body, stale", answered, func(coll *mongo.Collection) outcome {
+			return inBody(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(1)}})
+		}},
+		{"update in the body, holds", reduced, func(coll *mongo.Collection) outcome {
+			return inBody(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(3)}})
+		}},
+		{"findAndModify, holds", reduced, func(coll *mongo.Collection) outcome {
+			return findAndModify(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(3)}}, false)
+		}},
 		{"stale replace", answered, func(coll *mongo.Collection) outcome {
 			return replace(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "updatedAt", Value: at.Add(time.Second)}}, bson.D{{Key: "v", Value: "z"}})
 		}},
@@ -219,15 +266,15 @@ func TestFrontAnswersAFailedCheckAsTheServer(t *testing.T) {
 			return del(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "updatedAt", Value: at.Add(-time.Second)}})
 		}},
 		{"revision holds", reduced, func(coll *mongo.Collection) outcome {
-			return update(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(3)}, {Key: "v", Value: "y"}},
+			return update(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(4)}, {Key: "v", Value: "y"}},
 				bson.D{{Key: "$set", Value: bson.D{{Key: "v", Value: "w"}}}}, false)
 		}},
 		{"replace holds", reduced, func(coll *mongo.Collection) outcome {
 			return replace(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "updatedAt", Value: at}, {Key: "v", Value: "w"}},
-				bson.D{{Key: "revision", Value: int64(4)}, {Key: "v", Value: "z"}})
+				bson.D{{Key: "revision", Value: int64(5)}, {Key: "v", Value: "z"}})
 		}},
 		{"delete holds", reduced, func(coll *mongo.Collection) outcome {
-			return del(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(4)}})
+			return del(coll, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(5)}})
 		}},
 	}
 	p := m.front
@@ -269,4 +316,92 @@ func errText(err error) string {
 		return fmt.Sprintf("command error %d", ce.Code)
 	}
 	return err.Error()
+}
+
+// TestFrontForwardsWhatItDoesNotRead sends, over a raw connection, the
+// messages the front must pass on untouched: a checksummed OP_MSG (the
+// checksum covers the header, so no byte may change), and, after a
+// moreToCome message, a write it would otherwise answer itself.
+func TestFrontForwardsWhatItDoesNotRead(t *testing.T) {
+	m := startMongo(t, MongoConfig{})
+	cl := connect(t, m.URI())
+	ctx := t.Context()
+	if _, err := cl.Database("front").Collection("raw").InsertOne(ctx, bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: int64(1)}}); err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	conn, err := net.Dial("tcp", m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	update := func(id int32, flags uint32, revision int64) []byte {
+		body, err := bson.Marshal(bson.D{
+			{Key: "update", Value: "raw"},
+			{Key: "updates", Value: bson.A{bson.D{
+				{Key: "q", Value: bson.D{{Key: "_id", Value: "k"}, {Key: "revision", Value: revision}}},
+				{Key: "u", Value: bson.D{{Key: "$set", Value: bson.D{{Key: "revision", Value: revision + 1}}}}},
+			}}},
+			{Key: "$db", Value: "front"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := (&opMessage{requestID: id, body: body}).encode(0)
+		binary.LittleEndian.PutUint32(msg[headerLen:], flags)
+		if flags&flagChecksum != 0 {
+			msg = binary.LittleEndian.AppendUint32(msg, 0)
+			binary.LittleEndian.PutUint32(msg, uint32(len(msg)))
+			sum := crc32.Checksum(msg[:len(msg)-4], crc32.MakeTable(crc32.Castagnoli))
+			binary.LittleEndian.PutUint32(msg[len(msg)-4:], sum)
+		}
+		return msg
+	}
+	roundTrip := func(msg []byte) (n int32) {
+		t.Helper()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		out, err := readMessage(r, nil)
+		if err == nil && responseTo(out) == 3 {
+			// FerretDB answers even a moreToCome message.
+			out, err = readMessage(r, nil)
+		}
+		if err != nil {
+			t.Fatalf("reply: %v", err)
+		}
+		if responseTo(out) != requestID(msg) {
+			t.Fatalf("reply to %d, want %d", responseTo(out), requestID(msg))
+		}
+		flags, _ := opMsgFlags(out)
+		if flags&flagChecksum != 0 {
+			out = out[:len(out)-4]
+			binary.LittleEndian.PutUint32(out, uint32(len(out)))
+		}
+		binary.LittleEndian.PutUint32(out[headerLen:], 0)
+		reply, err := parseOpMsg(out)
+		if err != nil {
+			t.Fatalf("reply: %v", err)
+		}
+		if ok, _ := reply.body.Lookup("ok").AsFloat64OK(); ok != 1 {
+			t.Fatalf("reply: %s", reply.body)
+		}
+		return reply.body.Lookup("n").Int32()
+	}
+	p := m.front
+	if n := roundTrip(update(1, flagChecksum, 1)); n != 1 || p.serialized.Load() != 0 {
+		t.Fatalf("checksummed update: n = %d, serialized %d; want 1, 0 (forwarded as it was)", n, p.serialized.Load())
+	}
+	if n := roundTrip(update(2, 0, 0)); n != 0 || p.answered.Load() != 1 {
+		t.Fatalf("stale update: n = %d, answered %d; want 0, 1", n, p.answered.Load())
+	}
+	// An unacknowledged write, then one the front would answer: both go to
+	// the server, in order.
+	if _, err := conn.Write(update(3, flagMore, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if n := roundTrip(update(4, 0, 3)); n != 1 || p.serialized.Load() != 1 {
+		t.Fatalf("update after moreToCome: n = %d, serialized %d; want 1 (after the first), 1", n, p.serialized.Load())
+	}
 }
