@@ -34,6 +34,10 @@ import (
 //     an upsert whose conditions do not hold, a collation, an array or any
 //     type it does not compare goes to the server unchanged.
 //
+// The check holds only against writes that take the lock: a write filtered
+// on anything else (an updateMany by account, say) is not serialized and
+// may change the document between the front's read and its write.
+//
 // Everything else (reads, inserts, writes filtered on anything else,
 // OP_COMPRESSED, checksummed or moreToCome messages) is forwarded as it
 // came on the client's own backend connection; replies come back by a
