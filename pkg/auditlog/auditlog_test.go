@@ -4,9 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"go.mongodb.org/mongo-driver/v2/bson"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 func TestCanonical(t *testing.T) {
@@ -30,8 +35,62 @@ func TestCanonical(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Canonical([]byte(`{"x": 1.5}`)); err == nil {
-		t.Fatal("a fractional number: got nil error, want one")
+}
+
+// TestCanonicalNumbers: numbers take their ECMAScript form, as RFC 8785
+// requires (vectors from its section 3.2.2.3 and appendix B).
+func TestCanonicalNumbers(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"0", "0"},
+		{"-0", "0"},
+		{"0.1", "0.1"},
+		{"1.0", "1"},
+		{"4.50", "4.5"},
+		{"2e-3", "0.002"},
+		{"5e-7", "5e-7"},
+		{"0.000001", "0.000001"},
+		{"1e21", "1e+21"},
+		{"1E30", "1e+30"},
+		{"1e20", "100000000000000000000"},
+		{"999999999999999900000", "999999999999999900000"},
+		{"333333333.33333329", "333333333.3333333"},
+		{"0.000000000000000000000000001", "1e-27"},
+		{"-1.5e-9", "-1.5e-9"},
+		{"9007199254740992", "9007199254740992"},
+		{"9007199254740993", "9007199254740992"},
+		{"295147905179352830000", "295147905179352830000"},
+		{"1.7976931348623157e308", "1.7976931348623157e+308"},
+		{"5e-324", "5e-324"},
+		{"123456789012", "123456789012"},
+	}
+	for _, tt := range tests {
+		got, err := Canonical([]byte(`[` + tt.in + `]`))
+		if err != nil {
+			t.Errorf("%s: %v", tt.in, err)
+			continue
+		}
+		if string(got) != "["+tt.want+"]" {
+			t.Errorf("%s: got %s, want [%s]", tt.in, got, tt.want)
+		}
+	}
+	// RFC 8785 section 3.2.4's example, whole.
+	const in = `{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+		"string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/", "literals": [null, true, false]}`
+	const want = `{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}`
+	if got, err := Canonical([]byte(in)); err != nil || string(got) != want {
+		t.Errorf("RFC 8785 example: got %s %v\nwant %s", got, err, want)
+	}
+}
+
+// TestCanonicalRejects: what RFC 8785 cannot encode is an error, never a
+// silent change.
+func TestCanonicalRejects(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{`[1e400]`, `[-1e400]`, `{"a":1,"a":2}`, `["\ud800"]`, `[01]`, `{"a":}`} {
+		if got, err := Canonical([]byte(in)); err == nil {
+			t.Errorf("%s: got %s, want an error", in, got)
+		}
 	}
 }
 
@@ -164,5 +223,54 @@ func TestHashIsStable(t *testing.T) {
 	const want = "36a5cb14a4cb4733e14aa993e5902ee35b301021b545a458a2f0cbc526982354"
 	if e.Hash != want {
 		t.Fatalf("got hash %s, want %s", e.Hash, want)
+	}
+}
+
+// TestAuditorScriptAgrees runs the auditor's script (docs/verify_log.py)
+// on an export whose data holds what RFC 8785 is particular about:
+// fractional and large numbers, -0, keys beyond the BMP, and objects that
+// look like MongoDB extended JSON. The script must find the chain intact,
+// and broken where one number is written differently with the same value
+// in JSON but another in its hash.
+func TestAuditorScriptAgrees(t *testing.T) {
+	t.Parallel()
+	datas := []string{
+		`{"eventType":"opt_out","channel":"sms","notes":"n\u00b0 \"1\" 😀\n"}`,
+		`{"eventType":"opt_out","score":0.1,"big":1e21,"small":5e-7,"neg":-0,"third":333333333.33333329,"huge":9007199254740993,"x":1.0}`,
+		`{"eventType":"opt_out","n":{"$numberLong":"5"},"d":{"$date":"2026-04-27T10:00:00Z"},"o":{"$oid":"65f0c0ffee0000000000beef"},"\ud83d\ude00":1,"\uffff":2,"é":[1.5e-9,2e-3,4.50]}`,
+	}
+	var lines []string
+	prev := GenesisHash
+	for i, d := range datas {
+		e := Entry{
+			EventID: fmt.Sprintf("evt_%d", i+1), AccountID: "org_py", Seq: int64(i + 1), EventType: "opt_out",
+			DocumentID: "doc_1", CampaignID: "rcm_1", Actor: Actor{Type: "user", ID: "user_1"},
+			Data: json.RawMessage(d), OccurredAt: "2026-04-27T10:00:00.000Z", RecordedAt: "2026-04-27T10:00:00.001Z",
+		}
+		if err := Seal(&e, prev); err != nil {
+			t.Fatal(err)
+		}
+		prev = e.Hash
+		line, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, string(line))
+	}
+	run := func(lines []string) (string, error) {
+		path := filepath.Join(t.TempDir(), "export.jsonl")
+		if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("python3", filepath.Join("..", "..", "docs", "verify_log.py"), path).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(lines); err != nil || !strings.Contains(out, "org_py: ok, 3 entries, head "+prev) {
+		t.Fatalf("script: %v\n%s", err, out)
+	}
+	edited := slices.Clone(lines)
+	edited[1] = strings.Replace(edited[1], `"score":0.1`, `"score":0.10000000000000002`, 1)
+	if out, err := run(edited); err == nil || !strings.Contains(out, "BROKEN at seq 2") {
+		t.Fatalf("script on an edited number: %v\n%s", err, out)
 	}
 }
