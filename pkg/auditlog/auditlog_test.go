@@ -167,23 +167,9 @@ func TestVerifyFindsTheFirstBrokenSeq(t *testing.T) {
 	}
 }
 
-// TestStoredFormRoundTrips: an entry written to the store and read back
-// hashes the same, whatever its strings hold.
-func TestStoredFormRoundTrips(t *testing.T) {
-	t.Parallel()
-	e := Entry{
-		EventID: "evt_1", AccountID: "org_1", Seq: 1, EventType: "opt_out", DocumentID: "doc_1", CampaignID: "rcm_1",
-		Actor:      Actor{Type: "user", ID: "user_1"},
-		Data:       json.RawMessage(`{"eventType":"opt_out","notes":"<b>\"quoted\" & 'single' \\ back\u0001 tab\t 日本 😀 \u2028","deactivated":false,"activeChannels":[],"loanStatus":null,"campaign":{"optOuts":[{"channel":"sms"}]}}`),
-		OccurredAt: "2026-04-27T10:00:00.000Z", RecordedAt: "2026-04-27T10:00:00.001Z",
-	}
-	if err := Seal(&e, GenesisHash); err != nil {
-		t.Fatal(err)
-	}
-	d, err := ToDoc(e)
-	if err != nil {
-		t.Fatal(err)
-	}
+// roundTrip writes d as the store does and reads it back.
+func roundTrip(t *testing.T, d any) Entry {
+	t.Helper()
 	raw, err := bson.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
@@ -196,12 +182,73 @@ func TestStoredFormRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := ComputeHash(got)
-	if err != nil {
+	return got
+}
+
+// TestStoredFormRoundTrips: an entry written to the store and read back
+// has its data byte for byte and hashes the same, whatever its data holds:
+// strings of any kind, fractional and large numbers, objects that look
+// like MongoDB extended JSON.
+func TestStoredFormRoundTrips(t *testing.T) {
+	t.Parallel()
+	datas := map[string]string{
+		"strings":       `{"eventType":"opt_out","notes":"<b>\"quoted\" & 'single' \\ back\u0001 tab\t 日本 😀 \u2028","deactivated":false,"activeChannels":[],"loanStatus":null,"campaign":{"optOuts":[{"channel":"sms"}]}}`,
+		"numbers":       `{"eventType":"opt_out","score":0.1,"big":1e21,"small":5e-7,"neg":-0,"x":1.0, "spaced" : [ 1 , 2 ]}`,
+		"extended json": `{"eventType":"opt_out","n":{"$numberLong":"5"},"d":{"$date":"2026-04-27T10:00:00Z"},"o":{"$oid":"65f0c0ffee0000000000beef"},"k":{"$numberDecimal":"1.10"},"b":{"$binary":{"base64":"AA==","subType":"00"}}}`,
+		"unicode keys":  `{"eventType":"opt_out","\ud83d\ude00":1,"\uffff":2,"é":"ü","$":"dollar","a.b":"dot"}`,
+	}
+	for name, data := range datas {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := Entry{
+				EventID: "evt_1", AccountID: "org_1", Seq: 1, EventType: "opt_out", DocumentID: "doc_1", CampaignID: "rcm_1",
+				Actor:      Actor{Type: "user", ID: "user_1"},
+				Data:       json.RawMessage(data),
+				OccurredAt: "2026-04-27T10:00:00.000Z", RecordedAt: "2026-04-27T10:00:00.001Z",
+			}
+			if err := Seal(&e, GenesisHash); err != nil {
+				t.Fatal(err)
+			}
+			d, err := ToDoc(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := roundTrip(t, d)
+			if string(got.Data) != data {
+				t.Errorf("data after the round trip\n got %s\nwant %s", got.Data, data)
+			}
+			if h, err := ComputeHash(got); err != nil || h != e.Hash {
+				t.Fatalf("hash after the round trip %s %v, want %s", h, err, e.Hash)
+			}
+		})
+	}
+}
+
+// TestOldStoredFormStillVerifies: entries stored before data was kept as
+// its text (data as an embedded document) read back as they always did.
+func TestOldStoredFormStillVerifies(t *testing.T) {
+	t.Parallel()
+	e := chain(t, 1)[0]
+	var data bson.D
+	if err := bson.UnmarshalExtJSON(e.Data, false, &data); err != nil {
 		t.Fatal(err)
 	}
-	if h != e.Hash {
-		t.Fatalf("hash after the round trip %s, want %s\ndata %s", h, e.Hash, got.Data)
+	old := bson.D{
+		{Key: "_id", Value: "org_1/000000000001"}, {Key: "eventId", Value: e.EventID}, {Key: "accountId", Value: e.AccountID},
+		{Key: "seq", Value: e.Seq}, {Key: "eventType", Value: e.EventType}, {Key: "documentId", Value: e.DocumentID},
+		{Key: "campaignId", Value: e.CampaignID}, {Key: "actor", Value: e.Actor}, {Key: "data", Value: data},
+		{Key: "occurredAt", Value: e.OccurredAt}, {Key: "recordedAt", Value: e.RecordedAt},
+		{Key: "prevHash", Value: e.PrevHash}, {Key: "hash", Value: e.Hash},
+	}
+	got := roundTrip(t, old)
+	if h, err := ComputeHash(got); err != nil || h != e.Hash {
+		t.Fatalf("hash of the old form %s %v, want %s\ndata %s", h, err, e.Hash, got.Data)
+	}
+	// An edit of the old form is seen.
+	data[2].Value = "n° 2"
+	old[8].Value = data
+	if h, _ := ComputeHash(roundTrip(t, old)); h == e.Hash {
+		t.Fatal("an edited old entry hashes as the original")
 	}
 }
 
