@@ -31,8 +31,8 @@ type BatchHandler func(ctx context.Context, topic string, partition int32, recor
 // fetch back to its first unhandled record, and allows the rebalance. A
 // partition that stays with this member is then fetched again from that
 // record, one that moves is read by its new owner from the committed
-// offset: nothing is skipped, and no record holds a rebalance beyond the
-// attempt in flight. It returns when ctx is done, after committing what
+// offset: nothing is skipped, and no record holds a rebalance longer than
+// firstAttemptGrace. It returns when ctx is done, after committing what
 // was handled.
 func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle BatchHandler, logger *slog.Logger) error {
 	gate := &rebalanceGate{waiting: make(chan struct{})}
@@ -86,13 +86,15 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 }
 
 // handleWithRetry reports whether records are handled: it retries a failed
-// batch with backoff until it succeeds, ctx ends, or a rebalance waits. A
-// retry in flight when a rebalance starts waiting is cancelled.
+// batch with backoff until it succeeds, ctx ends, or a rebalance waits. An
+// attempt in flight when a rebalance starts waiting is cancelled: a first
+// attempt after firstAttemptGrace (a healthy batch is done by then), a
+// retry at once.
 func handleWithRetry(ctx context.Context, topic string, partition int32, records []*kgo.Record, handle BatchHandler, gate *rebalanceGate, logger *slog.Logger) bool {
 	backoff := 100 * time.Millisecond
-	attempt := func(ctx context.Context) error { return handle(ctx, topic, partition, records) }
+	grace := firstAttemptGrace
 	for try := 1; ; try++ {
-		err := attempt(ctx)
+		err := gate.attempt(ctx, grace, func(ctx context.Context) error { return handle(ctx, topic, partition, records) })
 		if err == nil {
 			return true
 		}
@@ -109,22 +111,33 @@ func handleWithRetry(ctx context.Context, topic string, partition int32, records
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
-		if try == 1 {
-			// From now on an attempt gives way to a waiting rebalance.
-			attempt = func(ctx context.Context) error {
-				actx, cancel := context.WithCancel(ctx)
-				defer cancel()
-				go func() {
-					select {
-					case <-gate.wait():
-						cancel()
-					case <-actx.Done():
-					}
-				}()
-				return handle(actx, topic, partition, records)
-			}
-		}
+		grace = 0
 	}
+}
+
+// firstAttemptGrace is how long a batch's first attempt may go on once a
+// rebalance waits for it.
+const firstAttemptGrace = 2 * time.Second
+
+// attempt runs fn with a context cancelled grace after a rebalance starts
+// waiting.
+func (g *rebalanceGate) attempt(ctx context.Context, grace time.Duration, fn func(context.Context) error) error {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	waiting := g.wait()
+	go func() {
+		select {
+		case <-waiting:
+		case <-actx.Done():
+			return
+		}
+		select {
+		case <-time.After(grace):
+			cancel()
+		case <-actx.Done():
+		}
+	}()
+	return fn(actx)
 }
 
 // gates holds the rebalanceGate of each client in ConsumeLoop, for the
