@@ -233,8 +233,13 @@ func TestTamperedLogIsCaught(t *testing.T) {
 	defer cl.Disconnect(context.Background())
 	entries := cl.Database("rcm_compliance").Collection(auditlog.EntriesCollection)
 	ctx := context.Background()
+	var stored auditlog.Doc
+	if err := entries.FindOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key(acct, 4)}}).Decode(&stored); err != nil {
+		t.Fatal(err)
+	}
+	tampered := strings.Replace(stored.Data.StringValue(), `"channel":"call"`, `"channel":"email"`, 1)
 	if _, err := entries.UpdateOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key(acct, 4)}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "data.channel", Value: "email"}}}}); err != nil {
+		bson.D{{Key: "$set", Value: bson.D{{Key: "data", Value: tampered}}}}); err != nil {
 		t.Fatal(err)
 	}
 	if v := verifyLog(t, tok); v.OK || v.FirstBrokenSeq == nil || *v.FirstBrokenSeq != 4 {

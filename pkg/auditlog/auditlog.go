@@ -11,28 +11,23 @@
 // canonical(entry) is the JSON object of the entry's fields other than
 // prevHash and hash (eventId, accountId, seq, eventType, documentId,
 // campaignId, actor, data, occurredAt, recordedAt) in the JSON
-// Canonicalization Scheme of RFC 8785: keys sorted, no insignificant
-// whitespace, strings as UTF-8 with only '"', '\' and control characters
-// escaped (\b \t \n \f \r, else \u00xx in lowercase hex), integers in
-// plain decimal. Entries hold no fractional numbers. For these values the
-// result equals Python's
-//
-//	json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-//
-// so an auditor can re-verify an exported log with a few lines of Python.
+// Canonicalization Scheme of RFC 8785: keys sorted by UTF-16 code units,
+// no insignificant whitespace, strings as UTF-8 with only '"', '\' and
+// control characters escaped (\b \t \n \f \r, else \u00xx in lowercase
+// hex), numbers as IEEE 754 doubles in ECMAScript's form (1.0 is 1, 1e21
+// is 1e+21, 5e-7 stays 5e-7, -0 is 0). docs/compliance-log.md says how to
+// re-verify an exported log with a short Python script.
 package auditlog
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/gowebpki/jcs"
 )
 
 // GenesisHash is the prevHash of an account's first entry.
@@ -62,27 +57,38 @@ type Entry struct {
 	Hash       string          `json:"hash"`
 }
 
+// hashed is an entry without its prevHash and hash: what its hash covers.
+type hashed struct {
+	EventID    string          `json:"eventId"`
+	AccountID  string          `json:"accountId"`
+	Seq        int64           `json:"seq"`
+	EventType  string          `json:"eventType"`
+	DocumentID string          `json:"documentId"`
+	CampaignID string          `json:"campaignId"`
+	Actor      Actor           `json:"actor"`
+	Data       json.RawMessage `json:"data"`
+	OccurredAt string          `json:"occurredAt"`
+	RecordedAt string          `json:"recordedAt"`
+}
+
 // ComputeHash returns the hash entry e must carry, given its prevHash: the
 // canonical entry without its prevHash and hash fields.
 func ComputeHash(e Entry) (string, error) {
-	raw, err := json.Marshal(e)
+	raw, err := json.Marshal(hashed{
+		EventID: e.EventID, AccountID: e.AccountID, Seq: e.Seq, EventType: e.EventType,
+		DocumentID: e.DocumentID, CampaignID: e.CampaignID, Actor: e.Actor, Data: e.Data,
+		OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt,
+	})
 	if err != nil {
 		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
 	}
-	v, err := decode(raw)
+	canon, err := Canonical(raw)
 	if err != nil {
-		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
-	}
-	obj := v.(map[string]any)
-	delete(obj, "prevHash")
-	delete(obj, "hash")
-	var canon bytes.Buffer
-	if err := writeCanonical(&canon, obj); err != nil {
 		return "", fmt.Errorf("entry %d: %w", e.Seq, err)
 	}
 	sum := sha256.New()
 	sum.Write([]byte(e.PrevHash))
-	sum.Write(canon.Bytes())
+	sum.Write(canon)
 	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 
@@ -97,130 +103,15 @@ func Seal(e *Entry, prev string) error {
 	return nil
 }
 
-// Canonical re-encodes the JSON document raw per RFC 8785, for documents
-// whose numbers are all integers.
+// Canonical re-encodes the JSON document raw per RFC 8785. It fails on
+// what RFC 8785 cannot encode (I-JSON): a number beyond the range of a
+// double, a duplicate key, a lone surrogate, invalid UTF-8.
 func Canonical(raw []byte) ([]byte, error) {
-	v, err := decode(raw)
+	out, err := jcs.Transform(raw)
 	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	if err := writeCanonical(&b, v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
-}
-
-// decode parses a JSON document keeping its numbers as written.
-func decode(raw []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("canonical: %w", err)
 	}
-	return v, nil
-}
-
-func writeCanonical(b *bytes.Buffer, v any) error {
-	switch v := v.(type) {
-	case nil:
-		b.WriteString("null")
-	case bool:
-		b.WriteString(strconv.FormatBool(v))
-	case json.Number:
-		n, err := strconv.ParseInt(v.String(), 10, 64)
-		if err != nil {
-			return fmt.Errorf("canonical: %s is not an integer", v)
-		}
-		b.WriteString(strconv.FormatInt(n, 10))
-	case string:
-		writeString(b, v)
-	case []any:
-		b.WriteByte('[')
-		for i, x := range v {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			if err := writeCanonical(b, x); err != nil {
-				return err
-			}
-		}
-		b.WriteByte(']')
-	case map[string]any:
-		keys := make([]string, 0, len(v))
-		for k := range v {
-			keys = append(keys, k)
-		}
-		slices.SortFunc(keys, compareUTF16)
-		b.WriteByte('{')
-		for i, k := range keys {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			writeString(b, k)
-			b.WriteByte(':')
-			if err := writeCanonical(b, v[k]); err != nil {
-				return err
-			}
-		}
-		b.WriteByte('}')
-	default:
-		return fmt.Errorf("canonical: unexpected %T", v)
-	}
-	return nil
-}
-
-func writeString(b *bytes.Buffer, s string) {
-	const hexDigits = "0123456789abcdef"
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r < 0x20:
-			b.WriteString(`\u00`)
-			b.WriteByte(hexDigits[r>>4])
-			b.WriteByte(hexDigits[r&0xf])
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-}
-
-// compareUTF16 orders keys by their UTF-16 code units, as RFC 8785 does.
-func compareUTF16(a, b string) int {
-	for a != "" && b != "" {
-		ra, na := utf8.DecodeRuneInString(a)
-		rb, nb := utf8.DecodeRuneInString(b)
-		if ra != rb {
-			ua, ub := utf16Units(ra), utf16Units(rb)
-			return slices.Compare(ua, ub)
-		}
-		a, b = a[na:], b[nb:]
-	}
-	return len(a) - len(b)
-}
-
-func utf16Units(r rune) []uint16 {
-	if r < 0x10000 {
-		return []uint16{uint16(r)}
-	}
-	r -= 0x10000
-	return []uint16{uint16(0xD800 + (r >> 10)), uint16(0xDC00 + (r & 0x3FF))}
+	return out, nil
 }
 
 // Result is the outcome of verifying one account's chain.

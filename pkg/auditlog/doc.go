@@ -1,6 +1,7 @@
 package auditlog
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/rcm-platform/rcm/pkg/seqlog"
@@ -15,44 +16,66 @@ const (
 	LinkField = "hash"
 )
 
-// Doc is an entry as stored: _id is seqlog.Key(accountId, seq), and data is
-// the event's JSON data as an embedded document, so the store can be read
-// and queried without decoding strings.
+// Doc is an entry as stored: _id is seqlog.Key(accountId, seq), and data
+// is the event's JSON data as a string holding exactly the bytes that were
+// hashed, so that no conversion between JSON and BSON can change it (one
+// would turn {"$numberLong": "5"} into 5, and rewrite 1e21 as 1E+21).
+// Entries stored before held data as an embedded document; Entry reads
+// both.
 type Doc struct {
-	ID         string `bson:"_id"`
-	EventID    string `bson:"eventId"`
-	AccountID  string `bson:"accountId"`
-	Seq        int64  `bson:"seq"`
-	EventType  string `bson:"eventType"`
-	DocumentID string `bson:"documentId"`
-	CampaignID string `bson:"campaignId"`
-	Actor      Actor  `bson:"actor"`
-	Data       bson.D `bson:"data"`
-	OccurredAt string `bson:"occurredAt"`
-	RecordedAt string `bson:"recordedAt"`
-	PrevHash   string `bson:"prevHash"`
-	Hash       string `bson:"hash"`
+	ID         string        `bson:"_id"`
+	EventID    string        `bson:"eventId"`
+	AccountID  string        `bson:"accountId"`
+	Seq        int64         `bson:"seq"`
+	EventType  string        `bson:"eventType"`
+	DocumentID string        `bson:"documentId"`
+	CampaignID string        `bson:"campaignId"`
+	Actor      Actor         `bson:"actor"`
+	Data       bson.RawValue `bson:"data"`
+	OccurredAt string        `bson:"occurredAt"`
+	RecordedAt string        `bson:"recordedAt"`
+	PrevHash   string        `bson:"prevHash"`
+	Hash       string        `bson:"hash"`
 }
 
 // ToDoc returns e as stored.
 func ToDoc(e Entry) (Doc, error) {
-	var data bson.D
-	if err := bson.UnmarshalExtJSON(e.Data, false, &data); err != nil {
+	if !json.Valid(e.Data) {
+		return Doc{}, fmt.Errorf("entry %d data: not valid JSON", e.Seq)
+	}
+	t, data, err := bson.MarshalValue(string(e.Data))
+	if err != nil {
 		return Doc{}, fmt.Errorf("entry %d data: %w", e.Seq, err)
 	}
 	return Doc{
 		ID: seqlog.Key(e.AccountID, e.Seq), EventID: e.EventID, AccountID: e.AccountID, Seq: e.Seq,
 		EventType: e.EventType, DocumentID: e.DocumentID, CampaignID: e.CampaignID, Actor: e.Actor,
-		Data: data, OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt, PrevHash: e.PrevHash, Hash: e.Hash,
+		Data: bson.RawValue{Type: t, Value: data}, OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt,
+		PrevHash: e.PrevHash, Hash: e.Hash,
 	}, nil
 }
 
 // Entry returns the stored document as an entry, exactly as stored: a
 // document edited in the store comes back edited, for Verify to catch.
 func (d Doc) Entry() (Entry, error) {
-	data, err := bson.MarshalExtJSON(d.Data, false, false)
-	if err != nil {
-		return Entry{}, fmt.Errorf("entry %s data: %w", d.ID, err)
+	var data []byte
+	switch d.Data.Type {
+	case bson.TypeString:
+		data = []byte(d.Data.StringValue())
+	case bson.TypeEmbeddedDocument:
+		// The form of entries stored before data was kept as its text.
+		var doc bson.D
+		if err := d.Data.Unmarshal(&doc); err != nil {
+			return Entry{}, fmt.Errorf("entry %s data: %w", d.ID, err)
+		}
+		var err error
+		if data, err = bson.MarshalExtJSON(doc, false, false); err != nil {
+			return Entry{}, fmt.Errorf("entry %s data: %w", d.ID, err)
+		}
+	default:
+		// Not what any writer stores: hashed as null, it breaks the chain
+		// here rather than the read.
+		data = []byte("null")
 	}
 	return Entry{
 		EventID: d.EventID, AccountID: d.AccountID, Seq: d.Seq, EventType: d.EventType,

@@ -118,7 +118,8 @@ func (r withoutMisnamedGauges) MustRegister(cs ...prometheus.Collector) {
 }
 
 // GroupOpts are the options of a consumer-group member that commits by
-// hand after durable work (see ConsumeLoop). A member that dies without
+// hand after durable work (see ConsumeLoop): ConsumeLoop learns from them
+// when a rebalance waits for it, and then stops retrying. A member that dies without
 // leaving is noticed after the session timeout; instanceID, when set,
 // makes the member static (KIP-345), so that the same process restarted
 // takes its partitions back at once instead of waiting for that timeout.
@@ -128,6 +129,7 @@ func GroupOpts(group, topic, instanceID string, sessionTimeout time.Duration) []
 		kgo.ConsumeTopics(topic),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsCallbackBlocked(signalRebalance),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 		kgo.SessionTimeout(sessionTimeout),
 		kgo.HeartbeatInterval(min(3*time.Second, sessionTimeout/4)),

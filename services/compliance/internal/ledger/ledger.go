@@ -43,7 +43,22 @@ type Event struct {
 // Appended says where an event is recorded and whether it was already.
 type Appended = seqlog.Result
 
-// Append records evs, all of account, in order, each at most once.
+// UnappendableError says that an event can never be an entry: its entry
+// cannot be built (its data is not JSON that RFC 8785 can encode). Retrying
+// cannot help; nothing of the batch from that event on was written.
+type UnappendableError struct {
+	EventID string
+	Err     error
+}
+
+func (e *UnappendableError) Error() string {
+	return fmt.Sprintf("event %s cannot be logged: %v", e.EventID, e.Err)
+}
+
+func (e *UnappendableError) Unwrap() error { return e.Err }
+
+// Append records evs, all of account, in order, each at most once. An
+// event whose entry cannot be built fails it with an *UnappendableError.
 func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]Appended, error) {
 	recordedAt := events.FormatTime(l.now())
 	items := make([]seqlog.Item, 0, len(evs))
@@ -59,11 +74,11 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 				Data:  json.RawMessage(e.Data), OccurredAt: e.OccurredAt, RecordedAt: recordedAt,
 			}
 			if err := auditlog.Seal(&entry, prev); err != nil {
-				return nil, "", err
+				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
 			doc, err := auditlog.ToDoc(entry)
 			if err != nil {
-				return nil, "", err
+				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
 			return doc, entry.Hash, nil
 		}})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -142,7 +143,12 @@ func TestTamperingIsDetected(t *testing.T) {
 		want   int64
 	}{
 		{"edit the notes", func(t *testing.T, c *mongo.Collection) {
-			_, err := c.UpdateOne(context.Background(), key(4), bson.D{{Key: "$set", Value: bson.D{{Key: "data.notes", Value: "nothing to see"}}}})
+			var d auditlog.Doc
+			if err := c.FindOne(context.Background(), key(4)).Decode(&d); err != nil {
+				t.Fatal(err)
+			}
+			edited := strings.Replace(d.Data.StringValue(), `"request \"3\"`, `"nothing to see`, 1)
+			_, err := c.UpdateOne(context.Background(), key(4), bson.D{{Key: "$set", Value: bson.D{{Key: "data", Value: edited}}}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -222,5 +228,34 @@ func TestTamperingIsDetected(t *testing.T) {
 				t.Fatalf("got head %d, want 8: the log reached 8", v.HeadSeq)
 			}
 		})
+	}
+}
+
+// TestDataIsStoredAsHashed: an event whose data holds fractional and large
+// numbers, objects that look like MongoDB extended JSON and keys beyond
+// the BMP is appended, read back byte for byte, and verifies.
+func TestDataIsStoredAsHashed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, l := newLedger(t)
+	evs := optOuts(t, "org_x", 2)
+	const extra = `,"rate":0.1,"limit":1e21,"tiny":5e-7,"count":{"$numberLong":"5"},"at":{"$date":"2026-04-27T10:00:00Z"},"ref":{"$oid":"65f0c0ffee0000000000beef"},"\ud83d\ude00 clé":"ü"}`
+	evs[1].Data = append(evs[1].Data[:len(evs[1].Data)-1:len(evs[1].Data)-1], extra...)
+	if err := events.ValidateData(evs[1].Data); err != nil {
+		t.Fatalf("the event must be schema-valid: %v", err)
+	}
+	if _, err := l.Append(ctx, "org_x", evs); err != nil {
+		t.Fatal(err)
+	}
+	e, found, err := ledger.New(db, time.Now).Get(ctx, "org_x", 2)
+	if err != nil || !found {
+		t.Fatalf("get: %v %v", found, err)
+	}
+	if string(e.Data) != string(evs[1].Data) {
+		t.Fatalf("data read back\n got %s\nwant %s", e.Data, evs[1].Data)
+	}
+	v, err := l.Verify(ctx, "org_x")
+	if err != nil || !v.OK || v.HeadSeq != 2 {
+		t.Fatalf("verify: %+v %v", v, err)
 	}
 }

@@ -1,0 +1,117 @@
+package kafkax_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestMain(m *testing.M) { os.Exit(kafkatest.Main(m)) }
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// consume runs ConsumeLoop on a new member of group until the test ends.
+func consume(t *testing.T, group, topic string, handle kafkax.BatchHandler) {
+	t.Helper()
+	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second), kgo.RebalanceTimeout(30*time.Second))...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = kafkax.ConsumeLoop(ctx, cl, 5, handle, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// TestRetriesGiveWayToARebalance: while every batch fails, a member that
+// joins gets partitions well within the rebalance timeout (the failing
+// member stops retrying when the rebalance waits), and once the failure
+// is over every record of every partition is handled and committed:
+// giving up a batch skipped none.
+func TestRetriesGiveWayToARebalance(t *testing.T) {
+	t.Parallel()
+	const perPartition = 40
+	topic := kafkatest.NewTopic(t, 2)
+	producer := kafkatest.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	var recs []*kgo.Record
+	for p := range int32(2) {
+		for i := range perPartition {
+			recs = append(recs, &kgo.Record{Partition: p, Value: fmt.Appendf(nil, "%d/%d", p, i)})
+		}
+	}
+	if err := producer.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	var failing atomic.Bool
+	failing.Store(true)
+	var mu sync.Mutex
+	handled := map[int32]map[int64]bool{0: {}, 1: {}}
+	complete := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled[0]) == perPartition && len(handled[1]) == perPartition
+	}
+	member := func(calls *atomic.Int64) kafkax.BatchHandler {
+		return func(_ context.Context, _ string, p int32, rs []*kgo.Record) error {
+			calls.Add(1)
+			if failing.Load() {
+				return errors.New("store unavailable")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range rs {
+				handled[p][r.Offset] = true
+			}
+			return nil
+		}
+	}
+	group := "g-" + topic
+	var first, second atomic.Int64
+	consume(t, group, topic, member(&first))
+	eventually(t, 10*time.Second, "the first member fails a batch", func() bool { return first.Load() >= 2 })
+
+	joined := time.Now()
+	consume(t, group, topic, member(&second))
+	eventually(t, 10*time.Second, "the second member gets a partition (rebalance timeout 30s)", func() bool { return second.Load() > 0 })
+	t.Logf("the second member got a partition %s after joining", time.Since(joined).Round(time.Millisecond))
+
+	failing.Store(false)
+	eventually(t, 30*time.Second, "every record handled", complete)
+	adm := kadm.NewClient(producer)
+	eventually(t, 10*time.Second, "every record committed", func() bool {
+		offs, err := adm.FetchOffsets(context.Background(), group)
+		if err != nil {
+			return false
+		}
+		for p := range int32(2) {
+			o, ok := offs.Lookup(topic, p)
+			if !ok || o.At != perPartition {
+				return false
+			}
+		}
+		return true
+	})
+}
