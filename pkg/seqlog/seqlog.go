@@ -6,10 +6,11 @@
 // A document's _id is Key(account, seq), so every read and every check is a
 // lookup by _id: the one query every MongoDB-compatible store, the embedded
 // one included, answers from an index. A unique index on (accountId,
-// eventId) makes a replayed event a no-op. Writers append in batches with one ordered
-// insert; when it fails (a replay, or another writer that appended first)
-// they work out what happened from lookups by _id alone and carry on, so
-// no event is lost, none is recorded twice, and no sequence forks.
+// eventId) makes a replayed event a no-op. Writers append in batches with
+// ordered inserts; when one fails (a replay, or another writer that
+// appended first) they work out what happened from lookups by _id alone,
+// about one per document, and carry on, so no event is lost, none is
+// recorded twice, and no sequence forks.
 package seqlog
 
 import (
@@ -23,6 +24,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/errgroup"
 )
 
 // Key is the _id of an account's document number seq.
@@ -224,12 +226,11 @@ func (l *Log) loadHead(ctx context.Context, account, linkField string, h Head) (
 		}
 		return h, nil
 	}
-	return l.forward(ctx, account, h, linkField, nil)
+	return l.forward(ctx, account, h, linkField)
 }
 
-// forward follows the sequence from h to its last document. seen, when
-// not nil, receives the event id of every document passed.
-func (l *Log) forward(ctx context.Context, account string, h Head, linkField string, seen map[string]int64) (Head, error) {
+// forward follows the sequence from h to its last document.
+func (l *Log) forward(ctx context.Context, account string, h Head, linkField string) (Head, error) {
 	for {
 		d, found, err := l.probe(ctx, account, h.Seq+1, linkField)
 		if err != nil {
@@ -239,9 +240,6 @@ func (l *Log) forward(ctx context.Context, account string, h Head, linkField str
 			return h, nil
 		}
 		h = Head{Seq: h.Seq + 1, Link: d.Link}
-		if seen != nil {
-			seen[d.EventID] = h.Seq
-		}
 	}
 }
 
@@ -258,15 +256,42 @@ func (l *Log) remember(account string, h Head) {
 	l.mu.Unlock()
 }
 
-// replayWindow bounds how far back a replayed event is looked for, to tell
-// where it is recorded.
+// replayWindow bounds how far back, beyond the length of its batch, an
+// append looks for a replayed event to tell where it is recorded.
 const replayWindow = 256
+
+// readAhead is how many lookups by _id a read of the tail keeps in flight,
+// and readChunk how many seqs it reads before checking whether it has
+// found what it looks for.
+const (
+	readAhead = 8
+	readChunk = 64
+)
+
+// insertChunk bounds the documents of one ordered insert. An ordered
+// insert must stop at its first failure, or a later document lands past a
+// free seq and the sequence has a gap. MongoDB stops; FerretDB (the
+// embedded store of the local stack and the tests) applies an insert in
+// batches of 100 and, after a failure in one, goes on with the next. No
+// more than 100 at once keeps the rule on both, for one round trip per
+// 100 documents.
+const insertChunk = 100
 
 // Append appends items to account's sequence in order, each event once.
 // linkField names the stored field holding a document's link. It returns
 // one result per item. It must not run concurrently for one account in one
 // process (callers own an account's partition); another process appending
 // to the same account at the same time is detected and survived.
+//
+// The items go to the store in ordered inserts (see insertChunk). When one
+// fails on a unique index, what came before the failure is this call's; the failing
+// item is either at a seq another writer took meanwhile (its document is
+// there: the tail is read forward from the head) or an event recorded
+// before (the tail is read back from the head, in parallel, until that
+// event is found). Every event the tail shows is a replay where it is
+// recorded, and what is left is inserted again, in order. So a batch
+// delivered again after a crash costs one lookup per event, once, plus a
+// few commands, instead of a search per event.
 func (l *Log) Append(ctx context.Context, account, linkField string, items []Item) ([]Result, error) {
 	head, ok := l.cached(account)
 	if !ok {
@@ -275,103 +300,208 @@ func (l *Log) Append(ctx context.Context, account, linkField string, items []Ite
 			return nil, err
 		}
 	}
-	results := make([]Result, 0, len(items))
-
-	// Fast path: one ordered insert of the whole batch.
-	docs := make([]any, 0, len(items))
-	links := make([]string, 0, len(items))
-	next := head
-	for _, it := range items {
-		doc, link, err := it.Build(next.Seq+1, next.Link)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, doc)
-		links = append(links, link)
-		next = Head{Seq: next.Seq + 1, Link: link}
-	}
-	_, err := l.docs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
-	if err == nil {
-		for i, it := range items {
-			results = append(results, Result{EventID: it.EventID, Seq: head.Seq + int64(i) + 1})
-		}
-		l.remember(account, next)
-		l.hint(ctx, account, next)
-		return results, nil
-	}
-	if !mongox.IsDuplicateKey(err) {
-		// Nothing is known of what was written: look the head up afresh
-		// next time.
+	t := &tail{log: l, account: account, linkField: linkField, head: head, low: head.Seq + 1,
+		seen: map[string]int64{}, budget: int64(len(items)) + replayWindow}
+	results, err := t.append(ctx, items)
+	if err != nil {
+		// Nothing sure is known of what was written: look the head up
+		// afresh next time.
 		l.mu.Lock()
 		delete(l.cache, account)
 		l.mu.Unlock()
-		return nil, fmt.Errorf("append to %s: %w", account, mongox.Classify(err))
+		return nil, err
 	}
-
-	// Slow path: a replay, or another writer. The ordered insert stopped
-	// at its first failure: what came before it is this call's. Learn the
-	// rest from lookups, then append it one by one.
-	seen := map[string]int64{}
-	if n := insertedBefore(err); n > 0 && n < len(items) {
-		for i, it := range items[:n] {
-			results = append(results, Result{EventID: it.EventID, Seq: head.Seq + int64(i) + 1})
-		}
-		head = Head{Seq: head.Seq + int64(n), Link: links[n-1]}
-		items = items[n:]
-	}
-	for _, it := range items {
-		res, h, err := l.appendOne(ctx, account, linkField, head, it, seen)
-		if err != nil {
-			l.mu.Lock()
-			delete(l.cache, account)
-			l.mu.Unlock()
-			return nil, err
-		}
-		head = h
-		results = append(results, res)
-	}
-	l.remember(account, head)
-	l.hint(ctx, account, head)
+	l.remember(account, t.head)
+	l.hint(ctx, account, t.head)
 	return results, nil
 }
 
-func (l *Log) appendOne(ctx context.Context, account, linkField string, head Head, it Item, seen map[string]int64) (Result, Head, error) {
+// tail is what one Append knows of the end of an account's sequence: its
+// head, and the event id of every document from low to the head.
+type tail struct {
+	log       *Log
+	account   string
+	linkField string
+
+	head Head
+	low  int64
+	seen map[string]int64
+	// budget is how many more documents below the head the tail may
+	// still read back.
+	budget int64
+	// unsure is set after a replay too old to find (see insert).
+	unsure bool
+}
+
+func (t *tail) append(ctx context.Context, items []Item) ([]Result, error) {
+	results := make([]Result, len(items))
+	pending := make([]int, len(items)) // indexes of the items not placed yet
+	for i := range pending {
+		pending[i] = i
+	}
 	for {
-		var err error
-		if head, err = l.forward(ctx, account, head, linkField, seen); err != nil {
-			return Result{}, head, err
+		// Whatever the tail shows is recorded already.
+		rest := pending[:0]
+		for _, i := range pending {
+			if seq, ok := t.seen[items[i].EventID]; ok {
+				results[i] = Result{EventID: items[i].EventID, Seq: seq, Replay: true}
+			} else {
+				rest = append(rest, i)
+			}
 		}
-		if seq, ok := seen[it.EventID]; ok {
-			return Result{EventID: it.EventID, Seq: seq, Replay: true}, head, nil
+		pending = rest
+		if len(pending) == 0 {
+			return results, nil
 		}
-		doc, link, err := it.Build(head.Seq+1, head.Link)
-		if err != nil {
-			return Result{}, head, err
+		n, err := t.insert(ctx, items, pending)
+		for _, i := range pending[:n] {
+			results[i] = Result{EventID: items[i].EventID, Seq: t.seen[items[i].EventID]}
 		}
-		_, err = l.docs.InsertOne(ctx, doc)
 		if err == nil {
-			head = Head{Seq: head.Seq + 1, Link: link}
-			seen[it.EventID] = head.Seq
-			return Result{EventID: it.EventID, Seq: head.Seq}, head, nil
+			return results, nil
 		}
 		if !mongox.IsDuplicateKey(err) {
-			return Result{}, head, fmt.Errorf("append %s to %s: %w", it.EventID, account, mongox.Classify(err))
+			return nil, fmt.Errorf("append to %s: %w", t.account, mongox.Classify(err))
 		}
-		// Either the seq was taken meanwhile (forward finds it) or the
-		// event is recorded already, further back.
-		_, taken, err := l.probe(ctx, account, head.Seq+1, "")
+		pending = pending[n:]
+		_, taken, err := t.log.probe(ctx, t.account, t.head.Seq+1, "")
 		if err != nil {
-			return Result{}, head, err
+			return nil, err
 		}
 		if taken {
+			// Another writer appended: read what it wrote.
+			if err := t.forward(ctx); err != nil {
+				return nil, err
+			}
 			continue
 		}
-		seq, err := l.findBack(ctx, account, head.Seq, it.EventID)
+		// The seq was free, so the first pending event is recorded already,
+		// at or below the head.
+		first := items[pending[0]].EventID
+		found, err := t.readBack(ctx, first)
 		if err != nil {
-			return Result{}, head, err
+			return nil, err
 		}
-		return Result{EventID: it.EventID, Seq: seq, Replay: true}, head, nil
+		if !found {
+			// Too far back to find cheaply; the unique index vouches
+			// that it is there.
+			results[pending[0]] = Result{EventID: first, Replay: true}
+			pending = pending[1:]
+			t.unsure = true
+		}
 	}
+}
+
+// insert appends the pending items after the head in ordered inserts of
+// at most insertChunk documents each, built as they go, and returns how
+// many it wrote, which are then part of the tail. After a replay too old
+// to find, the next items are likely old too: it tries one document alone
+// first, so that each such replay costs a small insert, not the whole rest
+// of the batch again.
+func (t *tail) insert(ctx context.Context, items []Item, pending []int) (int, error) {
+	n := 0
+	for n < len(pending) {
+		size := insertChunk
+		if t.unsure {
+			size = 1
+		}
+		chunk := pending[n:min(n+size, len(pending))]
+		docs := make([]any, 0, len(chunk))
+		heads := make([]Head, 0, len(chunk))
+		next := t.head
+		for _, i := range chunk {
+			doc, link, err := items[i].Build(next.Seq+1, next.Link)
+			if err != nil {
+				return n, err
+			}
+			next = Head{Seq: next.Seq + 1, Link: link}
+			docs = append(docs, doc)
+			heads = append(heads, next)
+		}
+		_, err := t.log.docs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+		written := len(chunk)
+		if err != nil {
+			written = insertedBefore(err)
+		}
+		for j, i := range chunk[:written] {
+			t.seen[items[i].EventID] = heads[j].Seq
+		}
+		if written > 0 {
+			t.head = heads[written-1]
+		}
+		n += written
+		if err != nil {
+			return n, err
+		}
+		t.unsure = false
+	}
+	return n, nil
+}
+
+// forward reads the documents after the head to the last, in runs of
+// parallel lookups that double in length: what another writer appended
+// costs one lookup per document and a few round trips.
+func (t *tail) forward(ctx context.Context) error {
+	for width := int64(1); ; width = min(2*width, readChunk) {
+		docs, err := t.read(ctx, t.head.Seq+1, width, 1)
+		if err != nil {
+			return err
+		}
+		for _, d := range docs {
+			if d == nil {
+				return nil
+			}
+			t.head = Head{Seq: t.head.Seq + 1, Link: d.Link}
+			t.seen[d.EventID] = t.head.Seq
+		}
+	}
+}
+
+// readBack reads the documents below low, a chunk at a time with lookups
+// in parallel, until it finds eventID, reaches the first document or
+// spends its budget. It reports whether eventID is in the tail.
+func (t *tail) readBack(ctx context.Context, eventID string) (bool, error) {
+	for {
+		if _, ok := t.seen[eventID]; ok {
+			return true, nil
+		}
+		n := min(int64(readChunk), t.low-1, t.budget)
+		if n <= 0 {
+			return false, nil
+		}
+		docs, err := t.read(ctx, t.low-1, n, -1)
+		if err != nil {
+			return false, err
+		}
+		for i, d := range docs {
+			if d != nil {
+				t.seen[d.EventID] = t.low - 1 - int64(i)
+			}
+		}
+		t.low -= n
+		t.budget -= n
+	}
+}
+
+// read looks up n documents from seq from on by step (1 or -1), readAhead
+// at a time; a missing document is nil.
+func (t *tail) read(ctx context.Context, from, n, step int64) ([]*linkDoc, error) {
+	docs := make([]*linkDoc, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(readAhead)
+	for i := range docs {
+		g.Go(func() error {
+			d, found, err := t.log.probe(gctx, t.account, from+int64(i)*step, t.linkField)
+			if found {
+				docs[i] = &d
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return docs, nil
 }
 
 // insertedBefore returns how many documents an ordered insert wrote before
@@ -386,21 +516,6 @@ func insertedBefore(err error) int {
 		first = min(first, we.Index)
 	}
 	return first
-}
-
-// findBack looks for eventID among the last replayWindow documents before
-// and at seq; 0 when not found there.
-func (l *Log) findBack(ctx context.Context, account string, seq int64, eventID string) (int64, error) {
-	for s := seq; s > 0 && s > seq-replayWindow; s-- {
-		d, found, err := l.probe(ctx, account, s, "")
-		if err != nil {
-			return 0, err
-		}
-		if found && d.EventID == eventID {
-			return s, nil
-		}
-	}
-	return 0, nil
 }
 
 // hint records h as account's head unless a later one is recorded. The

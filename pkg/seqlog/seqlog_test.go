@@ -13,7 +13,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
-func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := mongotest.Main(m)
+	writeFigures()
+	os.Exit(code)
+}
 
 type doc struct {
 	ID      string `bson:"_id"`

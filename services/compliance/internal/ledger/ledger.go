@@ -8,6 +8,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/auditlog"
@@ -15,17 +17,33 @@ import (
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 )
 
 // Ledger reads and appends the compliance log.
 type Ledger struct {
 	log *seqlog.Log
 	now func() time.Time
+
+	// verifying runs one verification per account and head at a time;
+	// verified holds each account's last ok result (see Verify).
+	verifying singleflight.Group
+	mu        sync.Mutex
+	verified  map[string]verification
+}
+
+// verification is an ok result and when its computation started.
+type verification struct {
+	at  time.Time
+	res auditlog.Result
 }
 
 // New returns the ledger stored in db.
 func New(db *mongo.Database, now func() time.Time) *Ledger {
-	return &Ledger{log: seqlog.New(db.Collection(auditlog.EntriesCollection), db.Collection(auditlog.HeadsCollection)), now: now}
+	return &Ledger{
+		log: seqlog.New(db.Collection(auditlog.EntriesCollection), db.Collection(auditlog.HeadsCollection)),
+		now: now, verified: map[string]verification{},
+	}
 }
 
 // EnsureIndexes creates the unique indexes (event id; account and seq).
@@ -136,15 +154,79 @@ func (l *Ledger) Range(ctx context.Context, account string, from int64, step int
 	return slots, nil
 }
 
-// Verify recomputes account's chain from its first entry to its head. The
-// result's Entries counts the entries found, which falls short of HeadSeq
-// when some were deleted; HeadSeq and HeadHash say where the log reached,
-// broken or not.
+// verifyReuse is how long an ok verification is reused while the log has
+// not grown (spec/transparency.md): repeated calls cost a head lookup, and
+// an entry edited or deleted in the database is reported at most this
+// late.
+const verifyReuse = time.Minute
+
+// keepVerified bounds the accounts whose last result is kept before the
+// expired ones are dropped.
+const keepVerified = 10_000
+
+// Verify returns the verification of account's chain (see recompute). An
+// ok result is reused for up to verifyReuse while the head has not moved;
+// a broken chain is recomputed every time, as what broke may change.
+// Concurrent calls for one account and head share one computation, which
+// runs to its end even when the caller that started it goes away, so that
+// the others get its answer.
 func (l *Ledger) Verify(ctx context.Context, account string) (auditlog.Result, error) {
 	head, err := l.Head(ctx, account)
 	if err != nil {
 		return auditlog.Result{}, err
 	}
+	if res, ok := l.recent(account, head); ok {
+		return res, nil
+	}
+	done := l.verifying.DoChan(account+"/"+strconv.FormatInt(head, 10), func() (any, error) {
+		at := l.now()
+		res, err := l.recompute(context.WithoutCancel(ctx), account, head)
+		if err == nil && res.OK {
+			l.keep(account, verification{at: at, res: res})
+		}
+		return res, err
+	})
+	select {
+	case <-ctx.Done():
+		return auditlog.Result{}, ctx.Err()
+	case r := <-done:
+		if r.Err != nil {
+			return auditlog.Result{}, r.Err
+		}
+		return r.Val.(auditlog.Result), nil
+	}
+}
+
+// recent returns account's last ok result if it was computed less than
+// verifyReuse ago at head.
+func (l *Ledger) recent(account string, head int64) (auditlog.Result, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v, ok := l.verified[account]
+	if !ok || v.res.HeadSeq != head || l.now().Sub(v.at) >= verifyReuse {
+		return auditlog.Result{}, false
+	}
+	return v.res, true
+}
+
+func (l *Ledger) keep(account string, v verification) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.verified) >= keepVerified {
+		for a, old := range l.verified {
+			if l.now().Sub(old.at) >= verifyReuse {
+				delete(l.verified, a)
+			}
+		}
+	}
+	l.verified[account] = v
+}
+
+// recompute recomputes account's chain from its first entry to head. The
+// result's Entries counts the entries found, which falls short of HeadSeq
+// when some were deleted; HeadSeq and HeadHash say where the log reached,
+// broken or not.
+func (l *Ledger) recompute(ctx context.Context, account string, head int64) (auditlog.Result, error) {
 	v := auditlog.NewVerifier(account)
 	var stored int64
 	var headHash string

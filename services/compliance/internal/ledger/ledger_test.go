@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
@@ -257,5 +260,137 @@ func TestDataIsStoredAsHashed(t *testing.T) {
 	v, err := l.Verify(ctx, "org_x")
 	if err != nil || !v.OK || v.HeadSeq != 2 {
 		t.Fatalf("verify: %+v %v", v, err)
+	}
+}
+
+// clock is a time the test moves by hand.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestVerifyReusesARecentResult: a verify repeated while the log has not
+// grown reuses the last result for up to a minute, at the cost of finding
+// the head; one after an append sees the new entry; an edit made directly
+// in the database is caught once the minute has passed.
+func TestVerifyReusesARecentResult(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var reads atomic.Int64
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(&event.CommandMonitor{
+		Started: func(_ context.Context, e *event.CommandStartedEvent) {
+			if e.CommandName == "find" || e.CommandName == "getMore" {
+				reads.Add(1)
+			}
+		}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	db := cl.Database(mongotest.NewDatabase(t))
+	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	l := ledger.New(db, clk.now)
+	if err := l.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(ctx, "org_v", optOuts(t, "org_v", 40)); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(what string) (auditlog.Result, int64) {
+		t.Helper()
+		before := reads.Load()
+		v, err := l.Verify(ctx, "org_v")
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v, reads.Load() - before
+	}
+
+	first, full := verify("first verify")
+	if !first.OK || first.HeadSeq != 40 {
+		t.Fatalf("first verify: got %+v, want ok at 40", first)
+	}
+	clk.advance(30 * time.Second)
+	again, cost := verify("second verify")
+	if again.OK != first.OK || again.HeadSeq != first.HeadSeq || again.HeadHash != first.HeadHash {
+		t.Fatalf("second verify: got %+v, want %+v", again, first)
+	}
+	if cost > 4 {
+		t.Fatalf("second verify within the minute cost %d store reads, want at most 4 (the first cost %d)", cost, full)
+	}
+
+	if _, err := l.Append(ctx, "org_v", optOuts(t, "org_v", 1)); err != nil {
+		t.Fatal(err)
+	}
+	grown, _ := verify("verify after an append")
+	if !grown.OK || grown.HeadSeq != 41 || grown.Entries != 41 || grown.HeadHash == first.HeadHash {
+		t.Fatalf("verify after an append: got %+v, want ok at 41", grown)
+	}
+
+	if _, err := db.Collection(auditlog.EntriesCollection).UpdateOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key("org_v", 3)}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "eventType", Value: "campaign_started"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(61 * time.Second)
+	caught, _ := verify("verify after an edit")
+	if caught.OK || caught.FirstBrokenSeq == nil || *caught.FirstBrokenSeq != 3 {
+		t.Fatalf("verify a minute after an edit: got %+v, want broken at 3", caught)
+	}
+	// A broken chain is not reused: the next verify looks again.
+	if _, cost := verify("verify of a broken chain"); cost <= 4 {
+		t.Fatalf("verify of a broken chain cost %d store reads, want a full recomputation", cost)
+	}
+}
+
+// TestConcurrentVerifiesShareOneComputation: verifies of one account at
+// once read the log once between them.
+func TestConcurrentVerifiesShareOneComputation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var reads atomic.Int64
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(&event.CommandMonitor{
+		Started: func(_ context.Context, e *event.CommandStartedEvent) {
+			if e.CommandName == "find" {
+				reads.Add(1)
+			}
+		}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	db := cl.Database(mongotest.NewDatabase(t))
+	l := ledger.New(db, time.Now)
+	if _, err := l.Append(ctx, "org_cv", optOuts(t, "org_cv", 60)); err != nil {
+		t.Fatal(err)
+	}
+	before := reads.Load()
+	const callers = 8
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if v, err := l.Verify(ctx, "org_cv"); err != nil || !v.OK || v.HeadSeq != 60 {
+				t.Errorf("got %+v %v, want ok at 60", v, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// Each caller finds the head (a few reads); the 60 entries are read
+	// once, not once per caller.
+	if got, limit := reads.Load()-before, int64(60+callers*4); got > limit {
+		t.Fatalf("%d concurrent verifies cost %d store reads, want at most %d", callers, got, limit)
 	}
 }
