@@ -129,6 +129,10 @@ func (r *Relay) Enqueue(campaignID string, msgs ...events.Message) {
 	}
 }
 
+// Missed says events may wait in the outbox that nothing handed the
+// relay: it sweeps them at its next check instead of its next interval.
+func (r *Relay) Missed() { r.dirty.Store(true) }
+
 func (r *Relay) claim(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
