@@ -34,6 +34,18 @@ func newStore(t *testing.T) (*idempotency.Store, *clock) {
 	return s, c
 }
 
+// newReplicas returns two Stores on one database, each with its own
+// client, as two campaign processes have.
+func newReplicas(t *testing.T) (*idempotency.Store, *idempotency.Store) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 4, 27, 10, 0, 0, 0, time.UTC)}
+	db := mongotest.NewDatabase(t)
+	a := idempotency.New(mongotest.Client(t).Database(db), c.now)
+	b := idempotency.New(mongotest.Client(t).Database(db), c.now)
+	a.Wait, b.Wait = 300*time.Millisecond, 300*time.Millisecond
+	return a, b
+}
+
 func TestBegin(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -100,11 +112,11 @@ func TestAbandonedClaimIsRecovered(t *testing.T) {
 // TestInterruptedClaimIsRecoveredAtOnce: a command that failed after it
 // may have written keeps its claim; the next request recovers it at once,
 // with the campaign id chosen the first time, and only one of two
-// concurrent retries does.
+// concurrent retries does, also when they reach two replicas.
 func TestInterruptedClaimIsRecoveredAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, _ := newStore(t)
+	s, other := newReplicas(t)
 	rec, _, err := s.Begin(ctx, "org_a", "k", "fp", "rcm_chosen")
 	if err != nil {
 		t.Fatal(err)
@@ -116,11 +128,11 @@ func TestInterruptedClaimIsRecoveredAtOnce(t *testing.T) {
 	var mu sync.Mutex
 	var recovered []idempotency.Record
 	var busy int
-	for range 2 {
+	for _, replica := range []*idempotency.Store{s, other} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got, out, err := s.Begin(ctx, "org_a", "k", "fp", "rcm_other")
+			got, out, err := replica.Begin(ctx, "org_a", "k", "fp", "rcm_other")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
