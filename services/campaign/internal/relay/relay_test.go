@@ -51,11 +51,12 @@ func newStore(t testing.TB) *store.Store {
 // it returns the event ids in the order they were written.
 func leave(t testing.TB, s *store.Store, account string, n int) []string {
 	t.Helper()
-	doc := campaign.Document{ID: "doc_" + account, AccountID: account, Loan: &campaign.Loan{Status: "BEHIND"}, Version: 1}
 	ids := make([]string, n)
 	var g errgroup.Group
 	g.SetLimit(4)
 	for i := range n {
+		// A hundred campaigns a document, as on real documents.
+		doc := campaign.Document{ID: fmt.Sprintf("doc_%s_%d", account, i/100), AccountID: account, Loan: &campaign.Loan{Status: "BEHIND"}, Version: 1}
 		c, e, err := campaign.Start(campaign.StartInput{SMS: true, Tone: "t", Cadence: "c"}, doc, user, gen.New, time.Now())
 		if err != nil {
 			t.Fatal(err)
