@@ -206,12 +206,7 @@ func startup(ctx context.Context, cfg config, st *store.Store, producer *kgo.Cli
 		name string
 		fn   func(context.Context) error
 	}{
-		{"store", func(ctx context.Context) error {
-			if err := st.Detect(ctx); err != nil {
-				return err
-			}
-			return st.EnsureIndexes(ctx)
-		}},
+		{"store", st.EnsureIndexes},
 		{"topics", func(ctx context.Context) error {
 			if !cfg.CreateTopics {
 				return nil

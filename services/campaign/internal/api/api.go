@@ -29,6 +29,9 @@ import (
 // Relay takes freshly written events for publishing.
 type Relay interface {
 	Enqueue(campaignID string, msgs ...events.Message)
+	// Missed says events may wait in the outbox that nothing handed
+	// the relay (a command recovered from an interrupted attempt).
+	Missed()
 }
 
 // Handler serves the campaign routes.
@@ -137,15 +140,24 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
 	documentID := chi.URLParam(r, "documentID")
 	return h.once(w, r, p, raw, h.NewID(ids.CampaignPrefix), func(campaignID string, recovering bool) (int, any, error) {
 		if recovering {
-			// A crash may have come after the insert: the campaign id
-			// chosen at the claim tells.
-			if c, err := h.Store.Get(ctx, p.AccountID, campaignID); err == nil {
-				return http.StatusCreated, map[string]any{"campaign": c.Record()}, nil
-			} else if !errors.Is(err, campaign.ErrNotFound) {
+			// The first attempt may have written the campaign: the
+			// campaign id chosen at the claim tells.
+			c, err := h.Store.Get(ctx, p.AccountID, campaignID)
+			if err == nil {
+				return http.StatusCreated, map[string]any{"campaign": h.settle(ctx, p, c).Record()}, nil
+			}
+			if !errors.Is(err, campaign.ErrNotFound) {
 				return 0, nil, contractError(err, httpx.ErrNotFound)
 			}
 		}
 		c, err := h.startCampaign(ctx, p, documentID, in, campaignID)
+		if errors.Is(err, store.ErrExists) {
+			// An earlier attempt's insert landed meanwhile: answer it.
+			if c, err = h.Store.Get(ctx, p.AccountID, campaignID); err == nil {
+				h.Relay.Missed()
+				return http.StatusCreated, map[string]any{"campaign": h.settle(ctx, p, c).Record()}, nil
+			}
+		}
 		if err != nil {
 			return 0, nil, contractError(err, httpx.ErrNotFound)
 		}
@@ -157,7 +169,8 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) startCampaign(ctx context.Context, p principal.Principal, documentID string, in campaign.StartInput, campaignID string) (campaign.Campaign, error) {
 	doc, err := h.Store.Document(ctx, p.AccountID, documentID)
 	if err != nil {
-		return campaign.Campaign{}, err
+		// Read before any write.
+		return campaign.Campaign{}, idempotency.NothingWritten(err)
 	}
 	newID := func(prefix string) string {
 		if prefix == ids.CampaignPrefix {
@@ -177,16 +190,23 @@ func (h *Handler) startCampaign(ctx context.Context, p principal.Principal, docu
 	h.Logger.InfoContext(ctx, "campaign started", slog.String("request_id", httpx.RequestID(ctx)),
 		slog.String("campaign_id", c.ID), slog.String("event_id", msg.ID), slog.String("account_id", p.AccountID))
 
-	// A loan update may have landed between the document read and the
-	// insert, after the read model already ended the document's active
-	// campaigns: look again, and end this one too if so. The campaign was
-	// started and is recorded either way.
-	if cur, err := h.Store.AnyDocument(ctx, documentID); err == nil && !cur.AllowsCampaign() {
+	return h.settle(ctx, p, c), nil
+}
+
+// settle returns c after a start wrote it. A loan update may have landed
+// between the document read and the insert, after the read model already
+// ended the document's active campaigns: look again, and end c too if so.
+// The campaign was started and is recorded either way.
+func (h *Handler) settle(ctx context.Context, p principal.Principal, c campaign.Campaign) campaign.Campaign {
+	if !c.Active {
+		return c
+	}
+	if cur, err := h.Store.AnyDocument(ctx, c.DocumentID); err == nil && !cur.AllowsCampaign() {
 		if ended, err := h.Applier.EndIfLoanLeft(ctx, p.AccountID, c.ID, cur); err == nil {
 			c = ended
 		}
 	}
-	return c, nil
+	return c
 }
 
 // HeaderReplayed marks an answer replayed for an Idempotency-Key.
@@ -196,9 +216,16 @@ const HeaderReplayed = "Idempotent-Replayed"
 // first time it runs cmd and stores its answer (a success or a contract
 // error), later it answers what was stored. Without a key it just runs
 // cmd. cmd's first argument is the campaign id the command acts on (chosen
-// at the first attempt); recovering says the first attempt was cut short
-// and cmd must find out what it did. A dependency failure stores nothing,
-// so a retry runs the command.
+// at the first attempt); recovering says an earlier attempt was cut short
+// and cmd must find what it wrote and answer that, or prove it wrote
+// nothing and run.
+//
+// A failure never frees the key unless cmd proves it wrote nothing
+// (idempotency.NothingWritten, and only on a fresh claim): any other
+// failure may have come after a write whose answer was lost (a store reply
+// past the deadline, a timeout, a failover), so the claim is kept,
+// interrupted, and the next request with the key recovers at once. Every
+// command that changes state runs through once and answers recovering.
 func (h *Handler) once(w http.ResponseWriter, r *http.Request, p principal.Principal, body []byte, campaignID string,
 	cmd func(campaignID string, recovering bool) (int, any, error)) error {
 	key := r.Header.Get("Idempotency-Key")
@@ -224,12 +251,18 @@ func (h *Handler) once(w http.ResponseWriter, r *http.Request, p principal.Princ
 		httpx.WriteRaw(w, rec.Status, []byte(rec.Body))
 		return nil
 	}
-	status, v, err := cmd(rec.CampaignID, outcome == idempotency.Recover)
+	recovering := outcome == idempotency.Recover
+	status, v, err := cmd(rec.CampaignID, recovering)
+	if recovering {
+		// The interrupted attempt's events, if it wrote any, were never
+		// handed to the relay.
+		h.Relay.Missed()
+	}
 	var raw []byte
 	if err != nil {
 		s, b, ok := httpx.Render(err)
 		if !ok || s >= 500 {
-			h.Idempotency.Abandon(context.WithoutCancel(ctx), rec)
+			h.keepClaim(context.WithoutCancel(ctx), rec, recovering, err)
 			return err
 		}
 		status, raw = s, b
@@ -246,6 +279,20 @@ func (h *Handler) once(w http.ResponseWriter, r *http.Request, p principal.Princ
 	}
 	httpx.WriteRaw(w, status, raw)
 	return nil
+}
+
+// keepClaim settles the claim of a command that failed without an answer
+// to store: released if the command proved it wrote nothing, else
+// interrupted for the next request to recover.
+func (h *Handler) keepClaim(ctx context.Context, rec idempotency.Record, recovering bool, cause error) {
+	if !recovering && idempotency.IsNothingWritten(cause) {
+		h.Idempotency.Release(ctx, rec)
+		return
+	}
+	if err := h.Idempotency.Interrupt(ctx, rec); err != nil {
+		// The claim stays pending: a retry recovers it once stale.
+		h.Logger.WarnContext(ctx, "idempotency claim not marked interrupted", slog.String("request_id", httpx.RequestID(ctx)), slog.Any("err", err))
+	}
 }
 
 type optOutBody struct {
@@ -288,7 +335,11 @@ func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
 				return nil, campaign.ErrNotFound
 			}
 			// A retry of a request whose first attempt was cut short
-			// after its write: recorded already, nothing more to do.
+			// after its write: recorded already, nothing more to do. It
+			// is looked for on every attempt, not only when recovering:
+			// the revision compare-and-set makes a late write of the
+			// first attempt and this one exclusive, and whichever lands
+			// second finds the other.
 			if c.RecordedRequest(key, h.Now().Add(-idempotency.Window)) {
 				return nil, nil
 			}

@@ -5,6 +5,13 @@
 // taken before the command runs; the command itself carries the key (the
 // campaign id chosen at the claim, the opt-out's key), so a claim left
 // pending by a crash can be resolved from what the command wrote.
+//
+// An ambiguous failure never frees a key. A command that failed after it
+// may have written (a store reply lost past the deadline, a timeout, a
+// failover) leaves its claim Interrupted, and the next request with the key
+// recovers at once: it finds what the first attempt wrote and answers that,
+// or proves nothing was written and runs the command. Only a failure that
+// proves nothing was written (see NothingWritten) releases the claim.
 package idempotency
 
 import (
@@ -15,6 +22,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rcm-platform/rcm/pkg/keylock"
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -28,8 +36,9 @@ const Window = 24 * time.Hour
 
 // States of a claim.
 const (
-	statePending = "pending"
-	stateDone    = "done"
+	statePending     = "pending"
+	stateInterrupted = "interrupted" // failed after a write may have happened
+	stateDone        = "done"
 )
 
 // Errors of Begin.
@@ -59,9 +68,10 @@ const (
 	Fresh Outcome = iota
 	// Replay: the command ran; answer Record.Status and Record.Body.
 	Replay
-	// Recover: a claim was left pending long ago (a crash mid-request);
-	// the command may or may not have run. Run it in its idempotent form
-	// (Record.CampaignID, the key), then Finish.
+	// Recover: the first attempt failed after it may have written (its
+	// claim was interrupted), or left its claim pending long ago (a crash
+	// mid-request); the command may or may not have run. Run it in its
+	// idempotent form (Record.CampaignID, the key), then Finish.
 	Recover
 )
 
@@ -69,6 +79,10 @@ const (
 type Store struct {
 	coll *mongo.Collection
 	now  func() time.Time
+	// locks serializes the changes of one claim in the process; the
+	// filter on the claim's version (see unchanged) orders them across
+	// processes.
+	locks *keylock.Map
 	// Stale is how long a claim may stay pending before it is presumed
 	// abandoned: longer than any request may take.
 	Stale time.Duration
@@ -78,7 +92,7 @@ type Store struct {
 
 // New returns a Store on db.
 func New(db *mongo.Database, now func() time.Time) *Store {
-	return &Store{coll: db.Collection(Collection), now: now, Stale: 30 * time.Second, Wait: 10 * time.Second}
+	return &Store{coll: db.Collection(Collection), now: now, locks: keylock.New(), Stale: 30 * time.Second, Wait: 10 * time.Second}
 }
 
 // Fingerprint identifies a request: what it asks, not how it is spelled
@@ -125,9 +139,9 @@ func (s *Store) Begin(ctx context.Context, account, key, fingerprint, campaignID
 			return held, 0, ErrMismatch
 		case held.State == stateDone:
 			return held, Replay, nil
-		case now.Sub(held.UpdatedAt) >= s.Stale:
+		case held.State == stateInterrupted || now.Sub(held.UpdatedAt) >= s.Stale:
 			next := held
-			next.UpdatedAt = now
+			next.State, next.UpdatedAt = statePending, after(held.UpdatedAt, now)
 			if s.takeOver(ctx, held, next) {
 				return next, Recover, nil
 			}
@@ -144,13 +158,37 @@ func (s *Store) Begin(ctx context.Context, account, key, fingerprint, campaignID
 
 // takeOver replaces held by next if nobody changed it since it was read.
 func (s *Store) takeOver(ctx context.Context, held, next Record) bool {
-	res, err := s.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: held.ID}, {Key: "updatedAt", Value: held.UpdatedAt}}, next)
+	unlock, err := s.locks.Lock(ctx, held.ID)
+	if err != nil {
+		return false
+	}
+	defer unlock()
+	res, err := s.coll.ReplaceOne(ctx, unchanged(held), next)
 	return err == nil && res.MatchedCount == 1
+}
+
+// unchanged is the filter on rec as it was read or written: every change
+// of a claim moves updatedAt forward (see after), so it names one version.
+func unchanged(rec Record) bson.D {
+	return bson.D{{Key: "_id", Value: rec.ID}, {Key: "state", Value: rec.State}, {Key: "updatedAt", Value: rec.UpdatedAt}}
+}
+
+// after is now, or just after prev when the clock has not moved past it.
+func after(prev, now time.Time) time.Time {
+	if !now.After(prev) {
+		return prev.Add(time.Millisecond)
+	}
+	return now
 }
 
 // Finish records the answer to the claimed request.
 func (s *Store) Finish(ctx context.Context, rec Record, status int, body []byte) error {
-	_, err := s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: rec.ID}}, bson.D{{Key: "$set", Value: bson.D{
+	unlock, err := s.locks.Lock(ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	_, err = s.coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: rec.ID}}, bson.D{{Key: "$set", Value: bson.D{
 		{Key: "state", Value: stateDone}, {Key: "status", Value: status}, {Key: "body", Value: string(body)},
 		{Key: "updatedAt", Value: s.now().UTC().Truncate(time.Millisecond)},
 	}}})
@@ -160,12 +198,56 @@ func (s *Store) Finish(ctx context.Context, rec Record, status int, body []byte)
 	return nil
 }
 
-// Abandon releases a claim whose command did not run (the store was
-// unavailable), so that a retry runs it. If the release fails too, the
-// claim goes stale and a retry recovers it.
-func (s *Store) Abandon(ctx context.Context, rec Record) {
-	_, _ = s.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: rec.ID}, {Key: "updatedAt", Value: rec.UpdatedAt}})
+// Interrupt marks the claim of a command that failed after it may have
+// written, so that the next request with the key recovers at once instead
+// of waiting for the claim to go stale. If the mark fails too, the claim
+// stays pending and is recovered once stale.
+func (s *Store) Interrupt(ctx context.Context, rec Record) error {
+	unlock, err := s.locks.Lock(ctx, rec.ID)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	_, err = s.coll.UpdateOne(ctx, unchanged(rec), bson.D{{Key: "$set", Value: bson.D{
+		{Key: "state", Value: stateInterrupted},
+		{Key: "updatedAt", Value: after(rec.UpdatedAt, s.now().UTC().Truncate(time.Millisecond))},
+	}}})
+	if err != nil {
+		return fmt.Errorf("interrupt idempotency key: %w", mongox.Classify(err))
+	}
+	return nil
 }
+
+// Release deletes a fresh claim whose command is proven to have written
+// nothing (it failed with NothingWritten), so that a retry runs it afresh.
+// A recovered claim is never released: its first attempt may have
+// written. If the release fails, the claim goes stale and a retry
+// recovers it.
+func (s *Store) Release(ctx context.Context, rec Record) {
+	unlock, err := s.locks.Lock(ctx, rec.ID)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	_, _ = s.coll.DeleteOne(ctx, unchanged(rec))
+}
+
+// NothingWritten marks err as a failure that happened before the command
+// attempted any write: the one kind of failure after which a claim may be
+// released. Commands wrap only what they can prove; everything else keeps
+// the claim.
+func NothingWritten(err error) error { return nothingWritten{err} }
+
+// IsNothingWritten reports whether err was marked by NothingWritten.
+func IsNothingWritten(err error) bool {
+	var nw nothingWritten
+	return errors.As(err, &nw)
+}
+
+type nothingWritten struct{ err error }
+
+func (e nothingWritten) Error() string { return e.err.Error() }
+func (e nothingWritten) Unwrap() error { return e.err }
 
 // Sweep deletes the claims older than the window. Expiry is by query, not
 // by a TTL index, which the embedded store lacks.

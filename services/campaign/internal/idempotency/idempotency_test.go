@@ -34,6 +34,18 @@ func newStore(t *testing.T) (*idempotency.Store, *clock) {
 	return s, c
 }
 
+// newReplicas returns two Stores on one database, each with its own
+// client, as two campaign processes have.
+func newReplicas(t *testing.T) (*idempotency.Store, *idempotency.Store) {
+	t.Helper()
+	c := &clock{t: time.Date(2026, 4, 27, 10, 0, 0, 0, time.UTC)}
+	db := mongotest.NewDatabase(t)
+	a := idempotency.New(mongotest.Client(t).Database(db), c.now)
+	b := idempotency.New(mongotest.Client(t).Database(db), c.now)
+	a.Wait, b.Wait = 300*time.Millisecond, 300*time.Millisecond
+	return a, b
+}
+
 func TestBegin(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -89,10 +101,60 @@ func TestAbandonedClaimIsRecovered(t *testing.T) {
 	if _, _, err := s.Begin(ctx, "org_a", "k", "fp", "rcm_third"); !errors.Is(err, idempotency.ErrInProgress) {
 		t.Fatalf("got %v, want ErrInProgress", err)
 	}
-	// A claim released after a dependency failure is simply new again.
-	s.Abandon(ctx, rec)
+	// A claim released after a failure that wrote nothing is simply new
+	// again.
+	s.Release(ctx, rec)
 	if _, out, err := s.Begin(ctx, "org_a", "k", "fp", "rcm_fourth"); err != nil || out != idempotency.Fresh {
 		t.Fatalf("after abandon: got %v %v, want Fresh", out, err)
+	}
+}
+
+// TestInterruptedClaimIsRecoveredAtOnce: a command that failed after it
+// may have written keeps its claim; the next request recovers it at once,
+// with the campaign id chosen the first time, and only one of two
+// concurrent retries does, also when they reach two replicas.
+func TestInterruptedClaimIsRecoveredAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, other := newReplicas(t)
+	rec, _, err := s.Begin(ctx, "org_a", "k", "fp", "rcm_chosen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Interrupt(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var recovered []idempotency.Record
+	var busy int
+	for _, replica := range []*idempotency.Store{s, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, out, err := replica.Begin(ctx, "org_a", "k", "fp", "rcm_other")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil && out == idempotency.Recover:
+				recovered = append(recovered, got)
+			case errors.Is(err, idempotency.ErrInProgress):
+				busy++
+			default:
+				t.Errorf("got %v %v, want Recover or ErrInProgress", out, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(recovered) != 1 || busy != 1 || recovered[0].CampaignID != "rcm_chosen" {
+		t.Fatalf("got %d recoveries %+v and %d told in progress, want one Recover of rcm_chosen", len(recovered), recovered, busy)
+	}
+	// An interrupted recovery is recovered again.
+	if err := s.Interrupt(ctx, recovered[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got, out, err := s.Begin(ctx, "org_a", "k", "fp", "rcm_third"); err != nil || out != idempotency.Recover || got.CampaignID != "rcm_chosen" {
+		t.Fatalf("got %+v %v %v, want Recover of rcm_chosen", got, out, err)
 	}
 }
 

@@ -3,8 +3,11 @@
 // replicas) and removed from the outbox once the broker acknowledged them.
 // The request path hands each event to the relay at once, in the order the
 // commands were accepted; a periodic sweep of the store publishes whatever
-// a crash, an outage or an overflow left behind. Delivery is at least once:
-// consumers dedupe by event id.
+// a crash, an outage or an overflow left behind. What a sweep finds goes
+// to a backlog that the relay publishes before its queue, so that the
+// sweep at start-up never waits for the broker, however many events a
+// previous process left, and those events go out first and in order.
+// Delivery is at least once: consumers dedupe by event id.
 package relay
 
 import (
@@ -30,8 +33,9 @@ type Outbox interface {
 // Config tunes the relay.
 type Config struct {
 	Topic string
-	// QueueSize bounds the events waiting in memory; past it, events wait
-	// in the store for the sweep.
+	// QueueSize bounds the fresh events waiting in memory; past it,
+	// events wait in the store for the sweep. (What a sweep found waits
+	// in the backlog, which holds what the sweep read anyway.)
 	QueueSize int
 	// SweepInterval is how often the store is scanned for events nothing
 	// is publishing, as a safety net: the scan reads every campaign with
@@ -81,6 +85,10 @@ type Relay struct {
 
 	queue chan item
 
+	backlogMu sync.Mutex
+	backlog   []item        // what sweeps found, oldest first; published before queue
+	kick      chan struct{} // wakes Run when the backlog grows
+
 	ackMu     sync.RWMutex // guards sending on acked against its close
 	acked     chan item
 	ackClosed bool
@@ -104,6 +112,7 @@ func New(cfg Config, client *kgo.Client, outbox Outbox, reg prometheus.Registere
 		logger:   logger,
 		now:      now,
 		queue:    make(chan item, cfg.QueueSize),
+		kick:     make(chan struct{}, 1),
 		acked:    make(chan item, cfg.QueueSize),
 		inflight: map[string]struct{}{},
 	}
@@ -129,6 +138,10 @@ func (r *Relay) Enqueue(campaignID string, msgs ...events.Message) {
 	}
 }
 
+// Missed says events may wait in the outbox that nothing handed the
+// relay: it sweeps them at its next check instead of its next interval.
+func (r *Relay) Missed() { r.dirty.Store(true) }
+
 func (r *Relay) claim(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -145,11 +158,12 @@ func (r *Relay) release(id string) {
 	r.mu.Unlock()
 }
 
-// Sweep publishes the events in the store's outboxes that are not already
-// on their way: all of them when minAge is zero (at start, before any
-// request is served, so that what a previous process left is published
-// before anything new), else those older than minAge. It waits until they
-// are queued, not until they are acknowledged.
+// Sweep hands the relay the events in the store's outboxes that are not
+// already on their way: all of them when minAge is zero (at start, before
+// any request is served, so that what a previous process left is
+// published before anything new), else those older than minAge. They go
+// to the backlog, oldest first, which Run publishes before the queue; the
+// sweep waits for the store, never for the broker.
 func (r *Relay) Sweep(ctx context.Context, minAge time.Duration) error {
 	pending, err := r.outbox.Pending(ctx)
 	if err != nil {
@@ -168,6 +182,7 @@ func (r *Relay) Sweep(ctx context.Context, minAge time.Duration) error {
 		}
 	}
 	r.mu.Unlock()
+	found := make([]item, 0, len(pending))
 	for _, p := range pending {
 		if minAge > 0 && now.Sub(p.Time) < minAge {
 			continue
@@ -175,67 +190,105 @@ func (r *Relay) Sweep(ctx context.Context, minAge time.Duration) error {
 		if !r.claim(p.ID) {
 			continue
 		}
-		r.metrics.swept.Inc()
-		select {
-		case r.queue <- item{campaignID: p.CampaignID, msg: p.Message, enqueued: now}:
-		case <-ctx.Done():
-			r.release(p.ID)
-			return ctx.Err()
-		}
+		found = append(found, item{campaignID: p.CampaignID, msg: p.Message, enqueued: now})
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	r.metrics.swept.Add(float64(len(found)))
+	r.backlogMu.Lock()
+	r.backlog = append(r.backlog, found...)
+	r.backlogMu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
 	}
 	return nil
 }
 
-// Run publishes until ctx is done, then flushes what the producer holds
-// (bounded by drain) and records the acknowledgements it got.
+// nextBacklog takes the oldest backlog item.
+func (r *Relay) nextBacklog() (item, bool) {
+	r.backlogMu.Lock()
+	defer r.backlogMu.Unlock()
+	if len(r.backlog) == 0 {
+		return item{}, false
+	}
+	it := r.backlog[0]
+	r.backlog[0] = item{}
+	r.backlog = r.backlog[1:]
+	if len(r.backlog) == 0 {
+		r.backlog = nil
+	}
+	return it, true
+}
+
+// next takes the backlog's oldest item, else a queued one, without
+// waiting.
+func (r *Relay) next() (item, bool) {
+	if it, ok := r.nextBacklog(); ok {
+		return it, true
+	}
+	select {
+	case it := <-r.queue:
+		return it, true
+	default:
+		return item{}, false
+	}
+}
+
+// Run publishes until ctx is done, the backlog before the queue. Then it
+// produces what is left in memory, flushes the producer and records the
+// acknowledgements it got, all within drain after ctx is done: with the
+// broker down, the rest stays in the outbox for the next start.
 func (r *Relay) Run(ctx context.Context, drain time.Duration) error {
+	// Records are produced with a context of their own that ends drain
+	// after ctx does: a Produce blocked on a full buffer while the broker
+	// is down, and the records it holds, give up then, not never.
+	pctx, stopProducing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProducing()
+	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(drainTimeout(drain), stopProducing) })
+	defer stopTimer()
+
 	var wg sync.WaitGroup
-	removerCtx, stopRemover := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRemover()
 	wg.Add(2)
-	go func() { defer wg.Done(); r.removeAcked(removerCtx) }()
+	go func() { defer wg.Done(); r.removeAcked(pctx) }()
 	go func() { defer wg.Done(); r.sweepLoop(ctx) }()
 
 serve:
-	for {
+	for ctx.Err() == nil {
+		if it, ok := r.nextBacklog(); ok {
+			r.produce(pctx, it)
+			continue
+		}
 		select {
 		case it := <-r.queue:
-			r.produce(it)
+			r.produce(pctx, it)
+		case <-r.kick:
 		case <-ctx.Done():
 			break serve
 		}
 	}
-	// Produce what is already queued, then give the broker a bounded time
-	// to acknowledge; the rest stays in the outbox for the next start.
-drain:
-	for {
-		select {
-		case it := <-r.queue:
-			r.produce(it)
-		default:
-			break drain
+	// Produce what is already in memory, then give the broker the rest of
+	// the drain time to acknowledge.
+	for pctx.Err() == nil {
+		it, ok := r.next()
+		if !ok {
+			break
 		}
+		r.produce(pctx, it)
 	}
-	fctx, cancel := context.WithTimeout(context.Background(), drainTimeout(drain))
-	if err := r.client.Flush(fctx); err != nil {
+	if err := r.client.Flush(pctx); err != nil {
 		r.logger.Warn("relay flush incomplete; the outbox keeps the rest", slog.Any("err", err))
 	}
-	cancel()
 	r.ackMu.Lock()
 	r.ackClosed = true
 	close(r.acked)
 	r.ackMu.Unlock()
 	// Removing what was acknowledged may take a while after a burst; it
-	// gets the drain time too, and what is left stays in the outbox (the
-	// next start republishes it, and consumers absorb the repeat).
-	removed := make(chan struct{})
-	go func() { wg.Wait(); close(removed) }()
-	select {
-	case <-removed:
-	case <-time.After(drainTimeout(drain)):
-		stopRemover()
-		<-removed
-	}
+	// gets what is left of the drain time, and what is left stays in the
+	// outbox (the next start republishes it, and consumers absorb the
+	// repeat).
+	wg.Wait()
 	return nil
 }
 
@@ -246,10 +299,10 @@ func drainTimeout(d time.Duration) time.Duration {
 	return d
 }
 
-func (r *Relay) produce(it item) {
-	// The record's context is not the run's: at shutdown, Flush decides
-	// how long acknowledgements may take.
-	r.client.Produce(context.Background(), it.msg.Record(r.cfg.Topic), func(_ *kgo.Record, err error) {
+func (r *Relay) produce(ctx context.Context, it item) {
+	// ctx is the relay's producing context, not a request's: it ends
+	// only when the drain time after shutdown is over.
+	r.client.Produce(ctx, it.msg.Record(r.cfg.Topic), func(_ *kgo.Record, err error) {
 		if err != nil {
 			r.metrics.published.WithLabelValues("error").Inc()
 			r.logger.Error("publish failed; the sweep will retry", slog.String("event_id", it.msg.ID), slog.Any("err", err))

@@ -29,6 +29,7 @@ type documentDoc struct {
 	// query the embedded store would answer with a scan. An id is added
 	// before its campaign is written, so the list may name a campaign
 	// that a failed start never wrote, never the other way round.
+	// Each id is listed once ($addToSet).
 	CampaignIDs []string `bson:"campaignIds,omitempty"`
 }
 
@@ -68,55 +69,64 @@ func (s *Store) AnyDocument(ctx context.Context, documentID string) (campaign.Do
 
 // ApplyDocument stores doc if its version is newer than the one held (or
 // none is held) and reports whether it did. Concurrent applies of one
-// document are serialized, so an update is applied once however often it
-// is delivered.
+// document are serialized in the process, and the version compare-and-set
+// in the filter orders them across replicas, so an update is applied once
+// however often it is delivered, and a newer one is never overwritten.
 func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now time.Time) (bool, error) {
 	unlock, err := s.locks.Lock(ctx, "document/"+doc.ID)
 	if err != nil {
 		return false, err
 	}
 	defer unlock()
-	held, err := s.AnyDocument(ctx, doc.ID)
-	switch {
-	case errors.Is(err, campaign.ErrNotFound):
-	case err != nil:
-		return false, err
-	case doc.Version <= held.Version:
-		return false, nil
-	}
 	var loan *loanDoc
 	if doc.Loan != nil {
 		loan = &loanDoc{Status: doc.Loan.Status}
 	}
-	if err != nil {
-		// Not held yet: insert. Another process inserting it meanwhile
-		// loses nothing; the newer version wins on its next delivery.
-		_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Version: doc.Version, UpdatedAt: now.UTC()})
-		if mongox.IsDuplicateKey(err) {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := retryPause(ctx, attempt); err != nil {
+				break
+			}
+		}
+		held, err := s.AnyDocument(ctx, doc.ID)
+		switch {
+		case errors.Is(err, campaign.ErrNotFound):
+			// Not held yet: insert. Another replica inserting it
+			// meanwhile makes this a compare-and-set lost: read again.
+			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Version: doc.Version, UpdatedAt: now.UTC()})
+			if mongox.IsDuplicateKey(err) {
+				continue
+			}
+			if err != nil {
+				return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, mongox.Classify(err))
+			}
+			return true, nil
+		case err != nil:
+			return false, err
+		case doc.Version <= held.Version:
 			return false, nil
 		}
+		// Set the fields, keeping the campaign list; only if no other
+		// replica applied a version meanwhile.
+		res, err := s.documents.UpdateOne(ctx,
+			byRevision(doc.ID, "version", held.Version),
+			bson.D{{Key: "$set", Value: bson.D{
+				{Key: "accountId", Value: doc.AccountID}, {Key: "loan", Value: loan}, {Key: "version", Value: doc.Version},
+				{Key: "deleted", Value: false}, {Key: "updatedAt", Value: now.UTC()},
+			}}})
 		if err != nil {
 			return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, mongox.Classify(err))
 		}
-		return true, nil
+		if res.MatchedCount == 1 {
+			return true, nil
+		}
 	}
-	// Set the fields, keeping the campaign list; only if no other process
-	// applied a version meanwhile.
-	res, err := s.documents.UpdateOne(ctx,
-		s.byID(doc.ID, "version", held.Version),
-		bson.D{{Key: "$set", Value: bson.D{
-			{Key: "accountId", Value: doc.AccountID}, {Key: "loan", Value: loan}, {Key: "version", Value: doc.Version},
-			{Key: "deleted", Value: false}, {Key: "updatedAt", Value: now.UTC()},
-		}}})
-	if err != nil {
-		return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, mongox.Classify(err))
-	}
-	return res.MatchedCount == 1, nil
+	return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, ErrConflict)
 }
 
-// addCampaign records campaignID in its document's campaign list, under
-// the document's lock: the embedded store does not isolate concurrent
-// updates of one document.
+// addCampaign records campaignID in its document's campaign list, once
+// however often a start is retried. It takes the document's lock, so that
+// one process sends one update of a document at a time.
 func (s *Store) addCampaign(ctx context.Context, documentID, campaignID string) error {
 	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
 	if err != nil {
@@ -127,7 +137,7 @@ func (s *Store) addCampaign(ctx context.Context, documentID, campaignID string) 
 	// first and its fields when its update arrives (version 0 is older
 	// than any).
 	_, err = s.documents.UpdateOne(ctx, bson.D{{Key: "_id", Value: documentID}},
-		bson.D{{Key: "$push", Value: bson.D{{Key: "campaignIds", Value: campaignID}}}},
+		bson.D{{Key: "$addToSet", Value: bson.D{{Key: "campaignIds", Value: campaignID}}}},
 		options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return fmt.Errorf("index campaign %s on %s: %w", campaignID, documentID, mongox.Classify(err))
@@ -157,20 +167,30 @@ func (s *Store) DeleteDocument(ctx context.Context, documentID string, now time.
 		return false, err
 	}
 	defer unlock()
-	held, err := s.AnyDocument(ctx, documentID)
-	if errors.Is(err, campaign.ErrNotFound) {
-		return false, nil
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := retryPause(ctx, attempt); err != nil {
+				break
+			}
+		}
+		held, err := s.AnyDocument(ctx, documentID)
+		if errors.Is(err, campaign.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if held.Deleted {
+			return false, nil
+		}
+		res, err := s.documents.UpdateOne(ctx, byRevision(documentID, "version", held.Version),
+			bson.D{{Key: "$set", Value: bson.D{{Key: "deleted", Value: true}, {Key: "updatedAt", Value: now.UTC()}}}})
+		if err != nil {
+			return false, fmt.Errorf("delete document %s: %w", documentID, mongox.Classify(err))
+		}
+		if res.MatchedCount == 1 {
+			return true, nil
+		}
 	}
-	if err != nil {
-		return false, err
-	}
-	if held.Deleted {
-		return false, nil
-	}
-	_, err = s.documents.UpdateOne(ctx, bson.D{{Key: "_id", Value: documentID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "deleted", Value: true}, {Key: "updatedAt", Value: now.UTC()}}}})
-	if err != nil {
-		return false, fmt.Errorf("delete document %s: %w", documentID, mongox.Classify(err))
-	}
-	return true, nil
+	return false, fmt.Errorf("delete document %s: %w", documentID, ErrConflict)
 }

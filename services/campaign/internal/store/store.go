@@ -2,17 +2,18 @@
 // Every command is one single-document write that changes a campaign and
 // appends its events to that document's outbox, so state and event can
 // never part. Writes to one campaign or one document are serialized by a
-// per-key lock in the process, and guarded by a revision check in the
-// filter, so that correctness does not depend on the store's isolation of
-// concurrent updates.
+// per-key lock in the process, and every write that replaces what it read
+// carries a compare-and-set of the revision (or version) in its filter, so
+// that two replicas never overwrite each other. There is one write path,
+// whatever the store.
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -29,56 +30,54 @@ const (
 	DocumentsCollection = "documents"
 )
 
-// ErrConflict means the campaign changed between read and write more times
-// than Update retries; the caller may try again.
+// ErrConflict means the document kept changing between read and write
+// until the write's context ended; the caller may try again.
 var ErrConflict = errors.New("campaign changed concurrently")
+
+// ErrExists means a campaign with that id was already written: a retried
+// start whose first attempt wrote it.
+var ErrExists = errors.New("campaign already exists")
 
 // Store is the campaign service's MongoDB store.
 type Store struct {
 	campaigns *mongo.Collection
 	documents *mongo.Collection
 	locks     *keylock.Map
-	// guard adds the revision (or version) check to update filters. On
-	// MongoDB it keeps two replicas from overwriting each other. The
-	// embedded FerretDB answers only a filter on _id alone from an index
-	// (any other reads the whole collection), and runs beside one replica
-	// whose per-key lock already serializes the writes: there it is off.
-	guard atomic.Bool
 }
 
-// New returns a Store on db, with the revision checks on until Detect
-// says otherwise.
+// New returns a Store on db.
 func New(db *mongo.Database) *Store {
-	s := &Store{
+	return &Store{
 		campaigns: db.Collection(CampaignsCollection),
 		documents: db.Collection(DocumentsCollection),
 		locks:     keylock.New(),
 	}
-	s.guard.Store(true)
-	return s
 }
 
-// Detect turns the revision checks off on the embedded store (see guard).
-func (s *Store) Detect(ctx context.Context) error {
-	ferret, err := mongox.IsFerretDB(ctx, s.campaigns.Database().Client())
-	if err != nil {
-		return err
-	}
-	s.guard.Store(!ferret)
-	return nil
+// byRevision is the filter of a compare-and-set: the document id, with
+// field still holding the value read. Every write that replaces what it
+// read goes through it, whatever the store and however many replicas run.
+func byRevision(id string, field string, value any) bson.D {
+	return bson.D{{Key: "_id", Value: id}, {Key: field, Value: value}}
 }
 
-// SetRevisionChecks turns the revision checks on or off whatever the
-// store: tests exercise both.
-func (s *Store) SetRevisionChecks(on bool) { s.guard.Store(on) }
+// maxAttempts bounds the compare-and-set retries of one write. Each lost
+// attempt means another writer won, so the bound is never reached while
+// writers make progress; within it, a write retries until its context
+// ends rather than answering a conflict.
+const maxAttempts = 64
 
-// byID is the filter on _id, with field == value when the guard is on.
-func (s *Store) byID(id string, field string, value any) bson.D {
-	f := bson.D{{Key: "_id", Value: id}}
-	if s.guard.Load() {
-		f = append(f, bson.E{Key: field, Value: value})
+// retryPause waits a little before the next attempt of a lost
+// compare-and-set, longer each time, so that two replicas racing on one
+// campaign do not keep colliding. It returns ctx's error when ctx ends.
+func retryPause(ctx context.Context, attempt int) error {
+	d := time.Duration(1+rand.IntN(1+min(attempt, 10)*2)) * time.Millisecond
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
-	return f
 }
 
 // EnsureIndexes creates the indexes the queries rely on.
@@ -215,7 +214,11 @@ func (s *Store) Create(ctx context.Context, c campaign.Campaign, e events.Event)
 	}
 	d := toDoc(c)
 	d.Outbox = outbox
-	if _, err := s.campaigns.InsertOne(ctx, d); err != nil {
+	_, err = s.campaigns.InsertOne(ctx, d)
+	if mongox.IsDuplicateKey(err) {
+		return events.Message{}, fmt.Errorf("insert campaign %s: %w", c.ID, ErrExists)
+	}
+	if err != nil {
 		return events.Message{}, fmt.Errorf("insert campaign %s: %w", c.ID, mongox.Classify(err))
 	}
 	return msgs[0], nil
@@ -255,15 +258,21 @@ type Mutation func(c *campaign.Campaign) ([]events.Event, error)
 // Update applies fn to the campaign id of account in one write that also
 // appends fn's events to the outbox, and returns the updated campaign and
 // the events as they will be published. Writes to one campaign are
-// serialized; a revision check in the filter catches a writer in another
-// process, and the update is then retried on the fresh state.
+// serialized in the process; the revision compare-and-set in the filter
+// catches a writer in another process, and fn is then run again on the
+// fresh state, until ctx ends (then ErrConflict).
 func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (campaign.Campaign, []events.Message, error) {
 	unlock, err := s.locks.Lock(ctx, "campaign/"+id)
 	if err != nil {
 		return campaign.Campaign{}, nil, err
 	}
 	defer unlock()
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := retryPause(ctx, attempt); err != nil {
+				break
+			}
+		}
 		d, err := s.get(ctx, id)
 		if err != nil {
 			return campaign.Campaign{}, nil, err
@@ -285,7 +294,7 @@ func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (
 		}
 		next := toDoc(c)
 		res, err := s.campaigns.UpdateOne(ctx,
-			s.byID(id, "revision", d.Revision),
+			byRevision(id, "revision", d.Revision),
 			bson.D{
 				{Key: "$set", Value: bson.D{
 					{Key: "active", Value: next.Active},
@@ -305,7 +314,7 @@ func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (
 			return c, msgs, nil
 		}
 	}
-	return campaign.Campaign{}, nil, ErrConflict
+	return campaign.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", id, ErrConflict)
 }
 
 // ListByDocument returns up to limit campaigns of account on documentID,

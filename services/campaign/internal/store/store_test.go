@@ -34,9 +34,6 @@ func newStore(t *testing.T) *store.Store {
 	}
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	s := store.New(cl.Database(mongotest.NewDatabase(t)))
-	if err := s.Detect(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := s.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +88,7 @@ func TestGetIsScopedToTheAccount(t *testing.T) {
 // store must not.
 func TestConcurrentOptOutsLoseNone(t *testing.T) {
 	t.Parallel()
-	for _, checks := range []bool{false, true} {
-		t.Run(fmt.Sprintf("revision checks %v", checks), func(t *testing.T) {
-			t.Parallel()
-			s := newStore(t)
-			s.SetRevisionChecks(checks)
-			concurrentOptOuts(t, s)
-		})
-	}
+	concurrentOptOuts(t, newStore(t))
 }
 
 func concurrentOptOuts(t *testing.T, s *store.Store) {
@@ -315,5 +305,32 @@ func TestListByDocumentPagesNewestFirst(t *testing.T) {
 	}
 	if !slices.Equal(got, made) {
 		t.Fatalf("got %v, want %v", got, made)
+	}
+}
+
+// TestCampaignListedOnce: a start retried with the campaign id it chose
+// lists that campaign once on its document, however often it ran.
+func TestCampaignListedOnce(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	doc := behind("doc_once", "org_once")
+	c, e, err := campaign.Start(campaign.StartInput{Call: true, Tone: "t", Cadence: "c"}, doc, user, gen.New, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, c, e); err != nil {
+		t.Fatal(err)
+	}
+	_, again := s.Create(ctx, c, e)
+	listed, err := s.ListByDocument(ctx, "org_once", doc.ID, "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || listed[0].ID != c.ID {
+		t.Fatalf("the document lists %d campaigns, want %s once", len(listed), c.ID)
+	}
+	if !errors.Is(again, store.ErrExists) {
+		t.Fatalf("second insert of %s: got %v, want ErrExists", c.ID, again)
 	}
 }

@@ -1,0 +1,302 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/httpx"
+	"github.com/rcm-platform/rcm/pkg/ids"
+	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/services/campaign/internal/api"
+	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
+	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
+	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
+	"github.com/rcm-platform/rcm/services/campaign/internal/store"
+)
+
+func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
+
+// deadline is the request deadline of the test service.
+const deadline = time.Second
+
+// relayRecorder stands in for the relay: it keeps what it was handed.
+type relayRecorder struct {
+	mu     sync.Mutex
+	msgs   []events.Message
+	missed int
+}
+
+func (r *relayRecorder) Enqueue(_ string, msgs ...events.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, msgs...)
+}
+
+func (r *relayRecorder) Missed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.missed++
+}
+
+type service struct {
+	url   string
+	store *store.Store // on a direct client, for the test's own reads
+	proxy *replyHolder
+	relay *relayRecorder
+	p     principal.Principal
+}
+
+// newService runs the campaign API on loopback, its store reached through
+// a proxy that can hold back a reply.
+func newService(t *testing.T) *service {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db := mongotest.NewDatabase(t)
+	proxy := newReplyHolder(t, mongotest.URI(t))
+	cl, err := mongox.Connect(proxy.URI(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	st := store.New(cl.Database(db))
+	if err := st.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	gen := ids.NewGenerator(time.Now)
+	rec := &relayRecorder{}
+	h := &api.Handler{
+		Store: st, Relay: rec, NewID: gen.New, Now: time.Now, Logger: logger,
+		Applier:     documents.NewApplier(st, rec, gen.New, time.Now, prometheus.NewRegistry(), logger),
+		Idempotency: idempotency.New(cl.Database(db), time.Now),
+	}
+	s := &service{
+		store: store.New(mongotest.Client(t).Database(db)),
+		proxy: proxy, relay: rec,
+		p: principal.Principal{AccountID: "org_idem", UserID: "user_1", SessionID: "sess_1", OrgID: "org_idem"},
+	}
+	router := httpx.NewRouter(logger, httpx.NewHTTPMetrics(prometheus.NewRegistry(), "campaign"), deadline)
+	router.Group(func(r chi.Router) {
+		r.Use(func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				next.ServeHTTP(w, r.WithContext(principal.WithPrincipal(r.Context(), s.p)))
+			})
+		})
+		h.Routes(r)
+	})
+	srv := httptest.NewServer(router)
+	t.Cleanup(srv.Close)
+	s.url = srv.URL
+	return s
+}
+
+func (s *service) post(t *testing.T, path, key string, body any) (int, map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", s.url+path, bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, m
+}
+
+func (s *service) putDoc(t *testing.T, id string) {
+	t.Helper()
+	doc := campaign.Document{ID: id, AccountID: s.p.AccountID, Loan: &campaign.Loan{Status: "BEHIND"}, Version: 1}
+	if _, err := s.store.ApplyDocument(context.Background(), doc, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outbox returns the events of type typ waiting in the outboxes.
+func (s *service) outbox(t *testing.T, typ string) []store.Pending {
+	t.Helper()
+	pending, err := s.store.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []store.Pending
+	for _, p := range pending {
+		if p.Type == typ {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+var start = map[string]any{"sms": true, "email": false, "call": true, "tone": "kind", "cadence": "weekly", "notes": nil}
+
+func await(t *testing.T, held <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the store never answered the %s", what)
+	}
+}
+
+// TestStartAnswerLost: the store wrote the campaign but its reply came
+// after the request's deadline. The retry with the same Idempotency-Key
+// answers that campaign: one campaign, one campaign_started event.
+func TestStartAnswerLost(t *testing.T) {
+	t.Parallel()
+	s := newService(t)
+	s.putDoc(t, "doc_lost")
+	path := "/v1/documents/doc_lost/rcm"
+
+	held := s.proxy.Hold("insert", store.CampaignsCollection)
+	if status, body := s.post(t, path, "start-lost", start); status < 500 {
+		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
+	}
+	await(t, held, "insert")
+
+	status, body := s.post(t, path, "start-lost", start)
+	if status != http.StatusCreated {
+		t.Fatalf("retry: got %d %v, want 201", status, body)
+	}
+	listed, err := s.store.ListByDocument(context.Background(), s.p.AccountID, "doc_lost", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 {
+		t.Fatalf("the document has %d campaigns, want 1", len(listed))
+	}
+	if id := body["campaign"].(map[string]any)["id"]; id != listed[0].ID {
+		t.Fatalf("the retry answered campaign %v, want the one the first attempt wrote, %s", id, listed[0].ID)
+	}
+	if started := s.outbox(t, events.TypeCampaignStarted); len(started) != 1 {
+		t.Fatalf("the outbox holds %d campaign_started events, want 1", len(started))
+	}
+	// Answered once, the key replays.
+	if status, again := s.post(t, path, "start-lost", start); status != http.StatusCreated || again["campaign"].(map[string]any)["id"] != listed[0].ID {
+		t.Fatalf("second retry: got %d %v", status, again)
+	}
+}
+
+// TestOptOutAnswerLost: the same for an opt-out whose update the store
+// applied after the request gave up on it.
+func TestOptOutAnswerLost(t *testing.T) {
+	t.Parallel()
+	s := newService(t)
+	s.putDoc(t, "doc_opt_lost")
+	path := "/v1/documents/doc_opt_lost/rcm"
+	status, body := s.post(t, path, "", start)
+	if status != http.StatusCreated {
+		t.Fatalf("start: %d %v", status, body)
+	}
+	id := body["campaign"].(map[string]any)["id"].(string)
+	opt := map[string]any{"campaignId": id, "channel": "sms", "notes": nil}
+
+	held := s.proxy.Hold("update", store.CampaignsCollection)
+	if status, body := s.post(t, path+"/opt-out", "opt-lost", opt); status < 500 {
+		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
+	}
+	await(t, held, "update")
+	for i := range 2 {
+		if status, body := s.post(t, path+"/opt-out", "opt-lost", opt); status != http.StatusOK {
+			t.Fatalf("retry %d: got %d %v, want 200", i, status, body)
+		}
+	}
+	c, err := s.store.Get(context.Background(), s.p.AccountID, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.OptOuts) != 1 {
+		t.Fatalf("the campaign recorded %d opt-outs, want 1", len(c.OptOuts))
+	}
+	if got := s.outbox(t, events.TypeOptOut); len(got) != 1 || got[0].ID != c.OptOuts[0].EventID {
+		t.Fatalf("the outbox holds %d opt_out events, want the one recorded", len(got))
+	}
+}
+
+// TestStartWrittenLate: the first attempt's insert reaches the store only
+// after the retry ran: the retry wrote the campaign with the id chosen at
+// the claim, and the late insert adds nothing.
+func TestStartWrittenLate(t *testing.T) {
+	t.Parallel()
+	s := newService(t)
+	s.putDoc(t, "doc_late")
+	path := "/v1/documents/doc_late/rcm"
+
+	held, release := s.proxy.HoldRequest("insert", store.CampaignsCollection)
+	if status, body := s.post(t, path, "start-late", start); status < 500 {
+		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
+	}
+	await(t, held, "insert")
+	status, body := s.post(t, path, "start-late", start)
+	if status != http.StatusCreated {
+		t.Fatalf("retry: got %d %v, want 201", status, body)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := s.store.ListByDocument(context.Background(), s.p.AccountID, "doc_late", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 1 || body["campaign"].(map[string]any)["id"] != listed[0].ID {
+		t.Fatalf("the document has %d campaigns, want the one the retry answered", len(listed))
+	}
+	if started := s.outbox(t, events.TypeCampaignStarted); len(started) != 1 {
+		t.Fatalf("the outbox holds %d campaign_started events, want 1", len(started))
+	}
+}
+
+// TestOptOutWrittenLate: the same for an opt-out; the revision
+// compare-and-set keeps the late update from recording it twice.
+func TestOptOutWrittenLate(t *testing.T) {
+	t.Parallel()
+	s := newService(t)
+	s.putDoc(t, "doc_opt_late")
+	path := "/v1/documents/doc_opt_late/rcm"
+	status, body := s.post(t, path, "", start)
+	if status != http.StatusCreated {
+		t.Fatalf("start: %d %v", status, body)
+	}
+	id := body["campaign"].(map[string]any)["id"].(string)
+	opt := map[string]any{"campaignId": id, "channel": "email", "notes": nil}
+
+	held, release := s.proxy.HoldRequest("update", store.CampaignsCollection)
+	if status, body := s.post(t, path+"/opt-out", "opt-late", opt); status < 500 {
+		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
+	}
+	await(t, held, "update")
+	if status, body := s.post(t, path+"/opt-out", "opt-late", opt); status != http.StatusOK {
+		t.Fatalf("retry: got %d %v, want 200", status, body)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.store.Get(context.Background(), s.p.AccountID, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.OptOuts) != 1 {
+		t.Fatalf("the campaign recorded %d opt-outs, want 1", len(c.OptOuts))
+	}
+	if got := s.outbox(t, events.TypeOptOut); len(got) != 1 || got[0].ID != c.OptOuts[0].EventID {
+		t.Fatalf("the outbox holds %d opt_out events, want the one recorded", len(got))
+	}
+}
