@@ -71,7 +71,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8081"),
 		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_campaign"),
-		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		InternalSecret: r.String("RCM_INTERNAL_SECRET", ""),
 		EventsTopic:    r.String("RCM_EVENTS_TOPIC", events.Topic),
 		DocumentsTopic: r.String("RCM_DOCUMENTS_TOPIC", "documents.v1"),
 		DocumentsGroup: r.String("RCM_DOCUMENTS_GROUP", "rcm-campaign"),
@@ -113,6 +113,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	health.Add("mongodb", mongox.Ping(mc))
 	st := store.New(mc.Database(cfg.MongoDatabase))
 	idem := idempotency.New(mc.Database(cfg.MongoDatabase), time.Now)
+	signer.GuardWrites(principal.NewStoreNonces(mc.Database(cfg.MongoDatabase).Collection("principal_nonces"), time.Now))
 
 	producer, err := kafkax.NewClient(cfg.Kafka, "rcm-campaign-relay", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),

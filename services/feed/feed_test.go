@@ -389,3 +389,21 @@ func TestPrincipalRequired(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesToStartWithoutSecret: with no RCM_INTERNAL_SECRET the service
+// does not fall back to a known one; run returns at once, saying why.
+func TestRefusesToStartWithoutSecret(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	vars := map[string]string{}
+	for k, v := range e.vars {
+		vars[k] = v
+	}
+	delete(vars, "RCM_INTERNAL_SECRET")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, func(k string) string { return vars[k] }, io.Discard)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "RCM_INTERNAL_SECRET is not set") {
+		t.Fatalf("got %v (context: %v), want an error at start naming RCM_INTERNAL_SECRET", err, ctx.Err())
+	}
+}

@@ -59,7 +59,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		HTTPAddr:          r.String("RCM_HTTP_ADDR", "127.0.0.1:8080"),
 		JWKSURL:           r.String("RCM_CLERK_JWKS_URL", "http://127.0.0.1:8090/.well-known/jwks.json"),
 		Issuer:            r.String("RCM_CLERK_ISSUER", ""),
-		InternalSecret:    r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		InternalSecret:    r.String("RCM_INTERNAL_SECRET", ""),
 		CampaignURL:       r.String("RCM_CAMPAIGN_URL", "http://127.0.0.1:8081"),
 		ComplianceURL:     r.String("RCM_COMPLIANCE_URL", "http://127.0.0.1:8082"),
 		FeedURL:           r.String("RCM_FEED_URL", "http://127.0.0.1:8083"),
