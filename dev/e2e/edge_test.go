@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -106,4 +107,32 @@ func TestCapturedPrincipalIsSingleUse(t *testing.T) {
 	if n := len(r.JSON(t)["campaigns"].([]any)); r.Status != http.StatusOK || n != 1 {
 		t.Fatalf("the document's campaigns: got %d %s, want the one campaign", r.Status, r.Body)
 	}
+}
+
+// TestLastEventIDBeyondHeadThroughGateway: the feed's 400 for a cursor past
+// the account's newest item reaches the client as it is, and as the
+// OpenAPI file describes it.
+func TestLastEventIDBeyondHeadThroughGateway(t *testing.T) {
+	t.Parallel()
+	acct := newAccount(t, "org")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, stk.GatewayURL()+"/v1/activity/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token(t, acct))
+	req.Header.Set("Last-Event-ID", "7")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("got status %d and a body that did not end: %v", resp.StatusCode, err)
+	}
+	r := response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	r.wantError(t, http.StatusBadRequest, "Invalid Last-Event-ID.")
+	checkOpenAPI(t, req, r)
 }
