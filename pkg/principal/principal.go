@@ -98,7 +98,7 @@ func NewSigner(secret string, now func() time.Time) (*Signer, error) {
 }
 
 // GuardWrites makes n the replay guard of requests that change state. It
-// must hold across the service's replicas (StoreNonces): a replay sent to
+// must hold across the service's replicas (package nonces): a replay sent to
 // another replica would otherwise act twice.
 func (s *Signer) GuardWrites(n Nonces) { s.writes = n }
 

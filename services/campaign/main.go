@@ -25,6 +25,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/obs"
 	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/pkg/principal/nonces"
 	"github.com/rcm-platform/rcm/services/campaign/internal/api"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
@@ -113,7 +114,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	health.Add("mongodb", mongox.Ping(mc))
 	st := store.New(mc.Database(cfg.MongoDatabase))
 	idem := idempotency.New(mc.Database(cfg.MongoDatabase), time.Now)
-	signer.GuardWrites(principal.NewStoreNonces(mc.Database(cfg.MongoDatabase).Collection("principal_nonces"), time.Now))
+	signer.GuardWrites(nonces.New(mc.Database(cfg.MongoDatabase).Collection("principal_nonces"), time.Now))
 
 	producer, err := kafkax.NewClient(cfg.Kafka, "rcm-campaign-relay", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
