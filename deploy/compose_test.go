@@ -20,14 +20,15 @@ import (
 // composeEnv is a complete .env for docker-compose.yml.
 func composeEnv() map[string]string {
 	return map[string]string{
-		"RCM_INTERNAL_SECRET":     strings.Repeat("s", 64),
-		"MONGO_ROOT_PASSWORD":     "rootpw",
-		"RCM_CAMPAIGN_PASSWORD":   "campaignpw",
-		"RCM_COMPLIANCE_PASSWORD": "compliancepw",
-		"RCM_FEED_PASSWORD":       "feedpw",
-		"GRAFANA_ADMIN_PASSWORD":  "grafanapw",
-		"RCM_CLERK_JWKS_URL":      "https://clerk.example.test/.well-known/jwks.json",
-		"RCM_CLERK_ISSUER":        "https://clerk.example.test",
+		"RCM_INTERNAL_SECRET":          strings.Repeat("s", 64),
+		"MONGO_ROOT_PASSWORD":          "rootpw",
+		"RCM_CAMPAIGN_PASSWORD":        "campaignpw",
+		"RCM_COMPLIANCE_PASSWORD":      "compliancepw",
+		"RCM_FEED_PASSWORD":            "feedpw",
+		"GRAFANA_ADMIN_PASSWORD":       "grafanapw",
+		"RCM_CLERK_JWKS_URL":           "https://clerk.example.test/.well-known/jwks.json",
+		"RCM_CLERK_ISSUER":             "https://clerk.example.test",
+		"RCM_CLERK_AUTHORIZED_PARTIES": "https://app.example.test",
 	}
 }
 

@@ -42,6 +42,10 @@ ensureRole("rcmCampaign", [
   // Idempotency-Key claims: taken, answered, released after a failure, and
   // swept after 24 hours.
   { resource: { db: "rcm_campaign", collection: "idempotency" }, actions: ["find", "insert", "update", "remove"] },
+  // The nonces of the gateway's signed principals, one insert per command
+  // (unique _id: a replayed signature fails on every replica), swept by
+  // _id once they can no longer verify.
+  { resource: { db: "rcm_campaign", collection: "principal_nonces" }, actions: ["find", "insert", "remove"] },
 ]);
 
 // The activity feed is insert-only as well.

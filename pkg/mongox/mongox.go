@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 )
 
@@ -40,16 +41,33 @@ func Connect(uri string, reg prometheus.Registerer) (*mongo.Client, error) {
 			duration.WithLabelValues(e.CommandName, "error").Observe(e.Duration.Seconds())
 		},
 	}
-	opts := options.Client().ApplyURI(uri).
-		SetMonitor(monitor).
-		SetServerSelectionTimeout(3 * time.Second).
-		SetConnectTimeout(3 * time.Second).
-		SetRetryWrites(true)
-	cl, err := mongo.Connect(opts)
+	cl, err := mongo.Connect(clientOptions(uri).SetMonitor(monitor))
 	if err != nil {
 		return nil, fmt.Errorf("mongodb client: %w", err)
 	}
 	return cl, nil
+}
+
+// clientOptions are the options of every client: short timeouts, retryable
+// writes, and writes acknowledged by a majority of the replica set with
+// journaling. Every write the platform makes is one that the compliance
+// log or a committed offset rests on (an offset is committed once the
+// write is acknowledged): one acknowledged by the primary alone could be
+// rolled back by a failover after the offset moved on. It overrides a w or
+// journal in the URI. (The embedded store has one member and accepts it.)
+func clientOptions(uri string) *options.ClientOptions {
+	return options.Client().ApplyURI(uri).
+		SetServerSelectionTimeout(3 * time.Second).
+		SetConnectTimeout(3 * time.Second).
+		SetRetryWrites(true).
+		SetWriteConcern(majorityJournaled())
+}
+
+func majorityJournaled() *writeconcern.WriteConcern {
+	wc := writeconcern.Majority()
+	j := true
+	wc.Journal = &j
+	return wc
 }
 
 // Dial is Connect plus the function that disconnects, waiting up to five

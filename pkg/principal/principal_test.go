@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -17,6 +18,8 @@ func TestVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.GuardWrites(NewMemoryNonces(time.Now))
+	bare, _ := NewSigner(secret, func() time.Time { return now })
 	other, _ := NewSigner("ffffffffffffffffffffffffffffffff", func() time.Time { return now })
 	later, _ := NewSigner(secret, func() time.Time { return now.Add(TTL + time.Second) })
 	p := Principal{AccountID: "org_1", UserID: "user_1", SessionID: "sess_1", OrgID: "org_1"}
@@ -38,7 +41,7 @@ func TestVerify(t *testing.T) {
 		{"missing", func() *http.Request { return httptest.NewRequest("POST", "/v1/x", nil) }, s, ErrMissing},
 		{"forged by client", func() *http.Request {
 			r := httptest.NewRequest("POST", "/v1/x", nil)
-			r.Header.Set(Header, `v1.eyJhY2N0Ijoib3JnXzEiLCJzdWIiOiJ1c2VyXzEiLCJleHAiOjk5OTk5OTk5OTl9.AAAA`)
+			r.Header.Set(Header, `v2.eyJhY2N0Ijoib3JnXzEiLCJzdWIiOiJ1c2VyXzEiLCJleHAiOjk5OTk5OTk5OTl9.AAAA`)
 			return r
 		}, s, ErrSignature},
 		{"other secret", func() *http.Request { return signed("POST", "/v1/x") }, other, ErrSignature},
@@ -61,6 +64,19 @@ func TestVerify(t *testing.T) {
 			return r2
 		}, s, ErrSignature},
 		{"expired", func() *http.Request { return signed("GET", "/v1/x") }, later, ErrExpired},
+		{"a read replayed", func() *http.Request {
+			r := signed("GET", "/v1/x")
+			if _, err := s.Verify(r); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}, s, ErrReplayed},
+		{"a command where no guard holds its nonces", func() *http.Request { return signed("POST", "/v1/x") }, bare, ErrNoGuard},
+		{"the previous format", func() *http.Request {
+			r := httptest.NewRequest("GET", "/v1/x", nil)
+			r.Header.Set(Header, `v1.eyJhY2N0Ijoib3JnXzEiLCJzdWIiOiJ1c2VyXzEiLCJleHAiOjk5OTk5OTk5OTl9.AAAA`)
+			return r
+		}, s, ErrMalformed},
 		{"garbage", func() *http.Request {
 			r := httptest.NewRequest("GET", "/v1/x", nil)
 			r.Header.Set(Header, "not-a-principal")
@@ -84,5 +100,13 @@ func TestNewSignerRefusesShortSecret(t *testing.T) {
 	t.Parallel()
 	if _, err := NewSigner("short", time.Now); err == nil {
 		t.Fatal("got nil error for a 5-byte secret, want an error")
+	}
+}
+
+func TestForServiceRefusesNoSecret(t *testing.T) {
+	t.Parallel()
+	_, err := ForService("", discard)
+	if err == nil || !strings.Contains(err.Error(), "RCM_INTERNAL_SECRET is not set") {
+		t.Fatalf("got %v, want an error naming RCM_INTERNAL_SECRET", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/obs"
 	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/pkg/principal/nonces"
 	"github.com/rcm-platform/rcm/services/campaign/internal/api"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
@@ -71,7 +72,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		HTTPAddr:       r.String("RCM_HTTP_ADDR", "127.0.0.1:8081"),
 		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_campaign"),
-		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		InternalSecret: r.String("RCM_INTERNAL_SECRET", ""),
 		EventsTopic:    r.String("RCM_EVENTS_TOPIC", events.Topic),
 		DocumentsTopic: r.String("RCM_DOCUMENTS_TOPIC", "documents.v1"),
 		DocumentsGroup: r.String("RCM_DOCUMENTS_GROUP", "rcm-campaign"),
@@ -113,6 +114,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	health.Add("mongodb", mongox.Ping(mc))
 	st := store.New(mc.Database(cfg.MongoDatabase))
 	idem := idempotency.New(mc.Database(cfg.MongoDatabase), time.Now)
+	signer.GuardWrites(nonces.New(mc.Database(cfg.MongoDatabase).Collection("principal_nonces"), time.Now))
 
 	producer, err := kafkax.NewClient(cfg.Kafka, "rcm-campaign-relay", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),

@@ -68,7 +68,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_compliance"),
 		CreateIndexes:  r.Bool("RCM_MONGODB_CREATE_INDEXES", true),
-		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		InternalSecret: r.String("RCM_INTERNAL_SECRET", ""),
 		EventsTopic:    r.String("RCM_EVENTS_TOPIC", events.Topic),
 		DLQTopic:       r.String("RCM_DLQ_TOPIC", events.DLQTopic),
 		Group:          r.String("RCM_COMPLIANCE_GROUP", "rcm-compliance"),

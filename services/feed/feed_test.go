@@ -389,3 +389,84 @@ func TestPrincipalRequired(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusesToStartWithoutSecret: with no RCM_INTERNAL_SECRET the service
+// does not fall back to a known one; run returns at once, saying why.
+func TestRefusesToStartWithoutSecret(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	vars := map[string]string{}
+	for k, v := range e.vars {
+		vars[k] = v
+	}
+	delete(vars, "RCM_INTERNAL_SECRET")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := run(ctx, func(k string) string { return vars[k] }, io.Discard)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "RCM_INTERNAL_SECRET is not set") {
+		t.Fatalf("got %v (context: %v), want an error at start naming RCM_INTERNAL_SECRET", err, ctx.Err())
+	}
+}
+
+// TestStreamCap: past RCM_FEED_MAX_STREAMS open streams, a new one is
+// answered 503 with Retry-After and the contract's body, and once one
+// closes a new one is accepted.
+func TestStreamCap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	inst := e.start(t, map[string]string{"RCM_FEED_MAX_STREAMS": "3"})
+	var open []*stream
+	for _, acct := range []string{"org_a", "org_b", "org_a"} {
+		open = append(open, e.openStream(t, inst, acct, "", nil))
+	}
+	resp := e.request(t, bounded(t), inst, "org_c", "/v1/activity/stream", nil)
+	if ra := resp.Header.Get("Retry-After"); ra == "" {
+		t.Errorf("the 4th stream: no Retry-After")
+	}
+	checkError(t, resp, http.StatusServiceUnavailable, httpx.MsgUnavailable)
+
+	open[1].close()
+	eventually(t, 10*time.Second, "a stream to be accepted after one closed", func() bool {
+		resp := e.request(t, bounded(t), inst, "org_c", "/v1/activity/stream", nil)
+		ok := resp.StatusCode == http.StatusOK
+		resp.Body.Close()
+		return ok
+	})
+}
+
+// TestLastEventIDBeyondHead: a Last-Event-ID past what the account's feed
+// holds was not issued by this API: it is refused with 400 rather than
+// answered with a stream that holds back the next items.
+func TestLastEventIDBeyondHead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, 1)
+	inst := e.start(t, nil)
+	evs := e.newEvents("org_a", 3)
+	e.produceAndAwait(t, e.records(t, evs...)...)
+	for _, bad := range []string{"4", "1000"} {
+		resp := e.request(t, bounded(t), inst, "org_a", "/v1/activity/stream", http.Header{"Last-Event-Id": {bad}})
+		checkError(t, resp, http.StatusBadRequest, "Invalid Last-Event-ID.")
+		resp = e.request(t, bounded(t), inst, "org_a", "/v1/activity/stream?lastEventId="+bad, nil)
+		checkError(t, resp, http.StatusBadRequest, "Invalid Last-Event-ID.")
+	}
+	// Another account's cursor is judged against this account's feed.
+	resp := e.request(t, bounded(t), inst, "org_b", "/v1/activity/stream", http.Header{"Last-Event-Id": {"1"}})
+	checkError(t, resp, http.StatusBadRequest, "Invalid Last-Event-ID.")
+	// The head itself, and 0, are positions a client may hold.
+	at := e.openStream(t, inst, "org_a", "", http.Header{"Last-Event-Id": {"3"}})
+	zero := e.openStream(t, inst, "org_a", "", http.Header{"Last-Event-Id": {"0"}})
+	checkSeqs(t, "from 0", zero.items(t, 3), evs, 1)
+	more := e.newEvents("org_a", 4)
+	e.produce(t, more[3])
+	if it := at.items(t, 1)[0]; it.Seq != 4 || it.ID != more[3].EventID {
+		t.Fatalf("from the head: got %d:%s, want 4:%s", it.Seq, it.ID, more[3].EventID)
+	}
+}
+
+// bounded returns a context that ends in 10 s: a stream answered 200 where
+// an error is expected would otherwise be read until the test times out.
+func bounded(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

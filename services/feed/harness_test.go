@@ -62,6 +62,7 @@ func newEnv(t testing.TB, partitions int32) *env {
 		"RCM_SSE_HEARTBEAT":    "15s",
 		"RCM_DRAIN_TIMEOUT":    "5s",
 		"RCM_LOG_LEVEL":        "info",
+		"RCM_INTERNAL_SECRET":  principal.DevSecret,
 	}
 	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
 	if err != nil {

@@ -58,6 +58,7 @@ type config struct {
 	Partitions     int
 	CreateTopics   bool
 	Heartbeat      time.Duration
+	MaxStreams     int
 	DrainTimeout   time.Duration
 	LagInterval    time.Duration
 	InstanceID     string
@@ -73,7 +74,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MongoURI:       r.String("RCM_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:  r.String("RCM_MONGODB_DATABASE", "rcm_feed"),
 		CreateIndexes:  r.Bool("RCM_MONGODB_CREATE_INDEXES", true),
-		InternalSecret: r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		InternalSecret: r.String("RCM_INTERNAL_SECRET", ""),
 		EventsTopic:    r.String("RCM_EVENTS_TOPIC", events.Topic),
 		DLQTopic:       r.String("RCM_DLQ_TOPIC", events.DLQTopic),
 		ActivityTopic:  r.String("RCM_ACTIVITY_TOPIC", "rcm.activity.v1"),
@@ -81,6 +82,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Partitions:     r.Int("RCM_KAFKA_PARTITIONS", 6),
 		CreateTopics:   r.Bool("RCM_KAFKA_CREATE_TOPICS", true),
 		Heartbeat:      r.Duration("RCM_SSE_HEARTBEAT", api.DefaultHeartbeat),
+		MaxStreams:     r.Int("RCM_FEED_MAX_STREAMS", api.DefaultMaxStreams),
 		DrainTimeout:   r.Duration("RCM_DRAIN_TIMEOUT", 10*time.Second),
 		LagInterval:    r.Duration("RCM_KAFKA_LAG_INTERVAL", 10*time.Second),
 		InstanceID:     r.String("RCM_KAFKA_INSTANCE_ID", ""),
@@ -95,6 +97,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.Kafka = kafka
 	if c.Partitions < 1 {
 		return c, fmt.Errorf("RCM_KAFKA_PARTITIONS=%d: want at least 1", c.Partitions)
+	}
+	if c.MaxStreams < 1 {
+		return c, fmt.Errorf("RCM_FEED_MAX_STREAMS=%d: want at least 1", c.MaxStreams)
 	}
 	if c.Heartbeat <= 0 {
 		return c, fmt.Errorf("RCM_SSE_HEARTBEAT=%s: want a positive duration", c.Heartbeat)
@@ -185,7 +190,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	streamsDone := make(chan struct{})
 	var stopStreams sync.Once
 	activityAPI := api.New(api.Config{
-		Store: items, Hub: h, Heartbeat: cfg.Heartbeat, Stop: streamsDone, Now: time.Now, Logger: logger,
+		Store: items, Hub: h, Heartbeat: cfg.Heartbeat, MaxStreams: cfg.MaxStreams, Stop: streamsDone, Now: time.Now, Logger: logger,
 	}, reg)
 	requirePrincipal := signer.Require(logger)
 	httpMetrics := httpx.NewHTTPMetrics(reg, "feed")

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,7 +60,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		HTTPAddr:          r.String("RCM_HTTP_ADDR", "127.0.0.1:8080"),
 		JWKSURL:           r.String("RCM_CLERK_JWKS_URL", "http://127.0.0.1:8090/.well-known/jwks.json"),
 		Issuer:            r.String("RCM_CLERK_ISSUER", ""),
-		InternalSecret:    r.String("RCM_INTERNAL_SECRET", principal.DevSecret),
+		InternalSecret:    r.String("RCM_INTERNAL_SECRET", ""),
 		CampaignURL:       r.String("RCM_CAMPAIGN_URL", "http://127.0.0.1:8081"),
 		ComplianceURL:     r.String("RCM_COMPLIANCE_URL", "http://127.0.0.1:8082"),
 		FeedURL:           r.String("RCM_FEED_URL", "http://127.0.0.1:8083"),
@@ -78,6 +79,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, r.Err()
 }
 
+// checkConfig refuses a production gateway without authorized parties:
+// it would accept a token minted for any front-end of the Clerk instance,
+// and a warning in a log is too easy to miss for that. The local stack,
+// recognised by its development secret, mints tokens without azp.
+func checkConfig(c config) error {
+	if len(c.AuthorizedParties) == 0 && c.InternalSecret != principal.DevSecret {
+		return errors.New("RCM_CLERK_AUTHORIZED_PARTIES is not set: outside the local stack the gateway checks every token's azp against your front-ends' origins (comma-separated)")
+	}
+	return nil
+}
+
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg, err := loadConfig(getenv)
 	if err != nil {
@@ -87,6 +99,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	signer, err := principal.ForService(cfg.InternalSecret, logger)
 	if err != nil {
 		return err
+	}
+	if err := checkConfig(cfg); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	reg := obs.NewRegistry()
 	health := obs.NewHealth()

@@ -252,6 +252,8 @@ func withEnv(ctx context.Context, cfg Config, name string, fn func(*env) error) 
 			// tenant, not what is measured here.
 			"RCM_RATE_LIMIT":  "1000000",
 			"RCM_RATE_WINDOW": "1m",
+			// The fan-out measures streams past the feed's production cap.
+			"RCM_FEED_MAX_STREAMS": "1000000",
 		},
 	}
 	if cfg.PprofDir != "" {

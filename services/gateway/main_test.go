@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rcm-platform/rcm/pkg/principal"
+)
+
+// TestRefusesToStartWithoutAuthorizedParties: outside the local stack (a
+// secret of its own) a gateway with no RCM_CLERK_AUTHORIZED_PARTIES would
+// accept tokens minted for any front-end of the Clerk instance; it refuses
+// to start instead. The local stack (the development secret) may leave
+// them out.
+func TestRefusesToStartWithoutAuthorizedParties(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{
+		"RCM_HTTP_ADDR":       "127.0.0.1:0",
+		"RCM_CLERK_JWKS_URL":  "http://127.0.0.1:1/.well-known/jwks.json",
+		"RCM_INTERNAL_SECRET": strings.Repeat("s", 64),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := run(ctx, func(k string) string { return vars[k] }, io.Discard)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "RCM_CLERK_AUTHORIZED_PARTIES") {
+		t.Fatalf("got %v (context: %v), want an error at start naming RCM_CLERK_AUTHORIZED_PARTIES", err, ctx.Err())
+	}
+
+	vars["RCM_INTERNAL_SECRET"] = principal.DevSecret
+	cfg, err := loadConfig(func(k string) string { return vars[k] })
+	if err == nil {
+		err = checkConfig(cfg)
+	}
+	if err != nil {
+		t.Fatalf("the local stack's configuration: got %v, want it accepted", err)
+	}
+}
