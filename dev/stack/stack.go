@@ -3,6 +3,16 @@
 // as separate processes built from this repository. `make run` uses it
 // through cmd/rcmstack; the end-to-end tests use it to run the real
 // binaries, kill them and bring them back.
+//
+// The services are supervised (see Process): one that exits or is killed
+// from outside is started again with a backoff, and each restart is logged.
+// What a fault test needs:
+//   - Stack.Kill(name, sig) crashes a service and leaves the supervisor to
+//     restart it; Process.WaitReady waits until it is back, Process.Pid is
+//     its current pid (0 while down) and Process.Restarts counts restarts.
+//   - Process.Kill and Process.Stop take a service down until
+//     Process.Start; Stack.StopKafka/StartKafka and StopMongo/StartMongo do
+//     the same for the broker and the store, on the same address and data.
 package stack
 
 import (
@@ -17,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,6 +89,8 @@ type Config struct {
 	Seed bool
 	// Partitions of the event and documents topics (default 6).
 	Partitions int32
+	// Restart is the backoff of the services' supervisor.
+	Restart Restart
 }
 
 // Stack is a running local platform.
@@ -308,8 +321,21 @@ func (s *Stack) URL(service string) string { return "http://" + s.addrs[service]
 // GatewayURL is the public API's base URL.
 func (s *Stack) GatewayURL() string { return s.URL(Gateway) }
 
-// Process returns a service's process.
+// Process returns a service's process (nil for an unknown name).
 func (s *Stack) Process(service string) *Process { return s.procs[service] }
+
+// Kill sends sig to a service's process as a crash or an operator would,
+// leaving it supervised: the supervisor starts it again after its backoff
+// (Process.WaitReady waits for that, Process.Restarts counts it). For
+// SIGKILL it returns once the process is gone. It returns the pid it
+// signalled. Process.Kill, by contrast, stops the service until Start.
+func (s *Stack) Kill(service string, sig syscall.Signal) (int, error) {
+	p := s.procs[service]
+	if p == nil {
+		return 0, fmt.Errorf("no service %q", service)
+	}
+	return p.Signal(sig)
+}
 
 // Token mints a session token the gateway accepts.
 func (s *Stack) Token(c sessiontoken.Claims) (string, error) {
@@ -325,6 +351,10 @@ func (s *Stack) JWKS() *devjwks.Server { return s.jwks }
 // Close stops the services in reverse start order, then the JWKS endpoint,
 // the MongoDB server and the broker.
 func (s *Stack) Close() error {
+	// No restart once shutting down, whichever service exits first.
+	for _, p := range s.procs {
+		p.unsupervise()
+	}
 	var errs []error
 	for i := len(Services) - 1; i >= 0; i-- {
 		if p := s.procs[Services[i]]; p != nil {
@@ -409,6 +439,16 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// restartPolicy is the supervisor's backoff, read at each exit.
+func (s *Stack) restartPolicy() Restart {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.Restart.withDefaults()
+}
+
+// errExited says the process exited before it was ready.
+var errExited = errors.New("the process exited before it was ready")
+
 // waitReady polls url until it answers 200, the process exits, or ctx ends.
 func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second}
@@ -426,7 +466,7 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready: %w", url, ctx.Err())
 		case <-exited:
-			return fmt.Errorf("%s: the process exited before it was ready", url)
+			return fmt.Errorf("%s: %w", url, errExited)
 		case <-tick.C:
 		}
 	}

@@ -1,6 +1,8 @@
 // Command rcmstack runs the platform locally with nothing installed: the
 // embedded Kafka broker and MongoDB server, the development JWKS endpoint,
-// and the four services as separate processes. Ctrl-C stops everything.
+// and the four services as separate processes. A service that exits or is
+// killed is restarted (100 ms backoff doubling to 5 s, reset after 30 s up)
+// and the restart logged. Ctrl-C stops everything.
 package main
 
 import (
