@@ -20,6 +20,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // chaosAPI talks to one stack's gateway the way a client program does:
@@ -346,4 +347,53 @@ func chaosMetric(baseURL, name string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s", name)
+}
+
+// chaosTopic reads the whole event topic and returns, by the key the
+// workload wrote into an event's notes, the ids of the events that carry
+// it: where a loss happened (an accepted request whose event the topic
+// never held, or one the topic holds and the log does not) says whose
+// bug it is.
+func chaosTopic(ctx context.Context, broker string) (map[string]map[string]bool, error) {
+	cl, err := kafkax.NewClient(kafkax.Conn{Brokers: []string{broker}}, "chaos-topic", prometheus.NewRegistry(), slog.New(slog.DiscardHandler),
+		kgo.ConsumeTopics(events.Topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(250*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, events.Topic)
+	if err != nil {
+		return nil, err
+	}
+	left := map[int32]int64{} // partition -> end offset not yet reached
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Partition] = o.Offset
+		}
+	})
+	byKey := map[string]map[string]bool{}
+	for len(left) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("read %s: %w with partitions %v left", events.Topic, ctx.Err(), left)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			if e, err := events.Decode(r); err == nil {
+				notes := e.Notes
+				if e.Campaign != nil && e.EventType == events.TypeCampaignStarted {
+					notes = e.Campaign.Notes
+				}
+				if k := chaosNotesKey(notes); k != "" {
+					if byKey[k] == nil {
+						byKey[k] = map[string]bool{}
+					}
+					byKey[k][e.EventID] = true
+				}
+			}
+			if end, ok := left[r.Partition]; ok && r.Offset+1 >= end {
+				delete(left, r.Partition)
+			}
+		})
+	}
+	return byKey, nil
 }
