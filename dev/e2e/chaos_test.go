@@ -62,7 +62,7 @@ const (
 const (
 	chaosAccounts = 3
 	chaosDocs     = 2 // per account
-	chaosWorkers  = 10
+	chaosWorkers  = 12
 )
 
 // A fault is one of these.
@@ -208,10 +208,10 @@ func TestChaos(t *testing.T) {
 		}()
 	}
 
-	// The faults: rounds of one of each (two delay windows) in random
+	// The faults: rounds of one of each (three delay windows) in random
 	// order, a calm moment before each.
 	began := time.Now()
-	kinds := append(append([]string{}, stack.Services...), faultBroker, faultStore, faultDelay, faultDelay)
+	kinds := append(append([]string{}, stack.Services...), faultBroker, faultStore, faultDelay, faultDelay, faultDelay)
 	for round := 0; round == 0 || time.Since(began) < duration; round++ {
 		order := slices.Clone(kinds)
 		rnd.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
@@ -281,8 +281,8 @@ func startChaos(t *testing.T, seed uint64) *chaosRun {
 	}
 }
 
-// nextKey makes the next request of a worker: a start now and then (always
-// while the account has no campaign), else an opt-out of one of its
+// nextKey makes the next request of a worker: half the time a start (and
+// always while the account has no campaign), else an opt-out of one of its
 // campaigns. Notes carry the key, so that every log entry and every
 // stored action says which request made it.
 func (r *chaosRun) nextKey(rnd *rand.Rand, a *chaosAccount, worker, n int) *chaosKey {
@@ -290,7 +290,7 @@ func (r *chaosRun) nextKey(rnd *rand.Rand, a *chaosAccount, worker, n int) *chao
 	notes := "chaos " + k.key
 	a.mu.Lock()
 	var target chaosCampaign
-	if len(a.campaigns) > 0 && rnd.IntN(3) != 0 {
+	if len(a.campaigns) > 0 && rnd.IntN(2) != 0 {
 		target = a.campaigns[rnd.IntN(len(a.campaigns))]
 	}
 	a.mu.Unlock()
@@ -390,7 +390,7 @@ func (r *chaosRun) inject(fault string, rnd *rand.Rand) {
 		time.Sleep(2*time.Second + down)
 		err = chaosRetry(func(ctx context.Context) error { return r.stk.StartMongo(ctx) })
 	case faultDelay:
-		window := time.Duration(8000+rnd.IntN(3000)) * time.Millisecond
+		window := time.Duration(6000+rnd.IntN(3000)) * time.Millisecond
 		// A third of the writes: most commands make several, and the
 		// interesting reply is one after the first few have passed.
 		r.proxy.delayReplies(window, chaosStoreDelay, 1.0/3)
@@ -474,10 +474,16 @@ type chaosTally struct {
 	lostInTopic, topicEvents                                                     int
 	unverified                                                                   int
 	examples                                                                     []string
+	kinds                                                                        map[string]int
 }
 
+// example keeps the first few findings of each kind (each format) to
+// print: enough to start looking, not a flood.
 func (c *chaosTally) example(format string, args ...any) {
-	if len(c.examples) < 12 {
+	if c.kinds == nil {
+		c.kinds = map[string]int{}
+	}
+	if c.kinds[format]++; c.kinds[format] <= 3 {
 		c.examples = append(c.examples, fmt.Sprintf(format, args...))
 	}
 }
