@@ -4,6 +4,17 @@
 // directory and can be closed and started again on the same address and
 // directory, which is how fault tests take a dependency away and bring it
 // back. Nothing outside the dev module may import these servers.
+//
+// Clients of the MongoDB server talk to a front of ours, not to FerretDB
+// directly. Besides dropping every connection at once on Close, it makes
+// FerretDB keep the two promises a service's write path relies on (see
+// front.go): a single-document update, delete or findAndModify filtered on
+// _id equality is serialized per document across all connections, so a
+// read-modify-write in FerretDB cannot interleave with another write of
+// that document; and a compare-and-set such as {_id: X, revision: 5} is
+// checked by a lookup of X by _id (the only filter FerretDB serves from an
+// index) rather than by reading the whole collection. Writes filtered on
+// anything else are neither serialized nor faster, as FerretDB does them.
 package embedded
 
 import (

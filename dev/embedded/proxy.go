@@ -1,22 +1,34 @@
 package embedded
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
-// proxy forwards the connections accepted on a public listener to a
-// backend address and can drop them all at once.
+// proxy is the front of the embedded MongoDB server: it forwards the
+// connections accepted on a public listener to FerretDB, serializes the
+// single-document writes and answers compare-and-set filters without a
+// scan (see front.go), and can drop every connection at once.
 //
 // FerretDB, on shutdown, stops accepting but lets open connections go on
 // for up to three seconds; a fault test wants the server gone when Close
-// returns, and a restart should not cost three seconds. The copy is spliced
-// by the kernel and costs far less than FerretDB's own work per command.
+// returns, and a restart should not cost three seconds. Requests are read
+// message by message; replies are spliced by the kernel. Both cost far less
+// than FerretDB's own work per command.
 type proxy struct {
 	ln      net.Listener
 	backend string
+	locks   idLocks
+	idle    chan *ownConn // the front's own idle backend connections
+	ids     atomic.Int32
+	// How many writes the front serialized, of which how many it answered
+	// itself (the conditions failed) and how many it sent with the filter
+	// reduced to _id; tests read them.
+	serialized, answered, reduced atomic.Int64
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -25,7 +37,7 @@ type proxy struct {
 }
 
 func newProxy(ln net.Listener, backend string) *proxy {
-	p := &proxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}}
+	p := &proxy{ln: ln, backend: backend, conns: map[net.Conn]struct{}{}, idle: make(chan *ownConn, 16)}
 	p.wg.Add(1)
 	go p.accept()
 	return p
@@ -80,19 +92,48 @@ func (p *proxy) serve(client net.Conn) {
 	}
 	defer p.untrack(server)
 
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		// Either side ending ends both: a half-open MongoDB connection is
-		// of no use to anyone.
-		_ = dst.Close()
-		_ = src.Close()
-		done <- struct{}{}
+	// Replies: spliced. Either side ending ends both: a half-open MongoDB
+	// connection is of no use to anyone.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(client, server)
+		_ = client.Close()
+	}()
+	p.requests(client, server)
+	_ = server.Close()
+	_ = client.Close()
+	<-done
+}
+
+// requests reads the client's messages one by one: a write the front
+// serializes is answered by frontConn.handle, anything else goes to server
+// as it came.
+func (p *proxy) requests(client, server net.Conn) {
+	f := &frontConn{p: p}
+	r := bufio.NewReaderSize(client, 64<<10)
+	var buf []byte
+	for {
+		msg, err := readMessage(r, buf)
+		if err != nil {
+			return
+		}
+		buf = msg
+		answer, err := f.handle(msg)
+		if err != nil {
+			return
+		}
+		dst, out := server, msg
+		if answer != nil {
+			// The client waits for this reply before it sends again, and
+			// no reply of the server is in flight (see frontConn.plain):
+			// nothing else writes to client meanwhile.
+			dst, out = client, answer
+		}
+		if _, err := dst.Write(out); err != nil {
+			return
+		}
 	}
-	go pipe(server, client)
-	go pipe(client, server)
-	<-done
-	<-done
 }
 
 // Close stops accepting, drops every open connection and waits for the
