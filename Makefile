@@ -12,7 +12,7 @@ FUZZTIME  ?= 20s
 export RCM_BIN_DIR := $(BIN)
 export RCM_TEST_FIGURES := $(BIN)/test-figures.txt
 
-.PHONY: all build run test tools vet fmt-check bench fuzz clean tidy
+.PHONY: all build run test tools vet fmt-check bench fuzz clean tidy chaos
 
 all: build
 
@@ -49,6 +49,13 @@ fmt-check:
 bench: build
 	$(GO) build -o $(BIN)/rcmbench ./dev/cmd/rcmbench
 	$(BIN)/rcmbench -out BENCHMARKS.md
+
+## chaos: the chaos test of make test for longer: faults for RCM_CHAOS_DURATION
+## (default 5m); RCM_CHAOS_SEED runs a printed schedule again
+chaos: build
+	@rm -f $(RCM_TEST_FIGURES)
+	@cd dev && RCM_CHAOS_DURATION=$${RCM_CHAOS_DURATION:-5m} $(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./e2e/; s=$$?; \
+		if [ -s $(RCM_TEST_FIGURES) ]; then echo "== figures"; cat $(RCM_TEST_FIGURES); fi; exit $$s
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:

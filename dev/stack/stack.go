@@ -69,6 +69,11 @@ type Config struct {
 	// RandomPorts puts every server on a free port instead of the fixed
 	// local ones (9092, 27017, 8090, 8080-8083).
 	RandomPorts bool
+	// MongoAddr is where the embedded MongoDB server listens; "" is its
+	// fixed address (or a free port with RandomPorts). A test that puts
+	// something between the services and the store sets it, and points
+	// RCM_MONGODB_URI in Env elsewhere.
+	MongoAddr string
 	// Env is added to every service's environment.
 	Env map[string]string
 	// ServiceEnv is added to one service's environment (by service name),
@@ -144,6 +149,9 @@ func (s *Stack) start(ctx context.Context) error {
 			}
 			fixed[k] = addr
 		}
+	}
+	if s.cfg.MongoAddr != "" {
+		fixed["mongo"] = s.cfg.MongoAddr
 	}
 	s.addrs = fixed
 	s.mongoA = fixed["mongo"]
