@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -129,18 +128,4 @@ func EnsureIndexes(ctx context.Context, coll *mongo.Collection, idx ...Index) er
 		}
 	}
 	return nil
-}
-
-// IsFerretDB reports whether cl talks to FerretDB, the embedded
-// development store, which answers from an index only a filter on _id
-// alone: callers then keep their filters to {_id} and rely on their own
-// serialization (a per-key lock) for what a compare-and-set filter does on
-// MongoDB.
-func IsFerretDB(ctx context.Context, cl *mongo.Client) (bool, error) {
-	var info bson.M
-	if err := cl.Database("admin").RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
-		return false, Classify(err)
-	}
-	_, ok := info["ferretdbVersion"]
-	return ok, nil
 }
