@@ -50,10 +50,12 @@ bench: build
 	$(GO) build -o $(BIN)/rcmbench ./dev/cmd/rcmbench
 	$(BIN)/rcmbench -out BENCHMARKS.md
 
-## chaos: the chaos test of make test for longer: faults for RCM_CHAOS_DURATION
-## (default 5m); RCM_CHAOS_SEED runs a printed schedule again
+## chaos: the long variants: the chaos test of make test with faults for
+## RCM_CHAOS_DURATION (default 5m; RCM_CHAOS_SEED runs a printed schedule
+## again), and the catch-up after a crash at 2,000 events a batch
 chaos: build
 	@rm -f $(RCM_TEST_FIGURES)
+	cd pkg && RCM_TEST_LONG=1 $(GO) test -count=1 -run '^TestCatchUpAfterCrash$$' ./seqlog/
 	@cd dev && RCM_CHAOS_DURATION=$${RCM_CHAOS_DURATION:-5m} $(GO) test -count=1 -timeout 60m -run '^TestChaos$$' -v ./e2e/; s=$$?; \
 		if [ -s $(RCM_TEST_FIGURES) ]; then echo "== figures"; cat $(RCM_TEST_FIGURES); fi; exit $$s
 
