@@ -22,8 +22,8 @@ import (
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/api"
+	"github.com/rcm-platform/rcm/services/campaign/internal/app"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
-	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 )
@@ -78,11 +78,10 @@ func newService(t *testing.T) *service {
 	}
 	gen := ids.NewGenerator(time.Now)
 	rec := &relayRecorder{}
-	h := &api.Handler{
-		Store: st, Relay: rec, NewID: gen.New, Now: time.Now, Logger: logger,
-		Applier:     documents.NewApplier(st, rec, gen.New, time.Now, prometheus.NewRegistry(), logger),
-		Idempotency: idempotency.New(cl.Database(db), time.Now),
-	}
+	h := &api.Handler{Logger: logger, Campaigns: app.New(app.Config{
+		Store: st, Relay: rec, NewID: gen.New, Now: time.Now, Logger: logger, Registerer: prometheus.NewRegistry(),
+		Claims: idempotency.New(cl.Database(db), time.Now),
+	})}
 	s := &service{
 		store: store.New(mongotest.Client(t).Database(db)),
 		proxy: proxy, relay: rec,
