@@ -11,8 +11,9 @@ import (
 )
 
 // Answer is a command's answer as the contract words it: a status and a
-// JSON body. Replayed marks the answer stored for an earlier request with
-// the same Idempotency-Key, sent again as it was.
+// JSON body. With an Idempotency-Key, a contract error is an answer too
+// (it is stored for the retries), and Replayed marks the answer stored for
+// an earlier request with the key, sent again as it was.
 type Answer struct {
 	Status   int
 	Body     []byte
