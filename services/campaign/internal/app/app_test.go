@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,49 +21,13 @@ import (
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/app"
+	"github.com/rcm-platform/rcm/services/campaign/internal/app/apptest"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 )
 
 func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
-
-// relayRecorder stands in for the relay (tested on its own): it keeps
-// what it was handed.
-type relayRecorder struct {
-	mu     sync.Mutex
-	msgs   []events.Message
-	missed int
-}
-
-func (r *relayRecorder) Enqueue(_ string, msgs ...events.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, msgs...)
-}
-
-func (r *relayRecorder) Missed() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.missed++
-}
-
-// types returns the types of the events handed over, in order.
-func (r *relayRecorder) types() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, m := range r.msgs {
-		out = append(out, m.Type)
-	}
-	return out
-}
-
-func (r *relayRecorder) missedCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.missed
-}
 
 var (
 	logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -75,7 +38,7 @@ var (
 type fixture struct {
 	app    *app.Campaigns
 	store  *store.Store
-	relay  *relayRecorder
+	relay  *apptest.Relay
 	claims *idempotency.Store
 	db     string
 }
@@ -85,10 +48,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	db := mongotest.Client(t).Database(mongotest.NewDatabase(t))
-	f := &fixture{store: store.New(db), relay: &relayRecorder{}, claims: idempotency.New(db, time.Now), db: db.Name()}
-	if err := f.store.EnsureIndexes(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	f := &fixture{store: apptest.NewStore(t, db), relay: &apptest.Relay{}, claims: idempotency.New(db, time.Now), db: db.Name()}
 	f.app = f.with(f.store, f.relay)
 	return f
 }
@@ -109,21 +69,6 @@ func (f *fixture) putDoc(t *testing.T, id, account, loan string, version int64) 
 	if err := f.app.ApplyDocument(context.Background(), doc); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func (f *fixture) outbox(t *testing.T, typ string) int {
-	t.Helper()
-	pending, err := f.store.Pending(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, p := range pending {
-		if p.Type == typ {
-			n++
-		}
-	}
-	return n
 }
 
 func startInput(documentID string) app.StartInput {
@@ -191,9 +136,9 @@ func TestStart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := len(f.relay.types())
+			before := len(f.relay.Types())
 			ans, err := f.app.Start(context.Background(), app.Request{Principal: tt.p}, tt.in)
-			handed := f.relay.types()[before:]
+			handed := f.relay.Types()[before:]
 			if tt.want != nil {
 				if !errors.Is(err, tt.want) {
 					t.Fatalf("got %v, want %v", err, tt.want)
@@ -219,7 +164,7 @@ func TestStart(t *testing.T) {
 			}
 		})
 	}
-	if n := f.outbox(t, events.TypeCampaignStarted); n != 1 {
+	if n := apptest.Outbox(t, f.store, events.TypeCampaignStarted); n != 1 {
 		t.Fatalf("the outbox holds %d campaign_started events, want 1", n)
 	}
 }
@@ -247,7 +192,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if !again.Replayed || again.Status != first.Status || string(again.Body) != string(first.Body) {
 		t.Fatalf("retry: got %d %q replayed=%v, want %d %q replayed", again.Status, again.Body, again.Replayed, first.Status, first.Body)
 	}
-	if got := f.relay.types(); len(got) != 1 {
+	if got := f.relay.Types(); len(got) != 1 {
 		t.Fatalf("handed %v to the relay, want one event", got)
 	}
 	if _, err := f.app.Start(ctx, req("k-start", "fp-other"), startInput("doc_key")); !errors.Is(err, httpx.ErrKeyReused) {
@@ -285,7 +230,7 @@ func TestIdempotencyKey(t *testing.T) {
 	if len(c.OptOuts) != 1 || c.OptOuts[0].RequestKey != "k-opt" {
 		t.Fatalf("recorded %+v, want one opt-out with its key", c.OptOuts)
 	}
-	if n := f.outbox(t, events.TypeOptOut); n != 1 {
+	if n := apptest.Outbox(t, f.store, events.TypeOptOut); n != 1 {
 		t.Fatalf("the outbox holds %d opt_out events, want 1", n)
 	}
 }
@@ -308,7 +253,7 @@ func TestFailureBeforeAnyWriteReleasesTheKey(t *testing.T) {
 	if err := cl.Disconnect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	downRelay := &relayRecorder{}
+	downRelay := &apptest.Relay{}
 	down := f.with(store.New(cl.Database(f.db)), downRelay)
 	req := app.Request{Principal: alice, Key: "k-down", Fingerprint: "fp-down"}
 	if _, err := down.Start(ctx, req, startInput("doc_down")); err == nil || !idempotency.IsNothingWritten(err) {
@@ -319,10 +264,10 @@ func TestFailureBeforeAnyWriteReleasesTheKey(t *testing.T) {
 	if err != nil || ans.Replayed || ans.Status != http.StatusCreated {
 		t.Fatalf("retry: got %d %q replayed=%v %v, want a fresh 201", ans.Status, ans.Body, ans.Replayed, err)
 	}
-	if n := f.relay.missedCount(); n != 0 {
+	if n := f.relay.MissedCount(); n != 0 {
 		t.Fatalf("the retry recovered (%d missed), want it to run afresh on a released claim", n)
 	}
-	if got := append(downRelay.types(), f.relay.types()...); !slices.Equal(got, []string{events.TypeCampaignStarted}) {
+	if got := append(downRelay.Types(), f.relay.Types()...); !slices.Equal(got, []string{events.TypeCampaignStarted}) {
 		t.Fatalf("handed %v to the relays, want one campaign_started", got)
 	}
 }
@@ -361,9 +306,9 @@ func TestOptOut(t *testing.T) {
 			if tt.campaignID != nil {
 				in.CampaignID = tt.campaignID(id)
 			}
-			before := len(f.relay.types())
+			before := len(f.relay.Types())
 			ans, err := f.app.OptOut(ctx, app.Request{Principal: tt.p}, in)
-			handed := f.relay.types()[before:]
+			handed := f.relay.Types()[before:]
 			if tt.want != nil {
 				if !errors.Is(err, tt.want) || len(handed) != 0 {
 					t.Fatalf("got %v and %v handed over, want %v and nothing", err, handed, tt.want)

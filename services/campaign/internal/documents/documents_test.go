@@ -17,6 +17,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/app"
+	"github.com/rcm-platform/rcm/services/campaign/internal/app/apptest"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
@@ -29,32 +30,6 @@ var (
 	logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	owner  = principal.Principal{AccountID: "org_docs", UserID: "user_1", SessionID: "sess_1", OrgID: "org_docs"}
 )
-
-// relayRecorder stands in for the relay (tested on its own).
-type relayRecorder struct {
-	mu   sync.Mutex
-	msgs []events.Message
-}
-
-func (r *relayRecorder) Enqueue(_ string, msgs ...events.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, msgs...)
-}
-
-func (r *relayRecorder) Missed() {}
-
-func (r *relayRecorder) count(typ string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, m := range r.msgs {
-		if m.Type == typ {
-			n++
-		}
-	}
-	return n
-}
 
 // deadLetters records what the consumer dead-letters; fail makes it fail.
 type deadLetters struct {
@@ -79,7 +54,7 @@ func (d *deadLetters) send(_ context.Context, r *kgo.Record, reason error) error
 type fixture struct {
 	store    *store.Store
 	app      *app.Campaigns
-	relay    *relayRecorder
+	relay    *apptest.Relay
 	dlq      *deadLetters
 	consumer *documents.Consumer
 	reg      *prometheus.Registry
@@ -88,11 +63,8 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{
-		store: store.New(mongotest.Client(t).Database(mongotest.NewDatabase(t))),
-		relay: &relayRecorder{}, dlq: &deadLetters{}, reg: prometheus.NewRegistry(),
-	}
-	if err := f.store.EnsureIndexes(context.Background()); err != nil {
-		t.Fatal(err)
+		store: apptest.NewStore(t, mongotest.Client(t).Database(mongotest.NewDatabase(t))),
+		relay: &apptest.Relay{}, dlq: &deadLetters{}, reg: prometheus.NewRegistry(),
 	}
 	f.app = app.New(app.Config{Store: f.store, Relay: f.relay, NewID: ids.NewGenerator(time.Now).New, Now: time.Now,
 		Logger: logger, Registerer: f.reg})
@@ -242,17 +214,8 @@ func TestApply(t *testing.T) {
 			if tt.wantReason != "" {
 				wantEnded = len(active)
 			}
-			pending, err := f.store.Pending(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			inOutbox := 0
-			for _, p := range pending {
-				if p.Type == events.TypeCampaignEnded {
-					inOutbox++
-				}
-			}
-			if got := f.relay.count(events.TypeCampaignEnded); got != wantEnded || inOutbox != wantEnded {
+			inOutbox := apptest.Outbox(t, f.store, events.TypeCampaignEnded)
+			if got := f.relay.Count(events.TypeCampaignEnded); got != wantEnded || inOutbox != wantEnded {
 				t.Fatalf("%d campaign_ended handed to the relay and %d in the outbox, want %d", got, inOutbox, wantEnded)
 			}
 			if got := f.counter(t, "rcm_campaigns_ended_total"); got != float64(wantEnded) {
