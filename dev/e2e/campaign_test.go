@@ -317,7 +317,7 @@ func TestBodiesThroughTheGateway(t *testing.T) {
 
 // TestStartAndOptOutPublishEvents runs the happy path and checks the
 // events on the broker: each exactly once, in order, with CloudEvents
-// headers and valid schemas (events.Decode checks both).
+// headers and valid schemas (kafkarec.Decode checks both).
 func TestStartAndOptOutPublishEvents(t *testing.T) {
 	t.Parallel()
 	acct := newAccount(t, "org")

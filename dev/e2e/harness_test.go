@@ -29,6 +29,7 @@ import (
 	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/dev/stack"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/sessiontoken"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -347,7 +348,7 @@ func (l *eventLog) waitFor(t *testing.T, account string, done func([]events.Even
 			if string(r.Key) != account {
 				return
 			}
-			e, err := events.Decode(r)
+			e, err := kafkarec.Decode(r)
 			if err != nil {
 				t.Errorf("record at %d/%d: %v", r.Partition, r.Offset, err)
 				return
