@@ -26,7 +26,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rcm-platform/rcm/api/contract"
+	"github.com/rcm-platform/rcm/api/apitest"
 	"github.com/rcm-platform/rcm/dev/stack"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
@@ -88,7 +88,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "start stack:", err, "\n", logBuf.String())
 		return 1
 	}
-	oapi, err = contract.LoadOpenAPI()
+	oapi, err = apitest.LoadOpenAPI()
 	if err == nil {
 		oapi.Servers = openapi3.Servers{{URL: stk.GatewayURL()}}
 		oRouter, err = legacy.NewRouter(oapi)
