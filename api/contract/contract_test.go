@@ -1,7 +1,6 @@
 package contract_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"go/ast"
 	"go/constant"
@@ -68,7 +67,8 @@ func eval(t *testing.T, e ast.Expr) constant.Value {
 	}
 }
 
-func loadYAML(t *testing.T, name string) any {
+// load reads an api file: openapi.yaml, or a schema, whose JSON is YAML too.
+func load(t *testing.T, name string) any {
 	t.Helper()
 	raw, err := fs.ReadFile(api.Files, name)
 	if err != nil {
@@ -76,19 +76,6 @@ func loadYAML(t *testing.T, name string) any {
 	}
 	var doc any
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	return doc
-}
-
-func loadJSON(t *testing.T, name string) any {
-	t.Helper()
-	raw, err := fs.ReadFile(api.Files, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc any
-	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
 	return doc
@@ -158,7 +145,7 @@ func errorMessages(t *testing.T, doc any) []string {
 func TestMessagesAreOpenAPIs(t *testing.T) {
 	t.Parallel()
 	inSpec := map[string]bool{}
-	for _, m := range errorMessages(t, loadYAML(t, "openapi.yaml")) {
+	for _, m := range errorMessages(t, load(t, "openapi.yaml")) {
 		inSpec[m] = true
 	}
 	inGo := map[string]string{}
@@ -184,9 +171,9 @@ func TestMessagesAreOpenAPIs(t *testing.T) {
 // message nor a channel is such a limit.
 func TestLimitsAreOpenAPIs(t *testing.T) {
 	t.Parallel()
-	oapi := loadYAML(t, "openapi.yaml")
-	campaign := loadJSON(t, "schemas/campaign.v1.json")
-	optOut := loadJSON(t, "schemas/opt_out.v1.json")
+	oapi := load(t, "openapi.yaml")
+	campaign := load(t, "schemas/campaign.v1.json")
+	optOut := load(t, "schemas/opt_out.v1.json")
 	const start, opt = "components.schemas.StartCampaign.properties.", "components.schemas.OptOut.properties."
 	type place struct {
 		doc  any
@@ -253,9 +240,9 @@ func TestLimitsAreOpenAPIs(t *testing.T) {
 // openapi.yaml and the event schemas.
 func TestChannelsAreOpenAPIs(t *testing.T) {
 	t.Parallel()
-	oapi := loadYAML(t, "openapi.yaml")
-	campaign := loadJSON(t, "schemas/campaign.v1.json")
-	optOut := loadJSON(t, "schemas/opt_out.v1.json")
+	oapi := load(t, "openapi.yaml")
+	campaign := load(t, "schemas/campaign.v1.json")
+	optOut := load(t, "schemas/opt_out.v1.json")
 	strs := func(v any) []string {
 		var out []string
 		for _, x := range v.([]any) {
