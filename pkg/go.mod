@@ -84,6 +84,10 @@ require (
 
 replace github.com/rcm-platform/rcm/api => ../api
 
-require github.com/rcm-platform/rcm/dev v0.0.0
+require (
+	github.com/cenkalti/backoff/v5 v5.0.3
+	github.com/rcm-platform/rcm/dev v0.0.0
+	github.com/sethvargo/go-envconfig v1.4.3
+)
 
 replace github.com/rcm-platform/rcm/dev => ../dev
