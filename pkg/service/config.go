@@ -89,3 +89,12 @@ func (l *List) EnvDecode(v string) error {
 	}
 	return nil
 }
+
+// Check returns nil when ok holds, else the error format describes: one
+// rule of a Validate.
+func Check(ok bool, format string, args ...any) error {
+	if ok {
+		return nil
+	}
+	return fmt.Errorf(format, args...)
+}

@@ -30,17 +30,6 @@ func main() {
 	}
 }
 
-type config struct {
-	service.Base
-	service.Kafka
-	service.Mongo
-	CreateIndexes bool   `env:"RCM_MONGODB_CREATE_INDEXES, default=true"`
-	EventsTopic   string `env:"RCM_EVENTS_TOPIC, overwrite"`
-	DLQTopic      string `env:"RCM_DLQ_TOPIC, overwrite"`
-	Group         string `env:"RCM_COMPLIANCE_GROUP, default=rcm-compliance"`
-	MaxBatch      int    `env:"RCM_COMPLIANCE_MAX_BATCH, default=1000"`
-}
-
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg := config{
 		Base:        service.Base{HTTPAddr: "127.0.0.1:8082"},
