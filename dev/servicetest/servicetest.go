@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/principal"
@@ -228,4 +231,23 @@ func Get(t testing.TB, signer *principal.Signer, url, account string) (int, []by
 		t.Fatal(err)
 	}
 	return resp.StatusCode, body
+}
+
+// Env returns the environment of a service under test, with vars added:
+// a free port, the test binary's broker and store, a database of its own,
+// the development secret and a short drain.
+func Env(t testing.TB, vars map[string]string) map[string]string {
+	t.Helper()
+	env := map[string]string{
+		"RCM_HTTP_ADDR":        "127.0.0.1:0",
+		"RCM_KAFKA_BROKERS":    strings.Join(kafkatest.Brokers(t), ","),
+		"RCM_MONGODB_URI":      mongotest.URI(t),
+		"RCM_MONGODB_DATABASE": mongotest.NewDatabase(t),
+		"RCM_DRAIN_TIMEOUT":    "5s",
+		"RCM_INTERNAL_SECRET":  principal.DevSecret,
+	}
+	for k, v := range vars {
+		env[k] = v
+	}
+	return env
 }

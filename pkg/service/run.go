@@ -3,9 +3,13 @@ package service
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/httpx"
@@ -154,4 +158,16 @@ func Indexes(create bool, ensure func(context.Context) error) Step {
 		}
 		return ensure(ctx)
 	}}
+}
+
+// Main is a service's main: it calls run until SIGINT or SIGTERM, and
+// exits 1 with the error logged when run returns one.
+func Main(name string, run func(ctx context.Context, getenv func(string) string, stdout io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
+		slog.Error(name+" stopped", "err", err)
+		stop()
+		os.Exit(1)
+	}
 }

@@ -19,7 +19,6 @@ import (
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/servicetest"
 	"github.com/rcm-platform/rcm/dev/testenv"
-	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/pkg/service"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -62,15 +61,8 @@ func TestRunShutsDownInOrder(t *testing.T) {
 	t.Parallel()
 	in, out := kafkatest.NewTopic(t, 1), kafkatest.NewTopic(t, 1)
 	group := "g-" + strings.ReplaceAll(in, ".", "-")
-	db := mongotest.NewDatabase(t)
-	vars := map[string]string{
-		"RCM_HTTP_ADDR":        "127.0.0.1:0",
-		"RCM_INTERNAL_SECRET":  principal.DevSecret,
-		"RCM_KAFKA_BROKERS":    strings.Join(kafkatest.Brokers(t), ","),
-		"RCM_MONGODB_URI":      mongotest.URI(t),
-		"RCM_MONGODB_DATABASE": db,
-		"RCM_DRAIN_TIMEOUT":    "10s",
-	}
+	vars := servicetest.Env(t, map[string]string{"RCM_DRAIN_TIMEOUT": "10s"})
+	db := vars["RCM_MONGODB_DATABASE"]
 	const atStop = 200 // records the loop produces as it stops
 	var (
 		seen                order

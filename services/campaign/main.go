@@ -7,9 +7,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -24,14 +21,7 @@ import (
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		slog.Error("campaign stopped", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("campaign", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg := config{Base: service.Base{HTTPAddr: "127.0.0.1:8081"}, Mongo: service.Mongo{Database: "rcm_campaign"}, EventsTopic: events.Topic}

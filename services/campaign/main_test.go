@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/kafkatest"
-	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/servicetest"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
@@ -31,19 +30,13 @@ func TestRunInProcess(t *testing.T) {
 	t.Parallel()
 	eventsTopic, documents, dlq := kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 1)
 	group := "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-")
-	inst := servicetest.Start(t, "campaign", run, map[string]string{
-		"RCM_HTTP_ADDR":           "127.0.0.1:0",
-		"RCM_KAFKA_BROKERS":       strings.Join(kafkatest.Brokers(t), ","),
-		"RCM_MONGODB_URI":         mongotest.URI(t),
-		"RCM_MONGODB_DATABASE":    mongotest.NewDatabase(t),
+	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
 		"RCM_EVENTS_TOPIC":        eventsTopic,
 		"RCM_DOCUMENTS_TOPIC":     documents,
 		"RCM_DOCUMENTS_DLQ_TOPIC": dlq,
 		"RCM_DOCUMENTS_GROUP":     group,
 		"RCM_KAFKA_PARTITIONS":    "2",
-		"RCM_DRAIN_TIMEOUT":       "5s",
-		"RCM_INTERNAL_SECRET":     principal.DevSecret,
-	})
+	}))
 	cl := kafkatest.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -6,10 +6,6 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -21,14 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		slog.Error("compliance stopped", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("compliance", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg := config{

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/kafkatest"
-	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/servicetest"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/ids"
@@ -29,18 +28,12 @@ func TestRunInProcess(t *testing.T) {
 	t.Parallel()
 	topic, dlq := kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 1)
 	group := "rcm-compliance-" + strings.ReplaceAll(topic, ".", "-")
-	vars := map[string]string{
-		"RCM_HTTP_ADDR":        "127.0.0.1:0",
-		"RCM_KAFKA_BROKERS":    strings.Join(kafkatest.Brokers(t), ","),
-		"RCM_MONGODB_URI":      mongotest.URI(t),
-		"RCM_MONGODB_DATABASE": mongotest.NewDatabase(t),
+	vars := servicetest.Env(t, map[string]string{
 		"RCM_EVENTS_TOPIC":     topic,
 		"RCM_DLQ_TOPIC":        dlq,
 		"RCM_COMPLIANCE_GROUP": group,
 		"RCM_KAFKA_PARTITIONS": "2",
-		"RCM_DRAIN_TIMEOUT":    "5s",
-		"RCM_INTERNAL_SECRET":  principal.DevSecret,
-	}
+	})
 	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/kafkatest"
-	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/servicetest"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -48,21 +47,15 @@ func newEnv(t testing.TB, partitions int32) *env {
 		gen:      ids.NewGenerator(time.Now),
 	}
 	e.group = "rcm-feed-" + strings.ReplaceAll(e.topic, ".", "-")
-	e.vars = map[string]string{
-		"RCM_HTTP_ADDR":        "127.0.0.1:0",
-		"RCM_KAFKA_BROKERS":    strings.Join(kafkatest.Brokers(t), ","),
-		"RCM_MONGODB_URI":      mongotest.URI(t),
-		"RCM_MONGODB_DATABASE": mongotest.NewDatabase(t),
+	e.vars = servicetest.Env(t, map[string]string{
 		"RCM_EVENTS_TOPIC":     e.topic,
 		"RCM_DLQ_TOPIC":        e.dlq,
 		"RCM_ACTIVITY_TOPIC":   e.activity,
 		"RCM_FEED_GROUP":       e.group,
 		"RCM_KAFKA_PARTITIONS": fmt.Sprint(partitions),
 		"RCM_SSE_HEARTBEAT":    "15s",
-		"RCM_DRAIN_TIMEOUT":    "5s",
 		"RCM_LOG_LEVEL":        "info",
-		"RCM_INTERNAL_SECRET":  principal.DevSecret,
-	}
+	})
 	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
 	if err != nil {
 		t.Fatal(err)

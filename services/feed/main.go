@@ -7,11 +7,7 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -24,14 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		slog.Error("feed stopped", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("feed", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	startedAt := time.Now()

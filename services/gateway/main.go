@@ -8,10 +8,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -21,14 +17,7 @@ import (
 	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Getenv, os.Stdout); err != nil {
-		slog.Error("gateway stopped", "err", err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main("gateway", run) }
 
 func run(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
 	cfg := config{Base: service.Base{HTTPAddr: "127.0.0.1:8080"}}
