@@ -83,6 +83,7 @@ replace github.com/rcm-platform/rcm/api => ../api
 
 require (
 	github.com/rcm-platform/rcm/dev v0.0.0
+	github.com/twmb/franz-go/plugin/kotel v1.7.1
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0
