@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Message is an event ready to publish: the CloudEvents attributes and the
@@ -122,8 +123,14 @@ func WithTraceparent(ctx context.Context, tp string) context.Context {
 	return context.WithValue(ctx, traceparentKey{}, tp)
 }
 
-// TraceparentFrom returns the traceparent WithTraceparent stored, or "".
+// TraceparentFrom returns the traceparent WithTraceparent stored, else
+// that of the span ctx carries (the request's or the record's being
+// handled), else "".
 func TraceparentFrom(ctx context.Context) string {
-	tp, _ := ctx.Value(traceparentKey{}).(string)
-	return tp
+	if tp, ok := ctx.Value(traceparentKey{}).(string); ok {
+		return tp
+	}
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	return carrier[HeaderTraceparent]
 }
