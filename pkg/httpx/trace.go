@@ -66,3 +66,30 @@ func nameSpan(r *http.Request, route, requestID string) {
 	span.SetName(r.Method + " " + route)
 	span.SetAttributes(attribute.String("http.route", route), attribute.String("rcm.request_id", requestID))
 }
+
+// Transport is a client transport that gives every call a client span
+// (otelhttp) and sends its trace context. With tracing off it is base:
+// the trace context that came in goes on anyway when the caller injected
+// it into the request's headers.
+func Transport(base http.RoundTripper) http.RoundTripper {
+	return &transport{base: base, traced: otelhttp.NewTransport(base)}
+}
+
+type transport struct {
+	base, traced http.RoundTripper
+}
+
+func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tracing() {
+		return t.traced.RoundTrip(r)
+	}
+	return t.base.RoundTrip(r)
+}
+
+// CloseIdleConnections closes base's, as http.Client.CloseIdleConnections
+// expects of a transport.
+func (t *transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
