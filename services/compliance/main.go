@@ -93,6 +93,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: %w", err)
 	}
 	logger := obs.NewLogger(stdout, "compliance", cfg.LogLevel)
+	stopTracing, err := obs.StartTracing(ctx, "compliance", getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx)
+	}()
 	signer, err := principal.ForService(cfg.InternalSecret, logger)
 	if err != nil {
 		return err

@@ -113,6 +113,15 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return fmt.Errorf("config: %w", err)
 	}
 	logger := obs.NewLogger(stdout, "feed", cfg.LogLevel)
+	stopTracing, err := obs.StartTracing(ctx, "feed", getenv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx)
+	}()
 	signer, err := principal.ForService(cfg.InternalSecret, logger)
 	if err != nil {
 		return err
