@@ -80,10 +80,14 @@ func TestRecordContinuesTheRequestsTrace(t *testing.T) {
 	if !strings.HasPrefix(traceparent, "00-"+want.TraceID().String()+"-") {
 		t.Fatalf("got traceparent %q, want one of the request's trace %s", traceparent, want.TraceID())
 	}
+	// The publish span ends when the producer has the acknowledgement,
+	// which may be after a consumer saw the record.
 	var publish []tracetest.SpanStub
-	for _, sp := range exp.GetSpans() {
-		if sp.Name == topic+" publish" {
-			publish = append(publish, sp)
+	for deadline := time.Now().Add(10 * time.Second); len(publish) == 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, sp := range exp.GetSpans() {
+			if sp.Name == topic+" publish" {
+				publish = append(publish, sp)
+			}
 		}
 	}
 	if len(publish) != 1 || publish[0].SpanContext.TraceID() != want.TraceID() || publish[0].Parent.SpanID() != want.SpanID() ||
