@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -155,6 +156,28 @@ func TestOneTraceThroughTheServices(t *testing.T) {
 		return resp.StatusCode, resp.Header, m
 	}
 
+	// A live subscriber: streaming works through the traced middleware
+	// and transport.
+	streamed := make(chan string, 16)
+	sctx, stopStream := context.WithCancel(ctx)
+	defer stopStream()
+	sreq, _ := http.NewRequestWithContext(sctx, http.MethodGet, tstk.GatewayURL()+"/v1/activity/stream", nil)
+	sreq.Header.Set("Authorization", "Bearer "+tok)
+	sreq.Header.Set("Accept", "text/event-stream")
+	sresp, err := http.DefaultClient.Do(sreq)
+	if err != nil || sresp.StatusCode != http.StatusOK {
+		t.Fatalf("open the stream: %v %v", err, sresp)
+	}
+	go func() {
+		defer sresp.Body.Close()
+		sc := bufio.NewScanner(sresp.Body)
+		for sc.Scan() {
+			if ev, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
+				streamed <- ev
+			}
+		}
+	}()
+
 	// The start, with the caller's trace context.
 	var id [16]byte
 	var parent [8]byte
@@ -184,6 +207,17 @@ func TestOneTraceThroughTheServices(t *testing.T) {
 	spans = wholeTrace(t, recv, optOutTrace)
 	if root := find(spans, stack.Gateway, "POST /v1/documents/{documentID}/rcm/opt-out"); root.parentID != "" {
 		t.Errorf("got the opt-out's gateway span under %q, want it the trace's root", root.parentID)
+	}
+
+	for _, want := range []string{"campaign_started", "opt_out"} {
+		select {
+		case got := <-streamed:
+			if got != want {
+				t.Errorf("streamed %q, want %q", got, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the stream did not deliver %s", want)
+		}
 	}
 
 	// The services log with the trace ids.
