@@ -7,93 +7,30 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/spantest"
 	"github.com/rcm-platform/rcm/dev/stack"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/sessiontoken"
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 )
-
-// span is what the test keeps of an exported span.
-type span struct {
-	service, name, traceID, spanID, parentID string
-	kind                                     tracepb.Span_SpanKind
-	attrs                                    map[string]string
-}
-
-// otlpReceiver is a small OTLP/HTTP collector of spans, served on
-// 127.0.0.1, that the services export to.
-type otlpReceiver struct {
-	mu    sync.Mutex
-	spans []span
-}
-
-func (o *otlpReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	var req collectortrace.ExportTraceServiceRequest
-	if err != nil || r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
-		http.Error(w, "not an OTLP trace export", http.StatusBadRequest)
-		return
-	}
-	o.mu.Lock()
-	for _, rs := range req.ResourceSpans {
-		service := ""
-		for _, a := range rs.GetResource().GetAttributes() {
-			if a.Key == "service.name" {
-				service = a.GetValue().GetStringValue()
-			}
-		}
-		for _, ss := range rs.ScopeSpans {
-			for _, s := range ss.Spans {
-				attrs := map[string]string{}
-				for _, a := range s.Attributes {
-					attrs[a.Key] = a.GetValue().GetStringValue()
-				}
-				o.spans = append(o.spans, span{service: service, name: s.Name, kind: s.Kind, attrs: attrs,
-					traceID: hex.EncodeToString(s.TraceId), spanID: hex.EncodeToString(s.SpanId), parentID: hex.EncodeToString(s.ParentSpanId)})
-			}
-		}
-	}
-	o.mu.Unlock()
-	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(out)
-}
-
-// trace returns the spans of traceID.
-func (o *otlpReceiver) trace(traceID string) []span {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var out []span
-	for _, s := range o.spans {
-		if s.traceID == traceID {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 // traceOf returns the trace id of the gateway's span of the request with
 // id requestID, or "".
-func (o *otlpReceiver) traceOf(requestID string) string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, s := range o.spans {
-		if s.service == stack.Gateway && s.attrs["rcm.request_id"] == requestID {
-			return s.traceID
-		}
+func traceOf(recv *spantest.Receiver, requestID string) string {
+	spans := recv.Spans(func(s spantest.Span) bool {
+		return s.Service == stack.Gateway && s.Attributes["rcm.request_id"] == requestID
+	})
+	if len(spans) == 0 {
+		return ""
 	}
-	return ""
+	return spans[0].TraceID
 }
 
 // TestOneTraceThroughTheServices runs the binaries with export to an OTLP
@@ -105,7 +42,7 @@ func (o *otlpReceiver) traceOf(requestID string) string {
 // one, and its trace begins at the gateway.
 func TestOneTraceThroughTheServices(t *testing.T) {
 	t.Parallel()
-	recv := &otlpReceiver{}
+	recv := &spantest.Receiver{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -190,8 +127,8 @@ func TestOneTraceThroughTheServices(t *testing.T) {
 	}
 	campaignID, _ := body["campaign"].(map[string]any)["id"].(string)
 	spans := wholeTrace(t, recv, startTrace)
-	if root := find(spans, stack.Gateway, "POST /v1/documents/{documentID}/rcm"); root.parentID != hex.EncodeToString(parent[:]) {
-		t.Errorf("got the gateway's span under %q, want under the caller's span %x", root.parentID, parent)
+	if root := find(spans, stack.Gateway, "POST /v1/documents/{documentID}/rcm"); root.ParentID != hex.EncodeToString(parent[:]) {
+		t.Errorf("got the gateway's span under %q, want under the caller's span %x", root.ParentID, parent)
 	}
 
 	// The opt-out, without: the gateway starts the trace.
@@ -201,12 +138,12 @@ func TestOneTraceThroughTheServices(t *testing.T) {
 	}
 	var optOutTrace string
 	eventually(t, 30*time.Second, "the opt-out's gateway span", func() bool {
-		optOutTrace = recv.traceOf(hdr.Get("X-Request-Id"))
+		optOutTrace = traceOf(recv, hdr.Get("X-Request-Id"))
 		return optOutTrace != ""
 	})
 	spans = wholeTrace(t, recv, optOutTrace)
-	if root := find(spans, stack.Gateway, "POST /v1/documents/{documentID}/rcm/opt-out"); root.parentID != "" {
-		t.Errorf("got the opt-out's gateway span under %q, want it the trace's root", root.parentID)
+	if root := find(spans, stack.Gateway, "POST /v1/documents/{documentID}/rcm/opt-out"); root.ParentID != "" {
+		t.Errorf("got the opt-out's gateway span under %q, want it the trace's root", root.ParentID)
 	}
 
 	for _, want := range []string{"campaign_started", "opt_out"} {
@@ -242,24 +179,26 @@ func TestOneTraceThroughTheServices(t *testing.T) {
 
 // wholeTrace waits until traceID holds the spans an action makes in every
 // service, checks how they hang together, and returns them.
-func wholeTrace(t *testing.T, recv *otlpReceiver, traceID string) []span {
+func wholeTrace(t *testing.T, recv *spantest.Receiver, traceID string) []spantest.Span {
 	t.Helper()
 	activity := "rcm.activity.v1"
-	server := func(service string) func(span) bool {
-		return func(s span) bool { return s.service == service && s.kind == tracepb.Span_SPAN_KIND_SERVER }
+	server := func(service string) func(spantest.Span) bool {
+		return func(s spantest.Span) bool { return s.Service == service && s.Kind == tracepb.Span_SPAN_KIND_SERVER }
 	}
-	store := func(service string) func(span) bool {
-		return func(s span) bool { return s.service == service && s.attrs["db.system.name"] == "mongodb" }
+	store := func(service string) func(spantest.Span) bool {
+		return func(s spantest.Span) bool { return s.Service == service && s.Attributes["db.system.name"] == "mongodb" }
 	}
-	named := func(service, name string) func(span) bool {
-		return func(s span) bool { return s.service == service && s.name == name }
+	named := func(service, name string) func(spantest.Span) bool {
+		return func(s spantest.Span) bool { return s.Service == service && s.Name == name }
 	}
 	want := []struct {
 		what  string
-		match func(span) bool
+		match func(spantest.Span) bool
 	}{
 		{"gateway: request", server(stack.Gateway)},
-		{"gateway: call to campaign", func(s span) bool { return s.service == stack.Gateway && s.kind == tracepb.Span_SPAN_KIND_CLIENT }},
+		{"gateway: call to campaign", func(s spantest.Span) bool {
+			return s.Service == stack.Gateway && s.Kind == tracepb.Span_SPAN_KIND_CLIENT
+		}},
 		{"campaign: request", server(stack.Campaign)},
 		{"campaign: store", store(stack.Campaign)},
 		{"campaign: publish", named(stack.Campaign, events.Topic+" publish")},
@@ -271,9 +210,9 @@ func wholeTrace(t *testing.T, recv *otlpReceiver, traceID string) []span {
 		{"feed: publish the item", named(stack.Feed, activity+" publish")},
 		{"feed: the hub receives it", named(stack.Feed, activity+" receive")},
 	}
-	var spans []span
+	var spans []spantest.Span
 	missing := func() []string {
-		spans = recv.trace(traceID)
+		spans = recv.Spans(func(s spantest.Span) bool { return s.TraceID == traceID })
 		var out []string
 		for _, w := range want {
 			if !slices.ContainsFunc(spans, w.match) {
@@ -287,7 +226,7 @@ func wholeTrace(t *testing.T, recv *otlpReceiver, traceID string) []span {
 		if time.Now().After(deadline) {
 			var have []string
 			for _, s := range spans {
-				have = append(have, s.service+": "+s.name)
+				have = append(have, s.Service+": "+s.Name)
 			}
 			t.Fatalf("trace %s lacks %v; has %v", traceID, m, have)
 		}
@@ -296,11 +235,11 @@ func wholeTrace(t *testing.T, recv *otlpReceiver, traceID string) []span {
 	// Every span but the root hangs from a span of the trace.
 	ids := map[string]bool{}
 	for _, s := range spans {
-		ids[s.spanID] = true
+		ids[s.SpanID] = true
 	}
 	roots := 0
 	for _, s := range spans {
-		if !ids[s.parentID] {
+		if !ids[s.ParentID] {
 			roots++
 		}
 	}
@@ -311,11 +250,11 @@ func wholeTrace(t *testing.T, recv *otlpReceiver, traceID string) []span {
 }
 
 // find returns the span of service named name, failing the test if none.
-func find(spans []span, service, name string) span {
+func find(spans []spantest.Span, service, name string) spantest.Span {
 	for _, s := range spans {
-		if s.service == service && s.name == name {
+		if s.Service == service && s.Name == name {
 			return s
 		}
 	}
-	return span{name: "none: " + service + " " + name}
+	return spantest.Span{Name: "none: " + service + " " + name}
 }

@@ -17,8 +17,9 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 )
 
-// recordSpans makes the global tracer provider record into an in-memory
-// exporter for the test's duration.
+// recordSpans makes the global tracer provider record into memory for the
+// test's duration. (The gateway's module tidies with this package's tests,
+// and does not require the dev module.)
 func recordSpans(t *testing.T) *tracetest.InMemoryExporter {
 	t.Helper()
 	exp := tracetest.NewInMemoryExporter()

@@ -11,11 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/dev/spantest"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -25,11 +24,8 @@ import (
 // batch to its handler within a process span of that trace, so that the
 // handler's work joins the trace of the request that produced the record.
 func TestTraceGoesThroughARecord(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.TraceContext{})
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	exp := spantest.Record(t)
+	tracer := otel.Tracer("test")
 
 	topic := kafkatest.NewTopic(t, 1)
 	conn := kafkax.Conn{Brokers: kafkatest.Brokers(t)}
@@ -46,7 +42,7 @@ func TestTraceGoesThroughARecord(t *testing.T) {
 	}
 	t.Cleanup(consumer.Close)
 
-	ctx, request := tp.Tracer("test").Start(context.Background(), "request")
+	ctx, request := tracer.Start(context.Background(), "request")
 	rec := &kgo.Record{Value: []byte("traced")}
 	if err := producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		t.Fatal(err)
@@ -70,7 +66,7 @@ func TestTraceGoesThroughARecord(t *testing.T) {
 	go func() {
 		defer close(done)
 		_ = kafkax.ConsumeLoop(lctx, consumer, 10, func(ctx context.Context, _ string, _ int32, rs []*kgo.Record) error {
-			_, store := tp.Tracer("test").Start(ctx, "store")
+			_, store := tracer.Start(ctx, "store")
 			store.End()
 			mu.Lock()
 			handled = trace.SpanContextFromContext(ctx)

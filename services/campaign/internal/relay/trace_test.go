@@ -8,14 +8,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/dev/spantest"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -25,11 +24,7 @@ import (
 // continues that request's trace, through a publish span that is the
 // request's child.
 func TestRecordContinuesTheRequestsTrace(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	otel.SetTracerProvider(tp)
-	otel.SetTextMapPropagator(propagation.TraceContext{})
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	exp := spantest.Record(t)
 
 	topic := "traced-events"
 	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
@@ -39,7 +34,7 @@ func TestRecordContinuesTheRequestsTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, request := tp.Tracer("test").Start(context.Background(), "request")
+	rctx, request := otel.Tracer("test").Start(context.Background(), "request")
 	if _, err := s.Create(rctx, c, e); err != nil {
 		t.Fatal(err)
 	}
