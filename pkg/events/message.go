@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Message is an event ready to publish: the CloudEvents attributes and the
@@ -54,8 +56,16 @@ func WithTraceparent(ctx context.Context, tp string) context.Context {
 	return context.WithValue(ctx, traceparentKey{}, tp)
 }
 
-// TraceparentFrom returns the traceparent WithTraceparent stored, or "".
+// TraceparentFrom returns the traceparent WithTraceparent stored, else
+// the W3C traceparent of the span ctx carries (the request's or the
+// record's being handled), else "".
 func TraceparentFrom(ctx context.Context) string {
-	tp, _ := ctx.Value(traceparentKey{}).(string)
-	return tp
+	if tp, ok := ctx.Value(traceparentKey{}).(string); ok {
+		return tp
+	}
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return ""
+	}
+	return fmt.Sprintf("00-%s-%s-%s", sc.TraceID(), sc.SpanID(), sc.TraceFlags())
 }
