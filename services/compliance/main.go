@@ -106,7 +106,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer disconnect()
 	health.Add("mongodb", mongox.Ping(mc))
-	led := ledger.New(mc.Database(cfg.MongoDatabase), time.Now)
+	led := ledger.New(ledger.Config{DB: mc.Database(cfg.MongoDatabase), Now: time.Now})
 
 	forget := func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }
 	client, err := kafkax.NewClient(cfg.Kafka, "rcm-compliance", reg, logger,
@@ -117,7 +117,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	defer client.Close()
 	health.Add("kafka", func(ctx context.Context) error { return client.Ping(ctx) })
-	cons := consumer.New(led, kafkax.DeadLetter(client, cfg.DLQTopic), reg, logger, time.Now)
+	cons := consumer.New(consumer.Config{Ledger: led, DeadLetter: kafkax.DeadLetter(client, cfg.DLQTopic), Now: time.Now, Logger: logger}, reg)
 
 	lag := kafkax.NewLagMonitor(client, cfg.Group, cfg.LagInterval, reg, logger)
 
