@@ -27,10 +27,10 @@ import (
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/obs"
 	"github.com/rcm-platform/rcm/pkg/principal"
-	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/api"
 	"github.com/rcm-platform/rcm/services/feed/internal/consumer"
 	"github.com/rcm-platform/rcm/services/feed/internal/hub"
+	"github.com/rcm-platform/rcm/services/feed/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 )
@@ -128,7 +128,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer disconnect()
 	health.Add("mongodb", mongox.Ping(mc))
 	db := mc.Database(cfg.MongoDatabase)
-	items := seqlog.New(db.Collection("items"), db.Collection("item_heads"))
+	items := store.New(store.Config{DB: db, Now: time.Now})
 
 	producer, err := kafkax.NewClient(cfg.Kafka, "rcm-feed-producer", reg, logger,
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -171,11 +171,10 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	lag := kafkax.NewLagMonitor(eventsConsumer, cfg.Group, cfg.LagInterval, reg, logger)
 	h := hub.New(hub.DefaultBuffer, reg)
 	handler := consumer.New(consumer.Config{
-		Log:           items,
+		Store:         items,
 		Producer:      producer,
 		ActivityTopic: cfg.ActivityTopic,
 		DeadLetter:    kafkax.DeadLetter(producer, cfg.DLQTopic),
-		Now:           time.Now,
 		Logger:        logger,
 	}, reg)
 
@@ -260,7 +259,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 // startup makes the indexes and topics, retrying while the store or the
 // broker cannot be reached.
-func startup(ctx context.Context, cfg config, items *seqlog.Log, cl *kgo.Client, logger *slog.Logger) error {
+func startup(ctx context.Context, cfg config, items *store.Store, cl *kgo.Client, logger *slog.Logger) error {
 	return kafkax.Retry(ctx, logger, "indexes and topics", func(ctx context.Context) error {
 		if cfg.CreateIndexes {
 			if err := items.EnsureIndexes(ctx); err != nil {
