@@ -137,7 +137,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
 		producer, st, reg, logger, time.Now)
 	applier := documents.NewApplier(st, rl, gen.New, time.Now, reg, logger)
-	docs := documents.NewConsumer(applier, kafkax.DeadLetter(producer, cfg.DocumentsDLQ), reg, logger)
+	docs := documents.NewConsumer(documents.ConsumerConfig{Applier: applier, DeadLetter: kafkax.DeadLetter(producer, cfg.DocumentsDLQ), Logger: logger}, reg)
 
 	lag := kafkax.NewLagMonitor(consumer, cfg.DocumentsGroup, cfg.LagInterval, reg, logger)
 
