@@ -84,6 +84,9 @@ require (
 
 replace github.com/rcm-platform/rcm/api => ../api
 
-require github.com/rcm-platform/rcm/dev v0.0.0
+require (
+	github.com/rcm-platform/rcm/dev v0.0.0
+	go.yaml.in/yaml/v3 v3.0.6
+)
 
 replace github.com/rcm-platform/rcm/dev => ../dev

@@ -15,9 +15,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// TestDecodeOrDeadLetter: what does not decode and what process rejects
-// is parked after process succeeds, in offset order, counted; nothing is
-// parked when process fails, and a park that fails fails the batch.
+// TestDecodeOrDeadLetter: what does not decode is parked before anything
+// is processed, what process rejects after it; a park that fails stops
+// the batch before process runs; a batch retried after a failure parks
+// nothing twice, and the next batch parks its own.
 func TestDecodeOrDeadLetter(t *testing.T) {
 	t.Parallel()
 	// Values are numbers; "x" does not decode, and process rejects 13.
@@ -25,6 +26,10 @@ func TestDecodeOrDeadLetter(t *testing.T) {
 	var processed []int
 	var failProcess error
 	process := func(_ context.Context, batch []kafkax.Decoded[int]) ([]kafkax.Rejected, error) {
+		processed = nil
+		for _, d := range batch {
+			processed = append(processed, d.Value)
+		}
 		if failProcess != nil {
 			return nil, failProcess
 		}
@@ -32,51 +37,64 @@ func TestDecodeOrDeadLetter(t *testing.T) {
 		for _, d := range batch {
 			if d.Value == 13 {
 				out = append(out, kafkax.Rejected{Record: d.Record, Reason: errors.New("unlucky")})
-				continue
 			}
-			processed = append(processed, d.Value)
 		}
 		return out, nil
 	}
-	var parkedOffsets []int64
+	var parked []int64
 	var failPark error
 	park := func(_ context.Context, r *kgo.Record, _ error) error {
 		if failPark != nil {
 			return failPark
 		}
-		parkedOffsets = append(parkedOffsets, r.Offset)
+		parked = append(parked, r.Offset)
 		return nil
 	}
 	counted := prometheus.NewCounter(prometheus.CounterOpts{Name: "parked_total", Help: "parked"})
 	dl := kafkax.NewDeadLetters(park, counted, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	var records []*kgo.Record
-	for i, v := range []string{"1", "13", "x", "2", "x"} {
-		records = append(records, &kgo.Record{Value: []byte(v), Offset: int64(i)})
+	batch := func(first int64, values ...string) []*kgo.Record {
+		var rs []*kgo.Record
+		for i, v := range values {
+			rs = append(rs, &kgo.Record{Topic: "t", Partition: 2, Value: []byte(v), Offset: first + int64(i)})
+		}
+		return rs
 	}
+	records := batch(10, "x", "1", "13", "x", "2")
 	ctx := context.Background()
 
-	failProcess = errors.New("store down")
-	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, process, dl); !errors.Is(err, failProcess) {
-		t.Fatalf("process failing: got %v, want its error", err)
-	}
-	if len(parkedOffsets) != 0 {
-		t.Fatalf("process failing: parked %v, want nothing", parkedOffsets)
-	}
-	failProcess, failPark = nil, errors.New("broker down")
+	failPark = errors.New("broker down")
 	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, process, dl); !errors.Is(err, failPark) {
 		t.Fatalf("park failing: got %v, want its error", err)
 	}
-	failPark, processed = nil, nil
-	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, process, dl); err != nil {
-		t.Fatal(err)
+	if processed != nil {
+		t.Fatalf("park failing: processed %v, want nothing before the malformed records are parked", processed)
 	}
-	if want := []int{1, 2}; !slices.Equal(processed, want) {
+	failPark, failProcess = nil, errors.New("store down")
+	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, process, dl); !errors.Is(err, failProcess) {
+		t.Fatalf("process failing: got %v, want its error", err)
+	}
+	if want := []int64{10, 13}; !slices.Equal(parked, want) {
+		t.Fatalf("process failing: parked %v, want %v", parked, want)
+	}
+	failProcess = nil
+	for range 2 {
+		if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, process, dl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []int{1, 13, 2}; !slices.Equal(processed, want) {
 		t.Fatalf("processed %v, want %v", processed, want)
 	}
-	if want := []int64{1, 2, 4}; !slices.Equal(parkedOffsets, want) {
-		t.Fatalf("parked offsets %v, want %v", parkedOffsets, want)
+	if want := []int64{10, 13, 12}; !slices.Equal(parked, want) {
+		t.Fatalf("after retries: parked %v, want %v, each once", parked, want)
 	}
-	if got := testutil.ToFloat64(counted); got != 3 {
-		t.Fatalf("counted %v, want 3", got)
+	if err := kafkax.DecodeOrDeadLetter(ctx, batch(15, "x", "3"), decode, process, dl); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{10, 13, 12, 15}; !slices.Equal(parked, want) {
+		t.Fatalf("next batch: parked %v, want %v", parked, want)
+	}
+	if got := testutil.ToFloat64(counted); got != 4 {
+		t.Fatalf("counted %v, want 4", got)
 	}
 }

@@ -44,7 +44,6 @@ require (
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
-	github.com/rcm-platform/rcm/api v0.0.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3 // indirect
 	github.com/twmb/franz-go/pkg/kadm v1.20.0 // indirect
@@ -85,6 +84,9 @@ replace (
 	github.com/rcm-platform/rcm/pkg => ../../pkg
 )
 
-require github.com/rcm-platform/rcm/dev v0.0.0
+require (
+	github.com/rcm-platform/rcm/api v0.0.0
+	github.com/rcm-platform/rcm/dev v0.0.0
+)
 
 replace github.com/rcm-platform/rcm/dev => ../../dev

@@ -25,10 +25,11 @@ import (
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/obs"
 	"github.com/rcm-platform/rcm/pkg/principal"
-	"github.com/rcm-platform/rcm/pkg/principal/nonces"
 	"github.com/rcm-platform/rcm/services/campaign/internal/api"
+	"github.com/rcm-platform/rcm/services/campaign/internal/app"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
+	"github.com/rcm-platform/rcm/services/campaign/internal/nonces"
 	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -136,8 +137,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	gen := ids.NewGenerator(time.Now)
 	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
 		producer, st, reg, logger, time.Now)
-	applier := documents.NewApplier(st, rl, gen.New, time.Now, reg, logger)
-	docs := documents.NewConsumer(documents.ConsumerConfig{Applier: applier, DeadLetter: kafkax.DeadLetter(producer, cfg.DocumentsDLQ), Logger: logger}, reg)
+	campaigns := app.New(app.Config{Store: st, Relay: rl, Claims: idem, NewID: gen.New, Now: time.Now, Logger: logger, Registerer: reg})
+	docs := documents.NewConsumer(documents.ConsumerConfig{Documents: campaigns, DeadLetter: kafkax.DeadLetter(producer, cfg.DocumentsDLQ), Logger: logger}, reg)
 
 	lag := kafkax.NewLagMonitor(consumer, cfg.DocumentsGroup, cfg.LagInterval, reg, logger)
 
@@ -153,7 +154,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	obs.Mount(router, health, reg)
 	router.Group(func(r chi.Router) {
 		r.Use(signer.Require(logger))
-		(&api.Handler{Store: st, Relay: rl, Applier: applier, NewID: gen.New, Now: time.Now, Logger: logger, Ready: started.Load, Idempotency: idem}).Routes(r)
+		(&api.Handler{Campaigns: campaigns, Logger: logger, Ready: started.Load}).Routes(r)
 	})
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

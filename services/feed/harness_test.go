@@ -18,6 +18,7 @@ import (
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/principal"
@@ -242,7 +243,7 @@ func (e *env) records(t testing.TB, evs ...events.Event) []*kgo.Record {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, m.Record(e.topic))
+		out = append(out, kafkarec.Record(m, e.topic))
 	}
 	return out
 }

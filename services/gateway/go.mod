@@ -9,6 +9,7 @@ require (
 	github.com/go-chi/httprate v0.16.1
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/prometheus/client_golang v1.25.0
+	github.com/rcm-platform/rcm/api v0.0.0
 	github.com/rcm-platform/rcm/pkg v0.0.0
 	golang.org/x/sync v0.23.0
 	golang.org/x/time v0.15.0

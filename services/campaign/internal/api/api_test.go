@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,8 +21,9 @@ import (
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/api"
+	"github.com/rcm-platform/rcm/services/campaign/internal/app"
+	"github.com/rcm-platform/rcm/services/campaign/internal/app/apptest"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
-	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 )
@@ -33,30 +33,11 @@ func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
 // deadline is the request deadline of the test service.
 const deadline = time.Second
 
-// relayRecorder stands in for the relay: it keeps what it was handed.
-type relayRecorder struct {
-	mu     sync.Mutex
-	msgs   []events.Message
-	missed int
-}
-
-func (r *relayRecorder) Enqueue(_ string, msgs ...events.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.msgs = append(r.msgs, msgs...)
-}
-
-func (r *relayRecorder) Missed() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.missed++
-}
-
 type service struct {
 	url   string
 	store *store.Store // on a direct client, for the test's own reads
 	proxy *replyHolder
-	relay *relayRecorder
+	relay *apptest.Relay
 	p     principal.Principal
 }
 
@@ -77,12 +58,11 @@ func newService(t *testing.T) *service {
 		t.Fatal(err)
 	}
 	gen := ids.NewGenerator(time.Now)
-	rec := &relayRecorder{}
-	h := &api.Handler{
-		Store: st, Relay: rec, NewID: gen.New, Now: time.Now, Logger: logger,
-		Applier:     documents.NewApplier(st, rec, gen.New, time.Now, prometheus.NewRegistry(), logger),
-		Idempotency: idempotency.New(cl.Database(db), time.Now),
-	}
+	rec := &apptest.Relay{}
+	h := &api.Handler{Logger: logger, Campaigns: app.New(app.Config{
+		Store: st, Relay: rec, NewID: gen.New, Now: time.Now, Logger: logger, Registerer: prometheus.NewRegistry(),
+		Claims: idempotency.New(cl.Database(db), time.Now),
+	})}
 	s := &service{
 		store: store.New(mongotest.Client(t).Database(db)),
 		proxy: proxy, relay: rec,

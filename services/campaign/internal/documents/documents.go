@@ -1,21 +1,20 @@
-// Package documents maintains the campaign service's read model of the
-// documents team's topic, documents.v1: versioned upserts and tombstones,
-// and the end of every active campaign whose document's loan leaves BEHIND.
+// Package documents consumes the documents team's topic, documents.v1:
+// it parses each record, sends what cannot be parsed to the dead-letter
+// topic, and hands versioned upserts and tombstones to the use cases
+// (app.Campaigns), which keep the read model and end every active campaign
+// whose document's loan leaves BEHIND.
 package documents
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
-	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -63,101 +62,24 @@ func Parse(r *kgo.Record) (Update, error) {
 	return Update{ID: id, Doc: &doc}, nil
 }
 
-// Enqueuer takes freshly written events for publishing.
-type Enqueuer interface {
-	Enqueue(campaignID string, msgs ...events.Message)
+// Documents is what an update does to the read model and the campaigns
+// on the document: the use cases (app.Campaigns).
+type Documents interface {
+	ApplyDocument(ctx context.Context, doc campaign.Document) error
+	DeleteDocument(ctx context.Context, documentID string) error
 }
 
-// Applier applies document updates and ends the campaigns they end.
-type Applier struct {
-	store  *store.Store
-	relay  Enqueuer
-	newID  func(prefix string) string
-	now    func() time.Time
-	logger *slog.Logger
-	ended  prometheus.Counter
-}
-
-// NewApplier returns an Applier.
-func NewApplier(s *store.Store, relay Enqueuer, newID func(string) string, now func() time.Time, reg prometheus.Registerer, logger *slog.Logger) *Applier {
-	ended := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "rcm_campaigns_ended_total", Help: "Campaigns ended because their document's loan left BEHIND.",
-	})
-	reg.MustRegister(ended)
-	return &Applier{store: s, relay: relay, newID: newID, now: now, logger: logger, ended: ended}
-}
-
-// Apply stores u if it is newer than what is held, then ends the active
-// campaigns of the document if it no longer allows them. The second step
-// runs from the stored state whether or not u changed it, so a crash
-// between the two is repaired when u is delivered again.
-func (a *Applier) Apply(ctx context.Context, u Update) error {
-	var err error
-	if u.Doc == nil {
-		_, err = a.store.DeleteDocument(ctx, u.ID, a.now())
-	} else {
-		_, err = a.store.ApplyDocument(ctx, *u.Doc, a.now())
-	}
-	if err != nil {
-		return err
-	}
-	doc, err := a.store.AnyDocument(ctx, u.ID)
-	if errors.Is(err, campaign.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if doc.AllowsCampaign() {
-		return nil
-	}
-	active, err := a.store.ActiveOnDocument(ctx, doc.ID)
-	if err != nil {
-		return err
-	}
-	for _, c := range active {
-		if _, err := a.EndIfLoanLeft(ctx, c.AccountID, c.ID, doc); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// EndIfLoanLeft ends the campaign if doc no longer allows it, in one write
-// with its campaign_ended event, and hands the event to the relay. It
-// returns the campaign as stored afterwards.
-func (a *Applier) EndIfLoanLeft(ctx context.Context, accountID, campaignID string, doc campaign.Document) (campaign.Campaign, error) {
-	c, msgs, err := a.store.Update(ctx, accountID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
-		e, ended := c.EndIfLoanLeft(doc, a.newID("evt_"), a.now())
-		if !ended {
-			return nil, nil
-		}
-		return []events.Event{e}, nil
-	})
-	if err != nil {
-		return c, fmt.Errorf("end campaign %s: %w", campaignID, err)
-	}
-	if len(msgs) > 0 {
-		a.ended.Inc()
-		a.relay.Enqueue(campaignID, msgs...)
-		a.logger.Info("campaign ended", slog.String("campaign_id", campaignID), slog.String("event_id", msgs[0].ID), slog.String("document_id", doc.ID))
-	}
-	return c, nil
-}
-
-// Consumer feeds documents.v1 to an Applier.
+// Consumer feeds documents.v1 to the use cases.
 type Consumer struct {
-	applyUpdate func(ctx context.Context, u Update) error
+	docs        Documents
 	deadLetters *kafkax.DeadLetters
 	received    *prometheus.CounterVec
 }
 
 // ConsumerConfig is what a Consumer needs.
 type ConsumerConfig struct {
-	// Applier applies each update; an *Applier is one.
-	Applier interface {
-		Apply(ctx context.Context, u Update) error
-	}
+	// Documents applies each update.
+	Documents Documents
 	// DeadLetter parks the records that cannot be parsed, with the
 	// reason; it must succeed before the record counts as handled.
 	DeadLetter kafkax.DeadLetterFunc
@@ -176,22 +98,23 @@ func NewConsumer(cfg ConsumerConfig, reg prometheus.Registerer) *Consumer {
 		received.WithLabelValues(o)
 	}
 	return &Consumer{
-		applyUpdate: cfg.Applier.Apply,
+		docs:        cfg.Documents,
 		deadLetters: kafkax.NewDeadLetters(cfg.DeadLetter, received.WithLabelValues("malformed"), cfg.Logger),
 		received:    received,
 	}
 }
 
-// Handle applies one partition's batch in order, then parks the records
-// that cannot be parsed.
+// Handle parks the records of one partition's batch that cannot be
+// parsed, then applies the others in order.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
-	return kafkax.DecodeOrDeadLetter(ctx, records, Parse, c.apply, c.deadLetters)
+	return kafkax.DecodeOrDeadLetter(ctx, records, Parse, c.applyAll, c.deadLetters)
 }
 
-func (c *Consumer) apply(ctx context.Context, batch []kafkax.Decoded[Update]) ([]kafkax.Rejected, error) {
+// applyAll applies the updates of batch in order.
+func (c *Consumer) applyAll(ctx context.Context, batch []kafkax.Decoded[Update]) ([]kafkax.Rejected, error) {
 	for _, d := range batch {
 		u := d.Value
-		if err := c.applyUpdate(ctx, u); err != nil {
+		if err := c.apply(ctx, u); err != nil {
 			return nil, fmt.Errorf("apply document %s at offset %d: %w", u.ID, d.Record.Offset, err)
 		}
 		if u.Doc == nil {
@@ -201,4 +124,12 @@ func (c *Consumer) apply(ctx context.Context, batch []kafkax.Decoded[Update]) ([
 		}
 	}
 	return nil, nil
+}
+
+// apply applies one update, a new version or a tombstone.
+func (c *Consumer) apply(ctx context.Context, u Update) error {
+	if u.Doc == nil {
+		return c.docs.DeleteDocument(ctx, u.ID)
+	}
+	return c.docs.ApplyDocument(ctx, *u.Doc)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -302,7 +303,7 @@ func drainTimeout(d time.Duration) time.Duration {
 func (r *Relay) produce(ctx context.Context, it item) {
 	// ctx is the relay's producing context, not a request's: it ends
 	// only when the drain time after shutdown is over.
-	r.client.Produce(ctx, it.msg.Record(r.cfg.Topic), func(_ *kgo.Record, err error) {
+	r.client.Produce(ctx, kafkarec.Record(it.msg, r.cfg.Topic), func(_ *kgo.Record, err error) {
 		if err != nil {
 			r.metrics.published.WithLabelValues("error").Inc()
 			r.logger.Error("publish failed; the sweep will retry", slog.String("event_id", it.msg.ID), slog.Any("err", err))

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/events"
-	"github.com/rcm-platform/rcm/pkg/keylock"
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
+	"github.com/rcm-platform/rcm/services/campaign/internal/keylock"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
@@ -346,6 +346,36 @@ func (s *Store) ListByDocument(ctx context.Context, accountID, documentID, befor
 		}
 	}
 	return out, nil
+}
+
+// Page is one page of a document's campaigns, newest first.
+type Page struct {
+	Campaigns []campaign.Campaign
+	// Next is the cursor of the next page (the last campaign's id), ""
+	// on the last page.
+	Next string
+}
+
+// PageByDocument returns up to limit campaigns of account on documentID,
+// newest first, after the campaign id cursor ("" for the first page), and
+// the cursor of the next page.
+func (s *Store) PageByDocument(ctx context.Context, accountID, documentID, cursor string, limit int) (Page, error) {
+	cs, err := s.ListByDocument(ctx, accountID, documentID, cursor, limit+1)
+	if err != nil {
+		return Page{}, err
+	}
+	p := Page{Campaigns: cs}
+	if len(cs) > limit {
+		p.Campaigns = cs[:limit]
+		p.Next = cs[limit-1].ID
+	}
+	return p, nil
+}
+
+// HasCampaigns reports whether account has any campaign on documentID.
+func (s *Store) HasCampaigns(ctx context.Context, accountID, documentID string) (bool, error) {
+	some, err := s.ListByDocument(ctx, accountID, documentID, "", 1)
+	return len(some) > 0, err
 }
 
 // ActiveOnDocument returns the active campaigns on documentID, whatever

@@ -308,6 +308,55 @@ func TestListByDocumentPagesNewestFirst(t *testing.T) {
 	}
 }
 
+// TestPageByDocument: pages carry the cursor of the next one, and the
+// last page none, also when it is full.
+func TestPageByDocument(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	var made []string
+	for i := 0; i < 4; i++ {
+		made = append(made, start(t, s, behind("doc_p", "org_p")).ID)
+	}
+	slices.Reverse(made)
+	tests := []struct {
+		name     string
+		cursor   string
+		limit    int
+		want     []string
+		wantNext string
+	}{
+		{"first page", "", 3, made[:3], made[2]},
+		{"last page", made[2], 3, made[3:], ""},
+		{"full last page", made[1], 2, made[2:], ""},
+		{"all at once", "", 4, made, ""},
+		{"unknown cursor", "rcm_unknown", 2, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := s.PageByDocument(ctx, "org_p", "doc_p", tt.cursor, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, c := range p.Campaigns {
+				got = append(got, c.ID)
+			}
+			if !slices.Equal(got, tt.want) || p.Next != tt.wantNext {
+				t.Fatalf("got %v next %q, want %v next %q", got, p.Next, tt.want, tt.wantNext)
+			}
+		})
+	}
+	for _, account := range []struct {
+		id   string
+		want bool
+	}{{"org_p", true}, {"org_other", false}} {
+		if has, err := s.HasCampaigns(ctx, account.id, "doc_p"); err != nil || has != account.want {
+			t.Fatalf("HasCampaigns(%s): got %v %v, want %v", account.id, has, err, account.want)
+		}
+	}
+}
+
 // TestCampaignListedOnce: a start retried with the campaign id it chose
 // lists that campaign once on its document, however often it ran.
 func TestCampaignListedOnce(t *testing.T) {

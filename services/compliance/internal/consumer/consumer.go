@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -95,7 +96,7 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 // not answer); nothing is committed past it.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
 	start := c.now()
-	if err := kafkax.DecodeOrDeadLetter(ctx, records, events.Decode, c.appendAll, c.deadLetters); err != nil {
+	if err := kafkax.DecodeOrDeadLetter(ctx, records, kafkarec.Decode, c.appendAll, c.deadLetters); err != nil {
 		return err
 	}
 	c.m.batch.Observe(c.now().Sub(start).Seconds())

@@ -41,7 +41,7 @@ const DefaultMaxStreams = 5000
 // errInvalidLastEventID answers a Last-Event-ID past the account's head:
 // no stream of this API sent it, and resuming from it would hold back
 // every item up to it.
-var errInvalidLastEventID = &httpx.Error{Status: http.StatusBadRequest, Message: "Invalid Last-Event-ID."}
+var errInvalidLastEventID = httpx.ErrInvalidLastEventID
 
 // Config is what a Handler needs.
 type Config struct {

@@ -1,8 +1,8 @@
 // Package consumer turns rcm.campaign-events.v1 into the stored activity
-// history: it decodes each partition's batch, stores the items of each
-// account once in its sequence, publishes every stored item to the
-// internal activity topic from which every feed instance fans out live,
-// and then parks what cannot be decoded on the dead-letter topic.
+// history: it decodes each partition's batch, parks what cannot be
+// decoded on the dead-letter topic, stores the items of each account once
+// in its sequence, and then publishes every stored item to the internal
+// activity topic from which every feed instance fans out live.
 package consumer
 
 import (
@@ -12,7 +12,7 @@ import (
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
@@ -81,7 +81,7 @@ type accountItem struct {
 
 // decode reads the item of an event record.
 func decode(r *kgo.Record) (accountItem, error) {
-	e, err := events.Decode(r)
+	e, err := kafkarec.Decode(r)
 	if err != nil {
 		return accountItem{}, err
 	}
@@ -99,9 +99,9 @@ type accountBatch struct {
 }
 
 // Handle is the kafkax.BatchHandler of one partition. It returns nil only
-// once every valid event of records is stored, every stored item is
-// published and every malformed record is on the dead-letter topic, so
-// the offsets are committed only then. Running it again on the same
+// once every malformed record is on the dead-letter topic, every valid
+// event of records is stored and every stored item is published, so the
+// offsets are committed only then. Running it again on the same
 // records stores nothing twice and publishes the same items again, which
 // the subscribers skip by cursor.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {

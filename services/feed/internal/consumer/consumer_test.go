@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
@@ -119,7 +120,7 @@ func (f *fixture) record(t *testing.T, account string) *kgo.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := m.Record(events.Topic)
+	r := kafkarec.Record(m, events.Topic)
 	r.Offset = f.offset
 	f.offset++
 	return r
@@ -127,7 +128,7 @@ func (f *fixture) record(t *testing.T, account string) *kgo.Record {
 
 func eventID(r *kgo.Record) string {
 	for _, h := range r.Headers {
-		if h.Key == events.HeaderID {
+		if h.Key == kafkarec.HeaderID {
 			return string(h.Value)
 		}
 	}
@@ -288,34 +289,36 @@ func TestHandleKeepsEachAccountsOrder(t *testing.T) {
 	}
 }
 
-// TestHandleParksOnceWhenRetried: a batch whose store write fails parks
-// nothing; one whose dead-lettering fails is retried whole, stores
-// nothing twice, and parks each malformed record once it succeeds.
+// TestHandleParksOnceWhenRetried: nothing is stored before the batch's
+// malformed records are parked; a batch retried after a failure of the
+// store parks nothing twice and stores nothing twice.
 func TestHandleParksOnceWhenRetried(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, nil)
-	good := f.record(t, "org_a")
 	bad := &kgo.Record{Topic: events.Topic, Key: []byte("org_a"), Value: []byte("not json"), Offset: f.offset}
 	f.offset++
-	batch := []*kgo.Record{good, bad}
+	good := f.record(t, "org_a")
+	batch := []*kgo.Record{bad, good}
+	ctx := context.Background()
 
-	down, cancel := context.WithCancel(context.Background())
+	failing := errors.New("broker down")
+	f.dlq.fail = failing
+	if err := f.consumer.Handle(ctx, events.Topic, 0, batch); !errors.Is(err, failing) {
+		t.Fatalf("dead-letter topic down: got %v, want its error", err)
+	}
+	if got := f.stored(t, "org_a"); len(got) != 0 {
+		t.Fatalf("dead-letter topic down: stored %v, want nothing after the record that could not be parked", got)
+	}
+	f.dlq.fail = nil
+	down, cancel := context.WithCancel(ctx)
 	cancel() // the store cannot be reached
 	if err := f.consumer.Handle(down, events.Topic, 0, batch); err == nil {
 		t.Fatal("store unreachable: got nil, want an error")
 	}
-	if len(f.dlq.reasons) != 0 || len(f.producer.published(t)) != 0 {
-		t.Fatalf("store unreachable: parked %v and published %v, want neither", f.dlq.reasons, f.producer.published(t))
-	}
-
-	failing := errors.New("broker down")
-	f.dlq.fail = failing
-	if err := f.consumer.Handle(context.Background(), events.Topic, 0, batch); !errors.Is(err, failing) {
-		t.Fatalf("dead-letter topic down: got %v, want its error", err)
-	}
-	f.dlq.fail = nil
-	if err := f.consumer.Handle(context.Background(), events.Topic, 0, batch); err != nil {
-		t.Fatal(err)
+	for range 2 { // the retry, and a redelivery after a lost commit
+		if err := f.consumer.Handle(ctx, events.Topic, 0, batch); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if got := f.stored(t, "org_a"); !slices.Equal(got, []string{eventID(good)}) {
 		t.Fatalf("stored %v, want the valid event once", got)
@@ -327,6 +330,6 @@ func TestHandleParksOnceWhenRetried(t *testing.T) {
 		t.Fatalf("dead letters counted %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(f.consumer.replayed); got != 1 {
-		t.Fatalf("replays counted %v, want 1: the retry found the stored item", got)
+		t.Fatalf("replays counted %v, want 1: the redelivery found the stored item", got)
 	}
 }
