@@ -85,7 +85,9 @@ require (
 replace github.com/rcm-platform/rcm/api => ../api
 
 require (
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/rcm-platform/rcm/dev v0.0.0
+	github.com/sethvargo/go-envconfig v1.4.3
 	go.yaml.in/yaml/v3 v3.0.6
 )
 

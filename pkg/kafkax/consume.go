@@ -194,25 +194,3 @@ func (g *rebalanceGate) reset() {
 	default:
 	}
 }
-
-// Retry runs fn until it succeeds or ctx ends, with backoff, logging each
-// failure: how a service waits for a dependency at start-up. It returns
-// nil when ctx ends.
-func Retry(ctx context.Context, logger *slog.Logger, what string, fn func(context.Context) error) error {
-	backoff := 200 * time.Millisecond
-	for {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := fn(sctx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return nil
-		}
-		logger.Warn("start-up step failed; retrying", slog.String("step", what), slog.Any("err", err))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
-}
