@@ -40,7 +40,9 @@ func countedLog(t *testing.T) (mk func() *seqlog.Log, commands *commandCounter) 
 	}
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	db := cl.Database(mongotest.NewDatabase(t))
-	mk = func() *seqlog.Log { return seqlog.New(db.Collection("docs"), db.Collection("heads")) }
+	mk = func() *seqlog.Log {
+		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: db.Collection("heads"), LinkField: "link"})
+	}
 	if err := mk().EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -84,18 +86,18 @@ func TestCatchUpAfterCrash(t *testing.T) {
 			// The first pass of the same batch, into an empty log.
 			mk, commands := countedLog(t)
 			start := time.Now()
-			if _, err := mk().Append(ctx, "org_f", "link", items("org_f", ids...)); err != nil {
+			if _, err := mk().Append(ctx, "org_f", items("org_f", ids...)); err != nil {
 				t.Fatal(err)
 			}
 			firstTook, firstCommands := time.Since(start), commands.n.Load()
 
 			mk, commands = countedLog(t)
-			if _, err := mk().Append(ctx, "org_c", "link", items("org_c", ids[:tc.done]...)); err != nil {
+			if _, err := mk().Append(ctx, "org_c", items("org_c", ids[:tc.done]...)); err != nil {
 				t.Fatal(err)
 			}
 			before := commands.n.Load()
 			start = time.Now()
-			res, err := mk().Append(ctx, "org_c", "link", items("org_c", ids...))
+			res, err := mk().Append(ctx, "org_c", items("org_c", ids...))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,11 +128,11 @@ func TestReplayBeyondTheWindow(t *testing.T) {
 	ctx := context.Background()
 	mk, commands := countedLog(t)
 	ids := eventIDs("e", 400)
-	if _, err := mk().Append(ctx, "org_w", "link", items("org_w", ids...)); err != nil {
+	if _, err := mk().Append(ctx, "org_w", items("org_w", ids...)); err != nil {
 		t.Fatal(err)
 	}
 	before := commands.n.Load()
-	res, err := mk().Append(ctx, "org_w", "link", items("org_w", "n1", ids[0], "n2", ids[399]))
+	res, err := mk().Append(ctx, "org_w", items("org_w", "n1", ids[0], "n2", ids[399]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +166,7 @@ func TestTwoWritersLargeBatches(t *testing.T) {
 			defer wg.Done()
 			l := mk()
 			for i := 0; i < len(stream); i += batch {
-				if _, err := l.Append(ctx, "org_2l", "link", items("org_2l", stream[i:min(i+batch, len(stream))]...)); err != nil {
+				if _, err := l.Append(ctx, "org_2l", items("org_2l", stream[i:min(i+batch, len(stream))]...)); err != nil {
 					t.Errorf("writer %d: %v", w, err)
 					return
 				}
@@ -211,7 +213,7 @@ func TestAnEventTwiceInOneBatch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	mk, _ := countedLog(t)
-	res, err := mk().Append(ctx, "org_d", "link", items("org_d", "a", "b", "a", "c"))
+	res, err := mk().Append(ctx, "org_d", items("org_d", "a", "b", "a", "c"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,16 +67,26 @@ type Result struct {
 
 // Log is one insert-only sequence collection and its head hints.
 type Log struct {
-	docs  *mongo.Collection
-	heads *mongo.Collection
+	docs      *mongo.Collection
+	heads     *mongo.Collection
+	linkField string
 
 	mu    sync.Mutex
 	cache map[string]Head
 }
 
-// New returns the log stored in docs, with head hints in heads.
-func New(docs, heads *mongo.Collection) *Log {
-	return &Log{docs: docs, heads: heads, cache: map[string]Head{}}
+// Config says where a Log is stored.
+type Config struct {
+	// Docs holds the documents, Heads the hints of each account's head.
+	Docs, Heads *mongo.Collection
+	// LinkField names the stored field holding a document's link; ""
+	// when the documents carry none.
+	LinkField string
+}
+
+// New returns the log stored as cfg says.
+func New(cfg Config) *Log {
+	return &Log{docs: cfg.Docs, heads: cfg.Heads, linkField: cfg.LinkField, cache: map[string]Head{}}
 }
 
 // EnsureIndexes creates the unique indexes the log's rules rest on.
@@ -116,9 +126,8 @@ type linkDoc struct {
 	Link    string `bson:"link"`
 }
 
-// probe reads the event id and link of document seq, if any. linkField
-// names the field holding the link.
-func (l *Log) probe(ctx context.Context, account string, seq int64, linkField string) (linkDoc, bool, error) {
+// probe reads the event id and link of document seq, if any.
+func (l *Log) probe(ctx context.Context, account string, seq int64) (linkDoc, bool, error) {
 	var raw bson.Raw
 	found, err := l.Get(ctx, account, seq, &raw)
 	if err != nil || !found {
@@ -128,8 +137,8 @@ func (l *Log) probe(ctx context.Context, account string, seq int64, linkField st
 	if v, err := raw.LookupErr(FieldEventID); err == nil {
 		d.EventID, _ = v.StringValueOK()
 	}
-	if linkField != "" {
-		if v, err := raw.LookupErr(linkField); err == nil {
+	if l.linkField != "" {
+		if v, err := raw.LookupErr(l.linkField); err == nil {
 			d.Link, _ = v.StringValueOK()
 		}
 	}
@@ -151,25 +160,25 @@ func (l *Log) HeadHint(ctx context.Context, account string) (Head, error) {
 
 // LoadHead finds account's head from the store: from the hint, or when
 // there is none by galloping over seqs, then forward one by one to the
-// last document. linkField names the field holding the link.
-func (l *Log) LoadHead(ctx context.Context, account, linkField string) (Head, error) {
+// last document.
+func (l *Log) LoadHead(ctx context.Context, account string) (Head, error) {
 	hint, err := l.HeadHint(ctx, account)
 	if err != nil {
 		return Head{}, err
 	}
-	return l.loadHead(ctx, account, linkField, hint)
+	return l.loadHead(ctx, account, hint)
 }
 
 // Reach returns the furthest seq account's sequence is known to have
 // reached: its head, or the hint when that is further (documents deleted
 // from the store, which a verifier must then report missing). It reads
 // the hint once.
-func (l *Log) Reach(ctx context.Context, account, linkField string) (int64, error) {
+func (l *Log) Reach(ctx context.Context, account string) (int64, error) {
 	hint, err := l.HeadHint(ctx, account)
 	if err != nil {
 		return 0, err
 	}
-	h, err := l.loadHead(ctx, account, linkField, hint)
+	h, err := l.loadHead(ctx, account, hint)
 	if err != nil {
 		return 0, err
 	}
@@ -177,9 +186,9 @@ func (l *Log) Reach(ctx context.Context, account, linkField string) (int64, erro
 }
 
 // loadHead finds account's head starting from the hint h.
-func (l *Log) loadHead(ctx context.Context, account, linkField string, h Head) (Head, error) {
+func (l *Log) loadHead(ctx context.Context, account string, h Head) (Head, error) {
 	if h.Seq > 0 {
-		d, found, err := l.probe(ctx, account, h.Seq, linkField)
+		d, found, err := l.probe(ctx, account, h.Seq)
 		if err != nil {
 			return Head{}, err
 		}
@@ -194,7 +203,7 @@ func (l *Log) loadHead(ctx context.Context, account, linkField string, h Head) (
 		// with the next one missing.
 		lo, hi := int64(0), int64(1)
 		for {
-			_, found, err := l.probe(ctx, account, hi, "")
+			_, found, err := l.probe(ctx, account, hi)
 			if err != nil {
 				return Head{}, err
 			}
@@ -205,7 +214,7 @@ func (l *Log) loadHead(ctx context.Context, account, linkField string, h Head) (
 		}
 		for hi-lo > 1 {
 			mid := lo + (hi-lo)/2
-			_, found, err := l.probe(ctx, account, mid, "")
+			_, found, err := l.probe(ctx, account, mid)
 			if err != nil {
 				return Head{}, err
 			}
@@ -218,7 +227,7 @@ func (l *Log) loadHead(ctx context.Context, account, linkField string, h Head) (
 		// lo exists (or is 0) and lo+1 does not: lo is the head.
 		h = Head{Seq: lo}
 		if lo > 0 {
-			d, _, err := l.probe(ctx, account, lo, linkField)
+			d, _, err := l.probe(ctx, account, lo)
 			if err != nil {
 				return Head{}, err
 			}
@@ -226,13 +235,13 @@ func (l *Log) loadHead(ctx context.Context, account, linkField string, h Head) (
 		}
 		return h, nil
 	}
-	return l.forward(ctx, account, h, linkField)
+	return l.forward(ctx, account, h)
 }
 
 // forward follows the sequence from h to its last document.
-func (l *Log) forward(ctx context.Context, account string, h Head, linkField string) (Head, error) {
+func (l *Log) forward(ctx context.Context, account string, h Head) (Head, error) {
 	for {
-		d, found, err := l.probe(ctx, account, h.Seq+1, linkField)
+		d, found, err := l.probe(ctx, account, h.Seq+1)
 		if err != nil {
 			return Head{}, err
 		}
@@ -278,8 +287,7 @@ const (
 const insertChunk = 100
 
 // Append appends items to account's sequence in order, each event once.
-// linkField names the stored field holding a document's link. It returns
-// one result per item. It must not run concurrently for one account in one
+// It returns one result per item. It must not run concurrently for one account in one
 // process (callers own an account's partition); another process appending
 // to the same account at the same time is detected and survived.
 //
@@ -292,15 +300,15 @@ const insertChunk = 100
 // recorded, and what is left is inserted again, in order. So a batch
 // delivered again after a crash costs one lookup per event, once, plus a
 // few commands, instead of a search per event.
-func (l *Log) Append(ctx context.Context, account, linkField string, items []Item) ([]Result, error) {
+func (l *Log) Append(ctx context.Context, account string, items []Item) ([]Result, error) {
 	head, ok := l.cached(account)
 	if !ok {
 		var err error
-		if head, err = l.LoadHead(ctx, account, linkField); err != nil {
+		if head, err = l.LoadHead(ctx, account); err != nil {
 			return nil, err
 		}
 	}
-	t := &tail{log: l, account: account, linkField: linkField, head: head, low: head.Seq + 1,
+	t := &tail{log: l, account: account, head: head, low: head.Seq + 1,
 		seen: map[string]int64{}, budget: int64(len(items)) + replayWindow}
 	results, err := t.append(ctx, items)
 	if err != nil {
@@ -319,9 +327,8 @@ func (l *Log) Append(ctx context.Context, account, linkField string, items []Ite
 // tail is what one Append knows of the end of an account's sequence: its
 // head, and the event id of every document from low to the head.
 type tail struct {
-	log       *Log
-	account   string
-	linkField string
+	log     *Log
+	account string
 
 	head Head
 	low  int64
@@ -364,7 +371,7 @@ func (t *tail) append(ctx context.Context, items []Item) ([]Result, error) {
 			return nil, fmt.Errorf("append to %s: %w", t.account, mongox.Classify(err))
 		}
 		pending = pending[n:]
-		_, taken, err := t.log.probe(ctx, t.account, t.head.Seq+1, "")
+		_, taken, err := t.log.probe(ctx, t.account, t.head.Seq+1)
 		if err != nil {
 			return nil, err
 		}
@@ -487,21 +494,53 @@ func (t *tail) readBack(ctx context.Context, eventID string) (bool, error) {
 // at a time; a missing document is nil.
 func (t *tail) read(ctx context.Context, from, n, step int64) ([]*linkDoc, error) {
 	docs := make([]*linkDoc, n)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(readAhead)
-	for i := range docs {
-		g.Go(func() error {
-			d, found, err := t.log.probe(gctx, t.account, from+int64(i)*step, t.linkField)
-			if found {
-				docs[i] = &d
-			}
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err := lookups(ctx, len(docs), func(ctx context.Context, i int) error {
+		d, found, err := t.log.probe(ctx, t.account, from+int64(i)*step)
+		if found {
+			docs[i] = &d
+		}
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
 	return docs, nil
+}
+
+// lookups runs lookup(i) for i from 0 to n-1, readAhead at a time.
+func lookups(ctx context.Context, n int, lookup func(ctx context.Context, i int) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(readAhead)
+	for i := range n {
+		g.Go(func() error { return lookup(gctx, i) })
+	}
+	return g.Wait()
+}
+
+// Slot is one position read by Range: the document decoded into Doc, or
+// Found false when there is none.
+type Slot[T any] struct {
+	Seq   int64
+	Found bool
+	Doc   T
+}
+
+// Range reads n documents of account's sequence, at seqs from, from+step,
+// … (step is 1 or -1), with a few lookups by _id in flight at once, and
+// returns them in that order.
+func Range[T any](ctx context.Context, l *Log, account string, from, step int64, n int) ([]Slot[T], error) {
+	slots := make([]Slot[T], n)
+	err := lookups(ctx, n, func(ctx context.Context, i int) error {
+		s := &slots[i]
+		s.Seq = from + int64(i)*step
+		var err error
+		s.Found, err = l.Get(ctx, account, s.Seq, &s.Doc)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %d of %s from %d: %w", n, account, from, err)
+	}
+	return slots, nil
 }
 
 // insertedBefore returns how many documents an ordered insert wrote before

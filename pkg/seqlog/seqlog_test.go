@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -31,7 +32,9 @@ type doc struct {
 func newLog(t *testing.T) (*mongo.Database, func() *seqlog.Log) {
 	t.Helper()
 	db := mongotest.Client(t).Database(mongotest.NewDatabase(t))
-	mk := func() *seqlog.Log { return seqlog.New(db.Collection("docs"), db.Collection("heads")) }
+	mk := func() *seqlog.Log {
+		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: db.Collection("heads"), LinkField: "link"})
+	}
 	if err := mk().EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +80,7 @@ func TestAppendAndReplay(t *testing.T) {
 	ctx := context.Background()
 	_, mk := newLog(t)
 	l := mk()
-	res, err := l.Append(ctx, "org_a", "link", items("org_a", "e1", "e2", "e3"))
+	res, err := l.Append(ctx, "org_a", items("org_a", "e1", "e2", "e3"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ func TestAppendAndReplay(t *testing.T) {
 	// A replay of the whole batch plus a new event, through a fresh
 	// process that knows nothing yet.
 	l2 := mk()
-	res, err = l2.Append(ctx, "org_a", "link", items("org_a", "e2", "e3", "e4", "e1"))
+	res, err = l2.Append(ctx, "org_a", items("org_a", "e2", "e3", "e4", "e1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,10 +106,10 @@ func TestAppendAndReplay(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 	// Other accounts are separate sequences.
-	if _, err := l.Append(ctx, "org_b", "link", items("org_b", "e9")); err != nil {
+	if _, err := l.Append(ctx, "org_b", items("org_b", "e9")); err != nil {
 		t.Fatal(err)
 	}
-	if h, err := mk().LoadHead(ctx, "org_b", "link"); err != nil || h.Seq != 1 || h.Link != "e9<" {
+	if h, err := mk().LoadHead(ctx, "org_b"); err != nil || h.Seq != 1 || h.Link != "e9<" {
 		t.Fatalf("got head %+v %v, want seq 1", h, err)
 	}
 }
@@ -120,13 +123,13 @@ func TestLoadHeadWithoutHint(t *testing.T) {
 	for i := 0; i < 37; i++ {
 		ids = append(ids, fmt.Sprintf("e%d", i))
 	}
-	if _, err := l.Append(ctx, "org_h", "link", items("org_h", ids...)); err != nil {
+	if _, err := l.Append(ctx, "org_h", items("org_h", ids...)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Collection("heads").DeleteMany(ctx, bson.D{}); err != nil {
 		t.Fatal(err)
 	}
-	h, err := mk().LoadHead(ctx, "org_h", "link")
+	h, err := mk().LoadHead(ctx, "org_h")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +160,7 @@ func TestTwoWritersOneStream(t *testing.T) {
 			defer wg.Done()
 			l := mk()
 			for i := 0; i < len(stream); i += batch {
-				if _, err := l.Append(ctx, "org_2w", "link", items("org_2w", stream[i:min(i+batch, len(stream))]...)); err != nil {
+				if _, err := l.Append(ctx, "org_2w", items("org_2w", stream[i:min(i+batch, len(stream))]...)); err != nil {
 					t.Errorf("writer %d: %v", w, err)
 					return
 				}
@@ -178,10 +181,10 @@ func TestReplayInTheMiddleOfABatch(t *testing.T) {
 	ctx := context.Background()
 	_, mk := newLog(t)
 	l := mk()
-	if _, err := l.Append(ctx, "org_m", "link", items("org_m", "a", "b")); err != nil {
+	if _, err := l.Append(ctx, "org_m", items("org_m", "a", "b")); err != nil {
 		t.Fatal(err)
 	}
-	res, err := l.Append(ctx, "org_m", "link", items("org_m", "c", "d", "a", "e"))
+	res, err := l.Append(ctx, "org_m", items("org_m", "c", "d", "a", "e"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +197,50 @@ func TestReplayInTheMiddleOfABatch(t *testing.T) {
 	if got := readAll(t, l, "org_m"); fmt.Sprint(got) != "[a b c d e]" {
 		t.Fatalf("got %v", got)
 	}
-	if h, err := mk().LoadHead(ctx, "org_m", "link"); err != nil || h.Seq != 5 {
+	if h, err := mk().LoadHead(ctx, "org_m"); err != nil || h.Seq != 5 {
 		t.Fatalf("got head %+v %v", h, err)
+	}
+}
+
+// TestRange reads positions both ways, in order, a missing one among them
+// and past the end.
+func TestRange(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, mk := newLog(t)
+	l := mk()
+	if _, err := l.Append(ctx, "org_r", items("org_r", "a", "b", "c", "d")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection("docs").DeleteOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key("org_r", 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	show := func(slots []seqlog.Slot[doc]) string {
+		var out []string
+		for _, s := range slots {
+			id := "-"
+			if s.Found {
+				id = s.Doc.EventID
+			}
+			out = append(out, fmt.Sprintf("%d:%s", s.Seq, id))
+		}
+		return strings.Join(out, " ")
+	}
+	for _, tc := range []struct {
+		from, step int64
+		n          int
+		want       string
+	}{
+		{1, 1, 5, "1:a 2:- 3:c 4:d 5:-"},
+		{4, -1, 4, "4:d 3:c 2:- 1:a"},
+		{3, 1, 0, ""},
+	} {
+		slots, err := seqlog.Range[doc](ctx, l, "org_r", tc.from, tc.step, tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := show(slots); got != tc.want {
+			t.Errorf("Range(%d, %d, %d): got %q, want %q", tc.from, tc.step, tc.n, got, tc.want)
+		}
 	}
 }

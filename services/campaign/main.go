@@ -47,7 +47,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
 		producer, st, svc.Registry, svc.Logger, time.Now)
 	campaigns := app.New(app.Config{Store: st, Relay: rl, Claims: idem, NewID: gen.New, Now: time.Now, Logger: svc.Logger, Registerer: svc.Registry})
-	docs := documents.NewConsumer(campaigns, kafkax.DeadLetter(producer, cfg.documentsDLQ()), svc.Registry, svc.Logger)
+	docs := documents.NewConsumer(documents.ConsumerConfig{Documents: campaigns, DeadLetter: kafkax.DeadLetter(producer, cfg.documentsDLQ()), Logger: svc.Logger}, svc.Registry)
 	// Commands wait for the readiness gate: what a previous process left
 	// in the outbox is queued first.
 	h := &api.Handler{Campaigns: campaigns, Logger: svc.Logger, Ready: svc.Started}

@@ -31,7 +31,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	defer svc.Close()
-	led := ledger.New(svc.DB(), time.Now)
+	led := ledger.New(ledger.Config{DB: svc.DB(), Now: time.Now})
 
 	// A partition that moves to another instance takes its accounts with
 	// it: forget their heads, so that they are read afresh if it comes back.
@@ -41,7 +41,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cons := consumer.New(led, kafkax.DeadLetter(client, cfg.DLQTopic), svc.Registry, svc.Logger, time.Now)
+	cons := consumer.New(consumer.Config{Ledger: led, DeadLetter: kafkax.DeadLetter(client, cfg.DLQTopic), Now: time.Now, Logger: svc.Logger}, svc.Registry)
 
 	return svc.Run(ctx, service.Parts{
 		Handler: svc.Internal(30*time.Second, (&api.Handler{Ledger: led, Logger: svc.Logger}).Routes),

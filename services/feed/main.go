@@ -12,11 +12,11 @@ import (
 
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
-	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/pkg/service"
 	"github.com/rcm-platform/rcm/services/feed/internal/api"
 	"github.com/rcm-platform/rcm/services/feed/internal/consumer"
 	"github.com/rcm-platform/rcm/services/feed/internal/hub"
+	"github.com/rcm-platform/rcm/services/feed/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -33,7 +33,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	defer svc.Close()
-	items := seqlog.New(svc.DB().Collection("items"), svc.DB().Collection("item_heads"))
+	items := store.New(store.Config{DB: svc.DB(), Now: time.Now})
 
 	producer, err := svc.Producer("rcm-feed-producer")
 	if err != nil {
@@ -58,8 +58,8 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 
 	h := hub.New(hub.DefaultBuffer, svc.Registry)
 	handler := consumer.New(consumer.Config{
-		Log: items, Producer: producer, ActivityTopic: cfg.ActivityTopic,
-		DeadLetter: kafkax.DeadLetter(producer, cfg.DLQTopic), Now: time.Now, Logger: svc.Logger,
+		Store: items, Producer: producer, ActivityTopic: cfg.ActivityTopic,
+		DeadLetter: kafkax.DeadLetter(producer, cfg.DLQTopic), Logger: svc.Logger,
 	}, svc.Registry)
 	// Shutdown waits for responses to finish, and a stream finishes only
 	// when told to.

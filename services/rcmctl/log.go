@@ -36,8 +36,8 @@ func logExport(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	defer cl.Disconnect(context.Background())
 	db := cl.Database(env(getenv, "RCM_COMPLIANCE_DATABASE", "rcm_compliance"))
-	log := seqlog.New(db.Collection(auditlog.EntriesCollection), db.Collection(auditlog.HeadsCollection))
-	head, err := log.Reach(ctx, *account, auditlog.LinkField)
+	log := seqlog.New(seqlog.Config{Docs: db.Collection(auditlog.EntriesCollection), Heads: db.Collection(auditlog.HeadsCollection), LinkField: auditlog.LinkField})
+	head, err := log.Reach(ctx, *account)
 	if err != nil {
 		return err
 	}

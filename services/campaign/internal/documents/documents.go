@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -70,16 +71,23 @@ type Documents interface {
 
 // Consumer feeds documents.v1 to the use cases.
 type Consumer struct {
-	docs     Documents
-	dlq      func(ctx context.Context, r *kgo.Record, reason error) error
-	logger   *slog.Logger
-	received *prometheus.CounterVec
+	docs        Documents
+	deadLetters *kafkax.DeadLetters
+	received    *prometheus.CounterVec
 }
 
-// NewConsumer returns a Consumer. dlq receives the records that cannot be
-// parsed, with the reason; it must succeed before the record counts as
-// handled.
-func NewConsumer(docs Documents, dlq func(ctx context.Context, r *kgo.Record, reason error) error, reg prometheus.Registerer, logger *slog.Logger) *Consumer {
+// ConsumerConfig is what a Consumer needs.
+type ConsumerConfig struct {
+	// Documents applies each update.
+	Documents Documents
+	// DeadLetter parks the records that cannot be parsed, with the
+	// reason; it must succeed before the record counts as handled.
+	DeadLetter kafkax.DeadLetterFunc
+	Logger     *slog.Logger
+}
+
+// NewConsumer returns a Consumer whose metrics are registered on reg.
+func NewConsumer(cfg ConsumerConfig, reg prometheus.Registerer) *Consumer {
 	received := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "rcm_documents_messages_total", Help: "documents.v1 messages handled, by outcome (applied, tombstone, malformed).",
 	}, []string{"outcome"})
@@ -89,24 +97,25 @@ func NewConsumer(docs Documents, dlq func(ctx context.Context, r *kgo.Record, re
 	for _, o := range []string{"applied", "tombstone", "malformed"} {
 		received.WithLabelValues(o)
 	}
-	return &Consumer{docs: docs, dlq: dlq, logger: logger, received: received}
+	return &Consumer{
+		docs:        cfg.Documents,
+		deadLetters: kafkax.NewDeadLetters(cfg.DeadLetter, received.WithLabelValues("malformed"), cfg.Logger),
+		received:    received,
+	}
 }
 
-// Handle applies one partition's batch in order.
+// Handle parks the records of one partition's batch that cannot be
+// parsed, then applies the others in order.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
-	for _, r := range records {
-		u, err := Parse(r)
-		if err != nil {
-			if derr := c.dlq(ctx, r, err); derr != nil {
-				return derr
-			}
-			c.received.WithLabelValues("malformed").Inc()
-			c.logger.Warn("malformed document message sent to the dead-letter topic",
-				slog.String("key", string(r.Key)), slog.Int64("offset", r.Offset), slog.Any("reason", err))
-			continue
-		}
+	return kafkax.DecodeOrDeadLetter(ctx, records, Parse, c.applyAll, c.deadLetters)
+}
+
+// applyAll applies the updates of batch in order.
+func (c *Consumer) applyAll(ctx context.Context, batch []kafkax.Decoded[Update]) ([]kafkax.Rejected, error) {
+	for _, d := range batch {
+		u := d.Value
 		if err := c.apply(ctx, u); err != nil {
-			return fmt.Errorf("apply document %s at offset %d: %w", u.ID, r.Offset, err)
+			return nil, fmt.Errorf("apply document %s at offset %d: %w", u.ID, d.Record.Offset, err)
 		}
 		if u.Doc == nil {
 			c.received.WithLabelValues("tombstone").Inc()
@@ -114,7 +123,7 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 			c.received.WithLabelValues("applied").Inc()
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // apply applies one update, a new version or a tombstone.

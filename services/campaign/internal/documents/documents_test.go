@@ -68,7 +68,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f.app = app.New(app.Config{Store: f.store, Relay: f.relay, NewID: ids.NewGenerator(time.Now).New, Now: time.Now,
 		Logger: logger, Registerer: f.reg})
-	f.consumer = documents.NewConsumer(f.app, f.dlq.send, f.reg, logger)
+	f.consumer = documents.NewConsumer(documents.ConsumerConfig{Documents: f.app, DeadLetter: f.dlq.send, Logger: logger}, f.reg)
 	return f
 }
 

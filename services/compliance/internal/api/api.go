@@ -3,9 +3,9 @@
 package api
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
@@ -27,11 +27,6 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/v1/compliance-log/verify", httpx.Handle(h.Logger, h.verify))
 }
 
-// scanBudget bounds the entries a page walks looking for matches of its
-// filters, so that a rare filter cannot make one request read a whole
-// log; the answer's nextCursor says where to go on.
-const scanBudget = 1000
-
 type page struct {
 	Entries    []auditlog.Entry `json:"entries"`
 	NextCursor string           `json:"nextCursor,omitempty"`
@@ -45,69 +40,28 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	step := int64(-1)
+	query := ledger.Query{Limit: limit, Cursor: q.Get("cursor"), DocumentID: q.Get("documentId"), CampaignID: q.Get("campaignId")}
 	switch q.Get("order") {
 	case "", "desc":
 	case "asc":
-		step = 1
+		query.Ascending = true
 	default:
 		return httpx.ErrInvalidQuery.With("reason", "order must be asc or desc")
 	}
-	eventType := q.Get("eventType")
-	switch eventType {
+	query.EventType = q.Get("eventType")
+	switch query.EventType {
 	case "", events.TypeCampaignStarted, events.TypeOptOut, events.TypeCampaignEnded:
 	default:
 		return httpx.ErrInvalidQuery.With("reason", "eventType must be campaign_started, opt_out or campaign_ended")
 	}
-	documentID, campaignID := q.Get("documentId"), q.Get("campaignId")
-
-	head, err := h.Ledger.Head(ctx, p.AccountID)
+	pg, err := h.Ledger.Page(ctx, p.AccountID, query)
+	if errors.Is(err, ledger.ErrInvalidCursor) {
+		return httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
+	}
 	if err != nil {
 		return err
 	}
-	// The cursor is the seq of the last entry the previous page walked.
-	from := head
-	if step > 0 {
-		from = 1
-	}
-	if v := q.Get("cursor"); v != "" {
-		c, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || c < 0 {
-			return httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
-		}
-		from = c + step
-	}
-	out := page{Entries: []auditlog.Entry{}}
-	walked, last := 0, int64(0)
-	for walked < scanBudget && len(out.Entries) < limit && from >= 1 && from <= head {
-		n := min(int64(limit-len(out.Entries)), int64(scanBudget-walked))
-		if step > 0 {
-			n = min(n, head-from+1)
-		} else {
-			n = min(n, from)
-		}
-		slots, err := h.Ledger.Range(ctx, p.AccountID, from, step, int(n))
-		if err != nil {
-			return err
-		}
-		for _, s := range slots {
-			walked++
-			last = s.Seq
-			if !s.Found {
-				continue
-			}
-			e := s.Entry
-			if (documentID != "" && e.DocumentID != documentID) || (campaignID != "" && e.CampaignID != campaignID) || (eventType != "" && e.EventType != eventType) {
-				continue
-			}
-			out.Entries = append(out.Entries, e)
-		}
-		from = last + step
-	}
-	if last != 0 && from >= 1 && from <= head {
-		out.NextCursor = strconv.FormatInt(last, 10)
-	}
-	httpx.WriteJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, page{Entries: pg.Entries, NextCursor: pg.NextCursor})
 	return nil
 }
 

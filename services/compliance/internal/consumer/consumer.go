@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -25,13 +26,24 @@ type Appender interface {
 	Append(ctx context.Context, account string, evs []ledger.Event) ([]ledger.Appended, error)
 }
 
+// Config is what a Consumer needs.
+type Config struct {
+	// Ledger is where the events are appended.
+	Ledger Appender
+	// DeadLetter parks what can never be an entry, with the reason.
+	DeadLetter kafkax.DeadLetterFunc
+	// Now is the clock of the metrics (time.Now when nil).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
 // Consumer handles the batches of one consumer group member.
 type Consumer struct {
-	ledger Appender
-	dlq    func(ctx context.Context, r *kgo.Record, reason error) error
-	logger *slog.Logger
-	now    func() time.Time
-	m      *metrics
+	ledger      Appender
+	deadLetters *kafkax.DeadLetters
+	logger      *slog.Logger
+	now         func() time.Time
+	m           *metrics
 }
 
 type metrics struct {
@@ -42,8 +54,11 @@ type metrics struct {
 	latency    prometheus.Histogram
 }
 
-// New returns a Consumer appending to l.
-func New(l Appender, dlq func(ctx context.Context, r *kgo.Record, reason error) error, reg prometheus.Registerer, logger *slog.Logger, now func() time.Time) *Consumer {
+// New returns a Consumer whose metrics are registered on reg.
+func New(cfg Config, reg prometheus.Registerer) *Consumer {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	m := &metrics{
 		appends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rcm_compliance_appends_total", Help: "Entries appended to the compliance log, by event type.",
@@ -67,7 +82,10 @@ func New(l Appender, dlq func(ctx context.Context, r *kgo.Record, reason error) 
 	for _, t := range []string{events.TypeCampaignStarted, events.TypeOptOut, events.TypeCampaignEnded} {
 		m.appends.WithLabelValues(t)
 	}
-	return &Consumer{ledger: l, dlq: dlq, logger: logger, now: now, m: m}
+	return &Consumer{
+		ledger: cfg.Ledger, deadLetters: kafkax.NewDeadLetters(cfg.DeadLetter, m.deadLetter, cfg.Logger),
+		logger: cfg.Logger, now: cfg.Now, m: m,
+	}
 }
 
 // Handle appends one partition's batch. It returns nil only when every
@@ -78,59 +96,58 @@ func New(l Appender, dlq func(ctx context.Context, r *kgo.Record, reason error) 
 // not answer); nothing is committed past it.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
 	start := c.now()
-	var order []string
-	byAccount := map[string][]pending{}
-	for _, r := range records {
-		e, err := kafkarec.Decode(r)
-		if err != nil {
-			if err := c.deadLetter(ctx, r, "", err); err != nil {
-				return err
-			}
-			continue
-		}
-		if _, ok := byAccount[e.AccountID]; !ok {
-			order = append(order, e.AccountID)
-		}
-		byAccount[e.AccountID] = append(byAccount[e.AccountID], pending{ledger.Event{Event: e, Data: r.Value}, r})
-	}
-	for _, account := range order {
-		if err := c.append(ctx, account, byAccount[account]); err != nil {
-			return err
-		}
+	if err := kafkax.DecodeOrDeadLetter(ctx, records, kafkarec.Decode, c.appendAll, c.deadLetters); err != nil {
+		return err
 	}
 	c.m.batch.Observe(c.now().Sub(start).Seconds())
 	return nil
 }
 
-// pending is an event to append and the record it came in.
-type pending struct {
-	ev     ledger.Event
-	record *kgo.Record
+// appendAll appends the events of batch per account, each account's in
+// offset order, and returns those the log can never hold.
+func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
+	var order []string
+	byAccount := map[string][]kafkax.Decoded[events.Event]{}
+	for _, d := range batch {
+		account := d.Value.AccountID
+		if _, ok := byAccount[account]; !ok {
+			order = append(order, account)
+		}
+		byAccount[account] = append(byAccount[account], d)
+	}
+	var rejected []kafkax.Rejected
+	for _, account := range order {
+		r, err := c.append(ctx, account, byAccount[account])
+		if err != nil {
+			return nil, err
+		}
+		rejected = append(rejected, r...)
+	}
+	return rejected, nil
 }
 
-// append appends ps, all of account, parking each event the log can never
-// hold and appending the others.
-func (c *Consumer) append(ctx context.Context, account string, ps []pending) error {
+// append appends ps, all of account, leaving out and returning each event
+// the log can never hold.
+func (c *Consumer) append(ctx context.Context, account string, ps []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
+	var rejected []kafkax.Rejected
 	for len(ps) > 0 {
 		evs := make([]ledger.Event, len(ps))
 		for i, p := range ps {
-			evs[i] = p.ev
+			evs[i] = ledger.Event{Event: p.Value, Data: p.Record.Value}
 		}
 		res, err := c.ledger.Append(ctx, account, evs)
 		var unappendable *ledger.UnappendableError
 		if errors.As(err, &unappendable) {
-			i := slices.IndexFunc(ps, func(p pending) bool { return p.ev.EventID == unappendable.EventID })
+			i := slices.IndexFunc(ps, func(p kafkax.Decoded[events.Event]) bool { return p.Value.EventID == unappendable.EventID })
 			if i < 0 {
-				return err
+				return nil, err
 			}
-			if err := c.deadLetter(ctx, ps[i].record, ps[i].ev.EventID, unappendable); err != nil {
-				return err
-			}
+			rejected = append(rejected, kafkax.Rejected{Record: ps[i].Record, Reason: unappendable})
 			ps = slices.Delete(slices.Clone(ps), i, i+1)
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		now := c.now()
 		for i, r := range res {
@@ -145,19 +162,7 @@ func (c *Consumer) append(ctx context.Context, account string, ps []pending) err
 			}
 			c.logger.Debug("appended", slog.String("event_id", e.EventID), slog.String("account_id", account), slog.Int64("seq", r.Seq))
 		}
-		return nil
+		break
 	}
-	return nil
-}
-
-// deadLetter parks r on the dead-letter topic with reason, counts and logs
-// it; an error means it is not parked yet.
-func (c *Consumer) deadLetter(ctx context.Context, r *kgo.Record, eventID string, reason error) error {
-	if err := c.dlq(ctx, r, reason); err != nil {
-		return err
-	}
-	c.m.deadLetter.Inc()
-	c.logger.Warn("event sent to the dead-letter topic", slog.String("event_id", eventID),
-		slog.Int("partition", int(r.Partition)), slog.Int64("offset", r.Offset), slog.String("reason", reason.Error()))
-	return nil
+	return rejected, nil
 }

@@ -71,11 +71,11 @@ type member struct {
 func start(t *testing.T, db *mongo.Database, group, topic, dlq string) *member {
 	t.Helper()
 	m := &member{reg: prometheus.NewRegistry()}
-	led := ledger.New(db, time.Now)
+	led := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	forget := func(context.Context, *kgo.Client, map[string][]int32) { led.Forget() }
 	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second),
 		kgo.RebalanceTimeout(30*time.Second), kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))...)
-	cons := consumer.New(led, kafkax.DeadLetter(cl, dlq), m.reg, logger, time.Now)
+	cons := consumer.New(consumer.Config{Ledger: led, DeadLetter: kafkax.DeadLetter(cl, dlq), Now: time.Now, Logger: logger}, m.reg)
 	handle := func(ctx context.Context, topic string, p int32, rs []*kgo.Record) error {
 		m.calls.Add(1)
 		return cons.Handle(ctx, topic, p, rs)
@@ -133,7 +133,7 @@ func logged(t *testing.T, l *ledger.Ledger, account string) []string {
 func newDB(t *testing.T) *mongo.Database {
 	t.Helper()
 	db := mongotest.Client(t).Database(mongotest.NewDatabase(t))
-	if err := ledger.New(db, time.Now).EnsureIndexes(context.Background()); err != nil {
+	if err := ledger.New(ledger.Config{DB: db, Now: time.Now}).EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return db
@@ -152,7 +152,7 @@ func TestAdditiveFieldsAreLogged(t *testing.T) {
 	r3, id3 := optOut(t, topic, 0, "org_a", "")
 	produce(t, r1, r2, r3)
 
-	l := ledger.New(db, time.Now)
+	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	eventually(t, 20*time.Second, "three entries", func() bool { return len(logged(t, l, "org_a")) == 3 })
 	if got := logged(t, l, "org_a"); !slices.Equal(got, []string{id1, id2, id3}) {
 		t.Fatalf("log %v, want %v", got, []string{id1, id2, id3})
@@ -183,7 +183,7 @@ func TestUnappendableEventIsDeadLettered(t *testing.T) {
 	r4, id4 := optOut(t, topic, 0, "org_b", "")
 	produce(t, r4)
 
-	l := ledger.New(db, time.Now)
+	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	want := []string{id1, id3, id4}
 	eventually(t, 20*time.Second, "the events after the unappendable one are logged", func() bool {
 		return slices.Equal(logged(t, l, "org_b"), want)
@@ -245,7 +245,7 @@ func TestRebalanceWhileTheStoreIsDown(t *testing.T) {
 	store := mongotest.Restartable(t)
 	name := mongotest.NewDatabase(t)
 	db := store.Client(t).Database(name)
-	if err := ledger.New(db, time.Now).EnsureIndexes(context.Background()); err != nil {
+	if err := ledger.New(ledger.Config{DB: db, Now: time.Now}).EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	topic, dlq := kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 1)
@@ -265,7 +265,7 @@ func TestRebalanceWhileTheStoreIsDown(t *testing.T) {
 		}
 		return rs
 	}
-	l := ledger.New(db, time.Now)
+	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	complete := func() bool {
 		for _, a := range accounts {
 			if len(logged(t, l, a)) != len(want[a]) {

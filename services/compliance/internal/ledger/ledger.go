@@ -7,6 +7,7 @@ package ledger
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -16,7 +17,6 @@ import (
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -38,11 +38,28 @@ type verification struct {
 	res auditlog.Result
 }
 
-// New returns the ledger stored in db.
-func New(db *mongo.Database, now func() time.Time) *Ledger {
+// Config is what a Ledger needs.
+type Config struct {
+	// DB holds the log's collections (auditlog.EntriesCollection and
+	// auditlog.HeadsCollection).
+	DB *mongo.Database
+	// Now is the clock of recordedAt and of reused verifications
+	// (time.Now when nil).
+	Now func() time.Time
+}
+
+// New returns the ledger stored in cfg.DB.
+func New(cfg Config) *Ledger {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Ledger{
-		log: seqlog.New(db.Collection(auditlog.EntriesCollection), db.Collection(auditlog.HeadsCollection)),
-		now: now, verified: map[string]verification{},
+		log: seqlog.New(seqlog.Config{
+			Docs:      cfg.DB.Collection(auditlog.EntriesCollection),
+			Heads:     cfg.DB.Collection(auditlog.HeadsCollection),
+			LinkField: auditlog.LinkField,
+		}),
+		now: cfg.Now, verified: map[string]verification{},
 	}
 }
 
@@ -101,14 +118,14 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 			return doc, entry.Hash, nil
 		}})
 	}
-	return l.log.Append(ctx, account, auditlog.LinkField, items)
+	return l.log.Append(ctx, account, items)
 }
 
 // Head returns the seq of account's last entry: the furthest of the stored
 // hint and what the entries themselves show, so that a deleted entry at
 // any position still leaves the head where the log reached.
 func (l *Ledger) Head(ctx context.Context, account string) (int64, error) {
-	return l.log.Reach(ctx, account, auditlog.LinkField)
+	return l.log.Reach(ctx, account)
 }
 
 // Get returns entry seq of account; found is false when it is missing.
@@ -133,25 +150,112 @@ type Slot struct {
 // Range reads seqs from, from+step, … (step is 1 or -1), n of them, with a
 // few lookups in flight at once, in order.
 func (l *Ledger) Range(ctx context.Context, account string, from int64, step int64, n int) ([]Slot, error) {
-	slots := make([]Slot, n)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i := range slots {
-		seq := from + int64(i)*step
-		slots[i].Seq = seq
-		g.Go(func() error {
-			e, found, err := l.Get(gctx, account, seq)
-			if err != nil {
-				return err
-			}
-			slots[i].Found, slots[i].Entry = found, e
-			return nil
-		})
+	docs, err := seqlog.Range[auditlog.Doc](ctx, l.log, account, from, step, n)
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
 	}
-	if err := g.Wait(); err != nil {
-		return nil, fmt.Errorf("read log of %s: %w", account, err)
+	slots := make([]Slot, len(docs))
+	for i, d := range docs {
+		slots[i] = Slot{Seq: d.Seq, Found: d.Found}
+		if d.Found {
+			if slots[i].Entry, err = d.Doc.Entry(); err != nil {
+				return nil, fmt.Errorf("read log of %s at %d: %w", account, d.Seq, err)
+			}
+		}
 	}
 	return slots, nil
+}
+
+// ErrInvalidCursor says that a page's cursor is not one Page returned.
+var ErrInvalidCursor = errors.New("not a cursor of the compliance log")
+
+// Query says which page of an account's log to read.
+type Query struct {
+	// Limit is the most entries the page holds.
+	Limit int
+	// Ascending pages oldest first; the default is newest first.
+	Ascending bool
+	// Cursor is the NextCursor of the previous page; "" for the first.
+	Cursor string
+	// Filters: only the entries with these values ("" matches any).
+	DocumentID, CampaignID, EventType string
+}
+
+// Page is one page of an account's log.
+type Page struct {
+	Entries []auditlog.Entry
+	// NextCursor is where the next page starts; "" when there is none.
+	NextCursor string
+}
+
+// scanBudget bounds the entries a page walks looking for matches of its
+// filters, so that a rare filter cannot make one request read a whole
+// log; the page's NextCursor says where to go on.
+const scanBudget = 1000
+
+// Page returns the page of account's log that q asks for: up to q.Limit
+// entries matching its filters, walking at most scanBudget positions. A
+// cursor that Page did not return fails with ErrInvalidCursor. An entry
+// missing from the store is left out (Verify reports it).
+func (l *Ledger) Page(ctx context.Context, account string, q Query) (Page, error) {
+	step := int64(-1)
+	if q.Ascending {
+		step = 1
+	}
+	// The cursor is the seq of the last position the previous page
+	// walked.
+	var after int64
+	hasCursor := q.Cursor != ""
+	if hasCursor {
+		c, err := strconv.ParseInt(q.Cursor, 10, 64)
+		if err != nil || c < 0 {
+			return Page{}, ErrInvalidCursor
+		}
+		after = c
+	}
+	head, err := l.Head(ctx, account)
+	if err != nil {
+		return Page{}, err
+	}
+	from := head
+	switch {
+	case hasCursor:
+		from = after + step
+	case q.Ascending:
+		from = 1
+	}
+	out := Page{Entries: []auditlog.Entry{}}
+	walked, last := 0, int64(0)
+	for walked < scanBudget && len(out.Entries) < q.Limit && from >= 1 && from <= head {
+		n := min(int64(q.Limit-len(out.Entries)), int64(scanBudget-walked))
+		if q.Ascending {
+			n = min(n, head-from+1)
+		} else {
+			n = min(n, from)
+		}
+		slots, err := l.Range(ctx, account, from, step, int(n))
+		if err != nil {
+			return Page{}, err
+		}
+		for _, s := range slots {
+			walked++
+			last = s.Seq
+			if s.Found && q.matches(s.Entry) {
+				out.Entries = append(out.Entries, s.Entry)
+			}
+		}
+		from = last + step
+	}
+	if last != 0 && from >= 1 && from <= head {
+		out.NextCursor = strconv.FormatInt(last, 10)
+	}
+	return out, nil
+}
+
+func (q Query) matches(e auditlog.Entry) bool {
+	return (q.DocumentID == "" || e.DocumentID == q.DocumentID) &&
+		(q.CampaignID == "" || e.CampaignID == q.CampaignID) &&
+		(q.EventType == "" || e.EventType == q.EventType)
 }
 
 // verifyReuse is how long an ok verification is reused while the log has

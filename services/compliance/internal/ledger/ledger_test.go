@@ -30,7 +30,7 @@ var gen = ids.NewGenerator(time.Now)
 func newLedger(t *testing.T) (*mongo.Database, *ledger.Ledger) {
 	t.Helper()
 	db := mongotest.Client(t).Database(mongotest.NewDatabase(t))
-	l := ledger.New(db, time.Now)
+	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	if err := l.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestTwoOwnersForAMoment(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := ledger.New(db, time.Now)
+			l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 			for i := 0; i < len(evs); i += batch {
 				if _, err := l.Append(ctx, "org_2", evs[i:min(i+batch, len(evs))]); err != nil {
 					t.Errorf("writer %d: %v", w, err)
@@ -125,7 +125,7 @@ func TestTwoOwnersForAMoment(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	v, err := ledger.New(db, time.Now).Verify(ctx, "org_2")
+	v, err := ledger.New(ledger.Config{DB: db, Now: time.Now}).Verify(ctx, "org_2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestTamperingIsDetected(t *testing.T) {
 				t.Fatalf("before tampering: got %+v %v", v, err)
 			}
 			tt.tamper(t, entries(db))
-			v, err := ledger.New(db, time.Now).Verify(ctx, "org_t")
+			v, err := ledger.New(ledger.Config{DB: db, Now: time.Now}).Verify(ctx, "org_t")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -250,7 +250,7 @@ func TestDataIsStoredAsHashed(t *testing.T) {
 	if _, err := l.Append(ctx, "org_x", evs); err != nil {
 		t.Fatal(err)
 	}
-	e, found, err := ledger.New(db, time.Now).Get(ctx, "org_x", 2)
+	e, found, err := ledger.New(ledger.Config{DB: db, Now: time.Now}).Get(ctx, "org_x", 2)
 	if err != nil || !found {
 		t.Fatalf("get: %v %v", found, err)
 	}
@@ -301,7 +301,7 @@ func TestVerifyReusesARecentResult(t *testing.T) {
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	db := cl.Database(mongotest.NewDatabase(t))
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	l := ledger.New(db, clk.now)
+	l := ledger.New(ledger.Config{DB: db, Now: clk.now})
 	if err := l.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +371,7 @@ func TestConcurrentVerifiesShareOneComputation(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	db := cl.Database(mongotest.NewDatabase(t))
-	l := ledger.New(db, time.Now)
+	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	if _, err := l.Append(ctx, "org_cv", optOuts(t, "org_cv", 60)); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,10 +18,9 @@ import (
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
-	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/rcm-platform/rcm/services/feed/internal/hub"
-	"golang.org/x/sync/errgroup"
+	"github.com/rcm-platform/rcm/services/feed/internal/store"
 )
 
 // DefaultHeartbeat is how often an idle stream gets a comment, so that
@@ -45,15 +43,9 @@ const DefaultMaxStreams = 5000
 // every item up to it.
 var errInvalidLastEventID = httpx.ErrInvalidLastEventID
 
-// Store reads an account's stored items; a *seqlog.Log is one.
-type Store interface {
-	LoadHead(ctx context.Context, account, linkField string) (seqlog.Head, error)
-	Get(ctx context.Context, account string, seq int64, v any) (found bool, err error)
-}
-
 // Config is what a Handler needs.
 type Config struct {
-	Store Store
+	Store *store.Store
 	Hub   *hub.Hub
 	// Heartbeat is the interval of the stream's heartbeat comments
 	// (DefaultHeartbeat when 0).
@@ -127,39 +119,6 @@ func (h *Handler) StreamRoutes(r chi.Router) {
 	r.Get("/v1/activity/stream", httpx.Handle(h.cfg.Logger, h.stream))
 }
 
-// parallelReads bounds the lookups by _id one request runs at once.
-const parallelReads = 8
-
-// read returns the stored items seqs of account, in the order of seqs,
-// leaving out any that is not stored.
-func (h *Handler) read(ctx context.Context, account string, seqs []int64) ([]activity.Item, error) {
-	items := make([]activity.Item, len(seqs))
-	found := make([]bool, len(seqs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(parallelReads)
-	for i, seq := range seqs {
-		g.Go(func() error {
-			var rec activity.Record
-			ok, err := h.cfg.Store.Get(gctx, account, seq, &rec)
-			if err != nil {
-				return err
-			}
-			items[i], found[i] = rec.Item, ok
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	out := items[:0]
-	for i, it := range items {
-		if found[i] {
-			out = append(out, it)
-		}
-	}
-	return out, nil
-}
-
 type page struct {
 	Items      []activity.Item `json:"items"`
 	NextCursor string          `json:"nextCursor,omitempty"`
@@ -168,40 +127,18 @@ type page struct {
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
-	q := r.URL.Query()
 	limit, err := httpx.PageLimit(r)
 	if err != nil {
 		return err
 	}
-	var before int64 = -1
-	if v := q.Get("cursor"); v != "" {
-		c, err := activity.ParseCursor(v)
-		if err != nil {
-			return httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
-		}
-		before = c
+	pg, err := h.cfg.Store.Page(ctx, p.AccountID, limit, r.URL.Query().Get("cursor"))
+	if errors.Is(err, store.ErrInvalidCursor) {
+		return httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
 	}
-	head, err := h.cfg.Store.LoadHead(ctx, p.AccountID, "")
 	if err != nil {
 		return err
 	}
-	top := head.Seq
-	if before >= 0 {
-		top = min(top, before-1)
-	}
-	var seqs []int64
-	for s := top; s >= 1 && len(seqs) < limit; s-- {
-		seqs = append(seqs, s)
-	}
-	items, err := h.read(ctx, p.AccountID, seqs)
-	if err != nil {
-		return err
-	}
-	resp := page{Items: items}
-	if n := len(seqs); n > 0 && seqs[n-1] > 1 {
-		resp.NextCursor = activity.FormatCursor(seqs[n-1])
-	}
-	httpx.WriteJSON(w, http.StatusOK, resp)
+	httpx.WriteJSON(w, http.StatusOK, page{Items: pg.Items, NextCursor: pg.NextCursor})
 	return nil
 }
 
@@ -216,13 +153,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	if resume == "" {
 		resume = r.URL.Query().Get("lastEventId")
 	}
-	var after int64 = -1
-	if resume != "" {
-		c, err := activity.ParseCursor(resume)
-		if err != nil {
-			return httpx.ErrInvalidQuery.With("reason", "Last-Event-ID is not a cursor this API returned")
-		}
-		after = c
+	from, err := store.ParsePosition(resume)
+	if err != nil {
+		return httpx.ErrInvalidQuery.With("reason", "Last-Event-ID is not a cursor this API returned")
 	}
 	if h.open.Add(1) > int64(h.cfg.MaxStreams) {
 		h.open.Add(-1)
@@ -231,19 +164,16 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer h.open.Add(-1)
 
-	// Subscribe before reading the head: an item stored after the head
-	// was read is then surely seen live, one stored before is in history,
-	// and one seen both ways is sent once by seq.
+	// Subscribe before opening (which reads the head): see store.Open.
 	sub := h.cfg.Hub.Subscribe(account)
 	defer sub.Close()
-	head, err := h.cfg.Store.LoadHead(ctx, account, "")
+	st, err := h.cfg.Store.Open(ctx, account, from)
+	var beyond *store.BeyondHeadError
+	if errors.As(err, &beyond) {
+		return errInvalidLastEventID.With("head", beyond.Head)
+	}
 	if err != nil {
 		return err
-	}
-	// An item is stored before it is published, so a cursor any stream
-	// sent is at or below the head as read now.
-	if after > head.Seq {
-		return errInvalidLastEventID.With("head", head.Seq)
 	}
 
 	rc := http.NewResponseController(w)
@@ -264,12 +194,22 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	h.streams.Inc()
 	defer h.streams.Dec()
 
-	last := head.Seq
-	if after >= 0 {
-		last = after
-		if err := h.sendStored(ctx, s, account, &last, head.Seq); err != nil {
-			return h.endStream(ctx, account, err)
+	send := func(d store.Delivery) error {
+		if err := s.item(d.Item, d.JSON); err != nil {
+			return errClientGone
 		}
+		if !d.Live {
+			h.deliveries.WithLabelValues("history").Inc()
+			return nil
+		}
+		h.deliveries.WithLabelValues("live").Inc()
+		if at, err := events.ParseTime(d.Item.OccurredAt); err == nil {
+			h.latency.Observe(h.cfg.Now().Sub(at).Seconds())
+		}
+		return nil
+	}
+	if err := st.Backlog(ctx, send); err != nil {
+		return h.endStream(ctx, account, err)
 	}
 
 	tick := time.NewTicker(h.cfg.Heartbeat)
@@ -290,25 +230,8 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 					slog.String("account_id", account), slog.Any("reason", sub.Err()))
 				return nil
 			}
-			seq := e.Item.Seq
-			if seq <= last {
-				continue
-			}
-			if seq > last+1 {
-				// Items between last and this one were published out
-				// of order or before this instance saw the topic: they
-				// are stored, so take them from there.
-				if err := h.sendStored(ctx, s, account, &last, seq-1); err != nil {
-					return h.endStream(ctx, account, err)
-				}
-			}
-			if err := s.item(e.Item, e.JSON); err != nil {
-				return nil
-			}
-			last = seq
-			h.deliveries.WithLabelValues("live").Inc()
-			if at, err := events.ParseTime(e.Item.OccurredAt); err == nil {
-				h.latency.Observe(h.cfg.Now().Sub(at).Seconds())
+			if err := st.Live(ctx, e.Item, e.JSON, send); err != nil {
+				return h.endStream(ctx, account, err)
 			}
 		}
 	}
@@ -321,42 +244,6 @@ func (h *Handler) endStream(ctx context.Context, account string, err error) erro
 	if !errors.Is(err, errClientGone) && ctx.Err() == nil {
 		h.cfg.Logger.Warn("stream ended", slog.String("request_id", httpx.RequestID(ctx)),
 			slog.String("account_id", account), slog.Any("err", err))
-	}
-	return nil
-}
-
-// historyPage is how many stored items one round of lookups reads.
-const historyPage = 64
-
-// sendStored writes the stored items after *last up to and including upTo,
-// in order, advancing *last.
-func (h *Handler) sendStored(ctx context.Context, s *sse, account string, last *int64, upTo int64) error {
-	for *last < upTo {
-		var seqs []int64
-		for seq := *last + 1; seq <= upTo && len(seqs) < historyPage; seq++ {
-			seqs = append(seqs, seq)
-		}
-		items, err := h.read(ctx, account, seqs)
-		if err != nil {
-			return err
-		}
-		for i, it := range items {
-			if it.Seq != seqs[i] {
-				return fmt.Errorf("item %d of %s is not stored", seqs[i], account)
-			}
-			data, err := json.Marshal(it)
-			if err != nil {
-				return fmt.Errorf("encode item %d of %s: %w", it.Seq, account, err)
-			}
-			if err := s.item(it, data); err != nil {
-				return errClientGone
-			}
-			*last = it.Seq
-			h.deliveries.WithLabelValues("history").Inc()
-		}
-		if len(items) < len(seqs) {
-			return fmt.Errorf("item %d of %s is not stored", seqs[len(items)], account)
-		}
 	}
 	return nil
 }

@@ -9,65 +9,75 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/principal"
-	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/rcm-platform/rcm/services/feed/internal/hub"
+	"github.com/rcm-platform/rcm/services/feed/internal/store"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-// memStore is an account's sequence in memory.
-type memStore struct {
-	mu    sync.Mutex
-	items map[int64]activity.Item
-	gate  chan struct{} // when set, Get waits until it is closed
+func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
+
+// gatedStore is a store whose reads wait while a gate is set, and a
+// writer to the same database that never waits.
+type gatedStore struct {
+	*store.Store
+	writer *store.Store
+	gate   atomic.Pointer[chan struct{}]
 }
 
-func (m *memStore) add(seqs ...int64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func newStore(t *testing.T) *gatedStore {
+	t.Helper()
+	g := &gatedStore{}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(&event.CommandMonitor{
+		Started: func(_ context.Context, e *event.CommandStartedEvent) {
+			if gate := g.gate.Load(); gate != nil && e.CommandName == "find" {
+				<-*gate
+			}
+		},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	name := mongotest.NewDatabase(t)
+	g.Store = store.New(store.Config{DB: cl.Database(name)})
+	g.writer = store.New(store.Config{DB: mongotest.Client(t).Database(name)})
+	if err := g.writer.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// add stores the items of seqs, which must be the next ones.
+func (g *gatedStore) add(t *testing.T, seqs ...int64) {
+	t.Helper()
+	var items []activity.Item
 	for _, s := range seqs {
-		m.items[s] = item(s)
+		it := item(s)
+		it.Seq = 0
+		items = append(items, it)
 	}
-}
-
-func (m *memStore) LoadHead(_ context.Context, _, _ string) (seqlog.Head, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var h seqlog.Head
-	for h.Seq+1 > 0 {
-		if _, ok := m.items[h.Seq+1]; !ok {
-			return h, nil
-		}
-		h.Seq++
+	res, err := g.writer.Append(context.Background(), "org_a", items)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return h, nil
-}
-
-func (m *memStore) Get(ctx context.Context, account string, seq int64, v any) (bool, error) {
-	m.mu.Lock()
-	gate := m.gate
-	m.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return false, ctx.Err()
+	for i, r := range res {
+		if r.Seq != seqs[i] || r.Replay {
+			t.Fatalf("stored %+v, want item %d", r, seqs[i])
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	it, ok := m.items[seq]
-	if ok {
-		*v.(*activity.Record) = activity.Record{Key: seqlog.Key(account, seq), AccountID: account, Item: it}
-	}
-	return ok, nil
 }
 
 func item(seq int64) activity.Item {
@@ -82,7 +92,7 @@ func entry(seq int64) hub.Entry {
 }
 
 type fixture struct {
-	store *memStore
+	store *gatedStore
 	hub   *hub.Hub
 	url   string
 	stop  chan struct{}
@@ -90,8 +100,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{store: &memStore{items: map[int64]activity.Item{}}, hub: hub.New(16, prometheus.NewRegistry()), stop: make(chan struct{})}
-	h := New(Config{Store: f.store, Hub: f.hub, Heartbeat: time.Hour, Stop: f.stop, Now: time.Now,
+	f := &fixture{store: newStore(t), hub: hub.New(16, prometheus.NewRegistry()), stop: make(chan struct{})}
+	h := New(Config{Store: f.store.Store, Hub: f.hub, Heartbeat: time.Hour, Stop: f.stop, Now: time.Now,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, prometheus.NewRegistry())
 	r := chi.NewRouter()
 	r.Use(func(next http.Handler) http.Handler {
@@ -159,14 +169,14 @@ func expect(t *testing.T, ids <-chan string, want ...string) {
 func TestStreamFillsGapsAndSkipsRepeats(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.store.add(1, 2)
+	f.store.add(t, 1, 2)
 	ids := f.open(t, "") // live from the head, 2
-	f.store.add(3, 4, 5)
+	f.store.add(t, 3, 4, 5)
 	f.hub.Publish("org_a", entry(5)) // 3 and 4 were published elsewhere, or late
 	expect(t, ids, "3", "4", "5")
 	f.hub.Publish("org_a", entry(4)) // late: already sent
 	f.hub.Publish("org_a", entry(5)) // a republished replay: already sent
-	f.store.add(6)
+	f.store.add(t, 6)
 	f.hub.Publish("org_a", entry(6))
 	expect(t, ids, "6")
 }
@@ -174,11 +184,11 @@ func TestStreamFillsGapsAndSkipsRepeats(t *testing.T) {
 func TestStreamResumesThenGoesLive(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	f.store.add(1, 2, 3, 4)
+	f.store.add(t, 1, 2, 3, 4)
 	ids := f.open(t, "1")
 	expect(t, ids, "2", "3", "4")
 	f.hub.Publish("org_a", entry(3)) // seen in history already
-	f.store.add(5)
+	f.store.add(t, 5)
 	f.hub.Publish("org_a", entry(5))
 	expect(t, ids, "5")
 }
@@ -206,11 +216,9 @@ func TestStreamEndsWhenDroppedAsSlow(t *testing.T) {
 	// its buffer arrives: the hub drops it rather than wait, the stream
 	// ends after what it had, and the client resumes from its last id.
 	gate := make(chan struct{})
-	f.store.mu.Lock()
-	f.store.gate = gate
-	f.store.mu.Unlock()
+	f.store.gate.Store(&gate)
 	for seq := int64(1); seq <= 100; seq++ {
-		f.store.add(seq)
+		f.store.add(t, seq)
 		if seq > 1 {
 			f.hub.Publish("org_a", entry(seq))
 		}

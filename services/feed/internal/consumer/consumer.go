@@ -1,7 +1,7 @@
 // Package consumer turns rcm.campaign-events.v1 into the stored activity
-// history: it decodes each partition's batch, stores the items of each
-// account once in its sequence, parks what cannot be decoded on the
-// dead-letter topic, and then publishes every stored item to the internal
+// history: it decodes each partition's batch, parks what cannot be
+// decoded on the dead-letter topic, stores the items of each account once
+// in its sequence, and then publishes every stored item to the internal
 // activity topic from which every feed instance fans out live.
 package consumer
 
@@ -10,12 +10,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
-	"github.com/rcm-platform/rcm/pkg/seqlog"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
+	"github.com/rcm-platform/rcm/services/feed/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -27,40 +27,36 @@ type Producer interface {
 
 // Consumer handles the event topic's batches.
 type Consumer struct {
-	log           *seqlog.Log
+	store         *store.Store
 	producer      Producer
 	activityTopic string
-	deadLetter    func(ctx context.Context, r *kgo.Record, reason error) error
-	now           func() time.Time
+	deadLetters   *kafkax.DeadLetters
 	logger        *slog.Logger
 
-	stored      prometheus.Counter
-	replayed    prometheus.Counter
-	deadLetters prometheus.Counter
+	stored       prometheus.Counter
+	replayed     prometheus.Counter
+	deadLettered prometheus.Counter
 }
 
 // Config is what a Consumer needs.
 type Config struct {
-	// Log is the items' sequence store.
-	Log *seqlog.Log
+	// Store is where the items are stored.
+	Store *store.Store
 	// Producer publishes the stored items to ActivityTopic.
 	Producer      Producer
 	ActivityTopic string
 	// DeadLetter parks a record that is not a valid event, with the
 	// reason; it must succeed before the record counts as handled.
-	DeadLetter func(ctx context.Context, r *kgo.Record, reason error) error
-	Now        func() time.Time
+	DeadLetter kafkax.DeadLetterFunc
 	Logger     *slog.Logger
 }
 
 // New returns a Consumer whose metrics are registered on reg.
 func New(cfg Config, reg prometheus.Registerer) *Consumer {
 	c := &Consumer{
-		log:           cfg.Log,
+		store:         cfg.Store,
 		producer:      cfg.Producer,
 		activityTopic: cfg.ActivityTopic,
-		deadLetter:    cfg.DeadLetter,
-		now:           cfg.Now,
 		logger:        cfg.Logger,
 		stored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rcm_feed_items_stored_total", Help: "Activity items stored for the first time.",
@@ -68,12 +64,32 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rcm_feed_items_replayed_total", Help: "Events delivered again whose item was already stored.",
 		}),
-		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rcm_feed_dead_letters_total", Help: "Records that were not valid events, sent to the dead-letter topic.",
 		}),
 	}
-	reg.MustRegister(c.stored, c.replayed, c.deadLetters)
+	reg.MustRegister(c.stored, c.replayed, c.deadLettered)
+	c.deadLetters = kafkax.NewDeadLetters(cfg.DeadLetter, c.deadLettered, cfg.Logger)
 	return c
+}
+
+// accountItem is an item of an event and the event's account.
+type accountItem struct {
+	account string
+	item    activity.Item
+}
+
+// decode reads the item of an event record.
+func decode(r *kgo.Record) (accountItem, error) {
+	e, err := kafkarec.Decode(r)
+	if err != nil {
+		return accountItem{}, err
+	}
+	it, err := activity.FromEvent(e)
+	if err != nil {
+		return accountItem{}, err
+	}
+	return accountItem{account: e.AccountID, item: it}, nil
 }
 
 // accountBatch is one account's items of a batch, in offset order.
@@ -82,88 +98,63 @@ type accountBatch struct {
 	items   []activity.Item
 }
 
-type malformed struct {
-	record *kgo.Record
-	reason error
+// Handle is the kafkax.BatchHandler of one partition. It returns nil only
+// once every malformed record is on the dead-letter topic, every valid
+// event of records is stored and every stored item is published, so the
+// offsets are committed only then. Running it again on the same
+// records stores nothing twice and publishes the same items again, which
+// the subscribers skip by cursor.
+func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
+	return kafkax.DecodeOrDeadLetter(ctx, records, decode, c.storeAndPublish, c.deadLetters)
 }
 
-// Handle is the kafkax.BatchHandler of one partition. It returns nil only
-// once every valid event of records is stored, every malformed record is
-// on the dead-letter topic, and every stored item is published, so the
-// offsets are committed only then. Running it again on the same records
-// stores nothing twice and publishes the same items again, which the
-// subscribers skip by cursor.
-func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
+// storeAndPublish stores the batch's items, each account's in offset
+// order, and publishes every stored item. It rejects nothing: whatever
+// decodes is an item.
+func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
 	var (
 		batches   []*accountBatch
 		byAccount = map[string]*accountBatch{}
 		seen      = map[string]bool{}
-		bad       []malformed
 	)
-	for _, r := range records {
-		e, err := kafkarec.Decode(r)
-		var it activity.Item
-		if err == nil {
-			it, err = activity.FromEvent(e)
-		}
-		if err != nil {
-			bad = append(bad, malformed{r, err})
-			continue
-		}
-		if seen[e.EventID] {
+	for _, d := range batch {
+		ai := d.Value
+		if seen[ai.item.ID] {
 			// The producer sent it twice; it is stored once either way,
 			// and a batch without repeats keeps seqlog on its fast path.
 			continue
 		}
-		seen[e.EventID] = true
-		b := byAccount[e.AccountID]
+		seen[ai.item.ID] = true
+		b := byAccount[ai.account]
 		if b == nil {
-			b = &accountBatch{account: e.AccountID}
-			byAccount[e.AccountID] = b
+			b = &accountBatch{account: ai.account}
+			byAccount[ai.account] = b
 			batches = append(batches, b)
 		}
-		b.items = append(b.items, it)
+		b.items = append(b.items, ai.item)
 	}
-
 	var out []*kgo.Record
 	for _, b := range batches {
-		recs, err := c.store(ctx, b)
+		recs, err := c.storeItems(ctx, b)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		out = append(out, recs...)
 	}
-	for _, m := range bad {
-		if err := c.deadLetter(ctx, m.record, m.reason); err != nil {
-			return err
-		}
-		c.deadLetters.Inc()
-		c.logger.Warn("malformed event sent to the dead-letter topic",
-			slog.String("topic", m.record.Topic), slog.Int("partition", int(m.record.Partition)),
-			slog.Int64("offset", m.record.Offset), slog.Any("reason", m.reason))
-	}
 	if len(out) > 0 {
 		if err := c.producer.ProduceSync(ctx, out...).FirstErr(); err != nil {
-			return fmt.Errorf("publish %d activity items: %w", len(out), err)
+			return nil, fmt.Errorf("publish %d activity items: %w", len(out), err)
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-// store appends b's items to the account's sequence and returns the
+// storeItems appends b's items to the account's sequence and returns the
 // activity records of every item whose place is known.
-func (c *Consumer) store(ctx context.Context, b *accountBatch) ([]*kgo.Record, error) {
-	now := c.now().UTC()
-	items := make([]seqlog.Item, len(b.items))
-	for i, it := range b.items {
-		items[i] = seqlog.Item{EventID: it.ID, Build: func(seq int64, _ string) (any, string, error) {
-			it.Seq = seq
-			return activity.Record{Key: seqlog.Key(b.account, seq), AccountID: b.account, Item: it, StoredAt: now}, "", nil
-		}}
-	}
-	results, err := c.log.Append(ctx, b.account, "", items)
+func (c *Consumer) storeItems(ctx context.Context, b *accountBatch) ([]*kgo.Record, error) {
+	results, err := c.store.Append(ctx, b.account, b.items)
 	if err != nil {
-		return nil, fmt.Errorf("store %d items of %s: %w", len(items), b.account, err)
+		return nil, err
 	}
 	out := make([]*kgo.Record, 0, len(results))
 	for i, res := range results {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
+	"github.com/rcm-platform/rcm/services/feed/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -63,11 +66,15 @@ func (p *producer) published(t *testing.T) []string {
 type deadLetters struct {
 	mu      sync.Mutex
 	reasons []error
+	fail    error // when set, parking fails with it
 }
 
 func (d *deadLetters) park(_ context.Context, _ *kgo.Record, reason error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.fail != nil {
+		return d.fail
+	}
 	d.reasons = append(d.reasons, reason)
 	return nil
 }
@@ -86,14 +93,14 @@ func newFixture(t *testing.T, db *mongo.Database) *fixture {
 	if db == nil {
 		db = mongotest.Client(t).Database(mongotest.NewDatabase(t))
 	}
-	log := seqlog.New(db.Collection("items"), db.Collection("item_heads"))
-	if err := log.EnsureIndexes(context.Background()); err != nil {
+	items := store.New(store.Config{DB: db})
+	if err := items.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{db: db, producer: &producer{}, dlq: &deadLetters{}, gen: ids.NewGenerator(time.Now)}
 	f.consumer = New(Config{
-		Log: log, Producer: f.producer, ActivityTopic: "activity", DeadLetter: f.dlq.park,
-		Now: time.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store: items, Producer: f.producer, ActivityTopic: "activity", DeadLetter: f.dlq.park,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, prometheus.NewRegistry())
 	return f
 }
@@ -131,7 +138,7 @@ func eventID(r *kgo.Record) string {
 // stored returns the event ids of account's sequence, read by _id from 1.
 func (f *fixture) stored(t *testing.T, account string) []string {
 	t.Helper()
-	log := seqlog.New(f.db.Collection("items"), f.db.Collection("item_heads"))
+	log := seqlog.New(seqlog.Config{Docs: f.db.Collection(store.ItemsCollection), Heads: f.db.Collection(store.HeadsCollection)})
 	var out []string
 	for seq := int64(1); ; seq++ {
 		var rec activity.Record
@@ -173,7 +180,7 @@ func TestHandleStoresEachEventOnce(t *testing.T) {
 	}
 	// The stored document is flat: seqlog's fields and the item's.
 	var raw bson.M
-	if err := f.db.Collection("items").FindOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key("org_a", 2)}}).Decode(&raw); err != nil {
+	if err := f.db.Collection(store.ItemsCollection).FindOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key("org_a", 2)}}).Decode(&raw); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"_id", "accountId", "seq", "eventId", "type", "documentId", "campaignId", "summary", "occurredAt", "actor", "storedAt"} {
@@ -239,7 +246,90 @@ func TestHandleDeadLettersMalformedAndGoesOn(t *testing.T) {
 			t.Fatalf("got reason %v, want ErrMalformed", r)
 		}
 	}
-	if got := testutil.ToFloat64(f.consumer.deadLetters); got != 2 {
+	if got := testutil.ToFloat64(f.consumer.deadLettered); got != 2 {
 		t.Fatalf("got %v dead letters counted, want 2", got)
+	}
+}
+
+// TestHandleKeepsEachAccountsOrder: one partition's batch interleaves
+// three accounts; each account's items are stored and published in offset
+// order, numbered from 1.
+func TestHandleKeepsEachAccountsOrder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	accounts := []string{"org_x", "org_y", "org_x", "org_z", "org_y"}
+	want := map[string][]string{}
+	var batch []*kgo.Record
+	for range 3 {
+		for _, a := range accounts {
+			r := f.record(t, a)
+			batch = append(batch, r)
+			want[a] = append(want[a], eventID(r))
+		}
+	}
+	if err := f.consumer.Handle(context.Background(), events.Topic, 0, batch); err != nil {
+		t.Fatal(err)
+	}
+	published := map[string][]string{}
+	for _, p := range f.producer.published(t) {
+		account, rest, _ := strings.Cut(p, ":")
+		published[account] = append(published[account], rest)
+	}
+	for a, ids := range want {
+		if got := f.stored(t, a); !slices.Equal(got, ids) {
+			t.Errorf("%s: stored %v, want %v", a, got, ids)
+		}
+		var wantPublished []string
+		for i, id := range ids {
+			wantPublished = append(wantPublished, fmt.Sprintf("%d:%s", i+1, id))
+		}
+		if !slices.Equal(published[a], wantPublished) {
+			t.Errorf("%s: published %v, want %v", a, published[a], wantPublished)
+		}
+	}
+}
+
+// TestHandleParksOnceWhenRetried: nothing is stored before the batch's
+// malformed records are parked; a batch retried after a failure of the
+// store parks nothing twice and stores nothing twice.
+func TestHandleParksOnceWhenRetried(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	bad := &kgo.Record{Topic: events.Topic, Key: []byte("org_a"), Value: []byte("not json"), Offset: f.offset}
+	f.offset++
+	good := f.record(t, "org_a")
+	batch := []*kgo.Record{bad, good}
+	ctx := context.Background()
+
+	failing := errors.New("broker down")
+	f.dlq.fail = failing
+	if err := f.consumer.Handle(ctx, events.Topic, 0, batch); !errors.Is(err, failing) {
+		t.Fatalf("dead-letter topic down: got %v, want its error", err)
+	}
+	if got := f.stored(t, "org_a"); len(got) != 0 {
+		t.Fatalf("dead-letter topic down: stored %v, want nothing after the record that could not be parked", got)
+	}
+	f.dlq.fail = nil
+	down, cancel := context.WithCancel(ctx)
+	cancel() // the store cannot be reached
+	if err := f.consumer.Handle(down, events.Topic, 0, batch); err == nil {
+		t.Fatal("store unreachable: got nil, want an error")
+	}
+	for range 2 { // the retry, and a redelivery after a lost commit
+		if err := f.consumer.Handle(ctx, events.Topic, 0, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.stored(t, "org_a"); !slices.Equal(got, []string{eventID(good)}) {
+		t.Fatalf("stored %v, want the valid event once", got)
+	}
+	if len(f.dlq.reasons) != 1 || !errors.Is(f.dlq.reasons[0], events.ErrMalformed) {
+		t.Fatalf("parked %v, want the malformed record once", f.dlq.reasons)
+	}
+	if got := testutil.ToFloat64(f.consumer.deadLettered); got != 1 {
+		t.Fatalf("dead letters counted %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(f.consumer.replayed); got != 1 {
+		t.Fatalf("replays counted %v, want 1: the redelivery found the stored item", got)
 	}
 }

@@ -1,0 +1,135 @@
+// Package store is the feed's activity history: each account's items in
+// its sequence (pkg/seqlog), stored once per event, paged newest first,
+// and read back to a stream from where its client left off. Every read
+// and its position arithmetic live here; the HTTP handlers only pass the
+// client's cursors through.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rcm-platform/rcm/pkg/seqlog"
+	"github.com/rcm-platform/rcm/services/feed/internal/activity"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// Collections of the feed's database.
+const (
+	ItemsCollection = "items"
+	HeadsCollection = "item_heads"
+)
+
+// Config is what a Store needs.
+type Config struct {
+	// DB holds the items and their head hints.
+	DB *mongo.Database
+	// Now is the clock of each record's storedAt (time.Now when nil).
+	Now func() time.Time
+}
+
+// Store reads and appends the accounts' activity items.
+type Store struct {
+	log *seqlog.Log
+	now func() time.Time
+}
+
+// New returns the store in cfg.DB.
+func New(cfg Config) *Store {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Store{
+		log: seqlog.New(seqlog.Config{Docs: cfg.DB.Collection(ItemsCollection), Heads: cfg.DB.Collection(HeadsCollection)}),
+		now: cfg.Now,
+	}
+}
+
+// EnsureIndexes creates the unique indexes the sequence rests on.
+func (s *Store) EnsureIndexes(ctx context.Context) error { return s.log.EnsureIndexes(ctx) }
+
+// Forget drops cached heads, when this process stops owning a partition.
+func (s *Store) Forget() { s.log.Forget() }
+
+// Appended says where an item is stored and whether it was already.
+type Appended = seqlog.Result
+
+// Append stores items, all of account and not yet numbered, in order,
+// each event once, and says where each is.
+func (s *Store) Append(ctx context.Context, account string, items []activity.Item) ([]Appended, error) {
+	now := s.now().UTC()
+	seqItems := make([]seqlog.Item, len(items))
+	for i, it := range items {
+		seqItems[i] = seqlog.Item{EventID: it.ID, Build: func(seq int64, _ string) (any, string, error) {
+			it.Seq = seq
+			return activity.Record{Key: seqlog.Key(account, seq), AccountID: account, Item: it, StoredAt: now}, "", nil
+		}}
+	}
+	res, err := s.log.Append(ctx, account, seqItems)
+	if err != nil {
+		return nil, fmt.Errorf("store %d items of %s: %w", len(items), account, err)
+	}
+	return res, nil
+}
+
+// Head returns the seq of account's last item; 0 when it has none.
+func (s *Store) Head(ctx context.Context, account string) (int64, error) {
+	h, err := s.log.LoadHead(ctx, account)
+	return h.Seq, err
+}
+
+// read reads n items of account from seq from on by step, each as a slot.
+func (s *Store) read(ctx context.Context, account string, from, step int64, n int) ([]seqlog.Slot[activity.Record], error) {
+	return seqlog.Range[activity.Record](ctx, s.log, account, from, step, n)
+}
+
+// ErrInvalidCursor says that a cursor is not one this store handed out.
+var ErrInvalidCursor = errors.New("not a cursor of the activity feed")
+
+// Page is a page of an account's history, newest first.
+type Page struct {
+	Items []activity.Item
+	// NextCursor is where the next, older page starts; "" when there is
+	// none.
+	NextCursor string
+}
+
+// Page returns up to limit of account's items, newest first, older than
+// cursor (the NextCursor of the previous page; "" for the newest). A
+// missing item is left out. A cursor that is not one fails with
+// ErrInvalidCursor.
+func (s *Store) Page(ctx context.Context, account string, limit int, cursor string) (Page, error) {
+	before := int64(-1) // the page holds items before this seq; -1 for all
+	if cursor != "" {
+		c, err := activity.ParseCursor(cursor)
+		if err != nil {
+			return Page{}, ErrInvalidCursor
+		}
+		before = c
+	}
+	head, err := s.Head(ctx, account)
+	if err != nil {
+		return Page{}, err
+	}
+	top := head
+	if before >= 0 {
+		top = min(top, before-1)
+	}
+	n := int(min(int64(limit), max(top, 0)))
+	slots, err := s.read(ctx, account, top, -1, n)
+	if err != nil {
+		return Page{}, err
+	}
+	p := Page{Items: []activity.Item{}}
+	for _, sl := range slots {
+		if sl.Found {
+			p.Items = append(p.Items, sl.Doc.Item)
+		}
+	}
+	if n > 0 && slots[n-1].Seq > 1 {
+		p.NextCursor = activity.FormatCursor(slots[n-1].Seq)
+	}
+	return p, nil
+}
