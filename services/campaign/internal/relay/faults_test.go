@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
@@ -170,6 +171,47 @@ func onTopic(t testing.TB, broker *kafkatest.Broker, topic string) int64 {
 	var n int64
 	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
 	return n
+}
+
+// TestOverflowIsPublishedBySweep: a burst larger than the queue leaves the
+// extra events in the outbox; the relay notices at its next check, sweeps
+// and publishes every event exactly once, and counts the overflow.
+func TestOverflowIsPublishedBySweep(t *testing.T) {
+	t.Parallel()
+	const n, queue = 60, 8
+	topic := "campaign-events"
+	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	s := newStore(t)
+	burst := written(t, s, "org_burst", n)
+
+	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	rl, reg := newObservedRelay(relay.Config{Topic: topic, QueueSize: queue, SweepCheck: 50 * time.Millisecond}, producer, s)
+	// The burst arrives before the relay takes anything off its queue.
+	enqueue(rl, burst)
+	if got := value(t, reg, "rcm_outbox_queue_overflows_total"); got != n-queue {
+		t.Fatalf("overflows counted: %v, want %d", got, n-queue)
+	}
+	if got := pendingIDs(t, s); !slices.Equal(got, idsOf(burst)) {
+		t.Fatalf("the outbox holds %d events after the overflow, want all %d", len(got), n)
+	}
+
+	relaying := run(t, rl, 2*time.Second, 5*time.Second)
+	waitEmpty(t, s, 30*time.Second)
+	relaying.stop(t) // everything produced is acknowledged once Run returned
+
+	if got := onTopic(t, broker, topic); got != n {
+		t.Fatalf("the topic holds %d records, want each of the %d events once", got, n)
+	}
+	got := consume(t, broker, topic, n, 30*time.Second)
+	if d := dedupe(got); len(d) != n || !sameSet(d, idsOf(burst)) {
+		t.Fatalf("published %d distinct of %d records, want the %d events of the burst", len(d), len(got), n)
+	}
+	if ok := published(t, reg, "ok"); ok != n {
+		t.Fatalf("rcm_outbox_publish_total{outcome=ok} = %v, want %d", ok, n)
+	}
+	if swept := value(t, reg, "rcm_outbox_swept_events_total"); swept != n-queue {
+		t.Fatalf("swept %v events, want the %d that overflowed", swept, n-queue)
+	}
 }
 
 func sameSet(a, b []string) bool {
@@ -411,5 +453,63 @@ func TestShutdownWithAcksInFlight(t *testing.T) {
 				t.Fatalf("the topic holds %d distinct events of %d records, want all %d in order", len(dedupe(got)), len(got), 2*n)
 			}
 		})
+	}
+}
+
+// removalDuringRead is the store with a sweep's read that returns only
+// once an acknowledged event was removed from the outbox: the read saw
+// the event, which is gone by the time the sweep claims what it read.
+type removalDuringRead struct {
+	*store.Store
+	removed chan struct{}
+	once    sync.Once
+}
+
+func (o *removalDuringRead) Pending(ctx context.Context) ([]store.Pending, error) {
+	pending, err := o.Store.Pending(ctx)
+	select {
+	case <-o.removed:
+	case <-ctx.Done():
+	}
+	return pending, err
+}
+
+func (o *removalDuringRead) RemoveFromOutbox(ctx context.Context, campaignID string, msgs []events.Message) error {
+	err := o.Store.RemoveFromOutbox(ctx, campaignID, msgs)
+	if err == nil {
+		o.once.Do(func() { close(o.removed) })
+	}
+	return err
+}
+
+// TestSweepSkipsWhatWasRemovedDuringItsRead: a sweep reads the outbox
+// while an event is on its way, and the event is acknowledged and removed
+// before the sweep claims what it read. The sweep must not publish it
+// again.
+func TestSweepSkipsWhatWasRemovedDuringItsRead(t *testing.T) {
+	t.Parallel()
+	topic := "campaign-events"
+	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	s := newStore(t)
+	ev := written(t, s, "org_race", 1)
+	outbox := &removalDuringRead{Store: s, removed: make(chan struct{})}
+
+	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	rl := relay.New(relay.Config{Topic: topic, SweepInterval: quiet, SweepCheck: quiet}, producer, outbox, prometheus.NewRegistry(), logger, time.Now)
+	enqueue(rl, ev) // on its way before the sweep reads
+	swept := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		swept <- rl.Sweep(ctx, 0)
+	}()
+	relaying := run(t, rl, 2*time.Second, 5*time.Second)
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	waitEmpty(t, s, 30*time.Second)
+	relaying.stop(t)
+	if got := onTopic(t, broker, topic); got != 1 {
+		t.Fatalf("the topic holds %d records of the one event: the sweep republished what was removed while it read", got)
 	}
 }
