@@ -7,6 +7,9 @@
 // to a backlog that the relay publishes before its queue, so that the
 // sweep at start-up never waits for the broker, however many events a
 // previous process left, and those events go out first and in order.
+// An event left to a sweep (a full queue, a failed publish) goes out
+// after the events handed over meanwhile: an account's events keep their
+// order on its partition only while each goes straight through the queue.
 // Delivery is at least once: consumers dedupe by event id.
 package relay
 

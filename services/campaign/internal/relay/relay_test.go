@@ -77,10 +77,24 @@ func leave(t testing.TB, s *store.Store, account string, n int) []string {
 // returns their event ids in the order of the log.
 func consume(t testing.TB, broker *kafkatest.Broker, topic string, n int, within time.Duration) []string {
 	t.Helper()
+	var ids []string
+	for _, r := range consumeRecords(t, broker, topic, n, within) {
+		ids = append(ids, r.id)
+	}
+	return ids
+}
+
+// record is a published event: its id and the account it is keyed by.
+type record struct{ id, account string }
+
+// consumeRecords reads topic from the start until it holds n records,
+// and returns them in the order of the log (of each partition).
+func consumeRecords(t testing.TB, broker *kafkatest.Broker, topic string, n int, within time.Duration) []record {
+	t.Helper()
 	cl := broker.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	var got []string
+	var got []record
 	for len(got) < n {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -89,7 +103,7 @@ func consume(t testing.TB, broker *kafkatest.Broker, topic string, n int, within
 		fs.EachRecord(func(r *kgo.Record) {
 			for _, h := range r.Headers {
 				if h.Key == events.HeaderID {
-					got = append(got, string(h.Value))
+					got = append(got, record{id: string(h.Value), account: string(r.Key)})
 				}
 			}
 		})
