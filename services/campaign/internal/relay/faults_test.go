@@ -81,11 +81,7 @@ func pendingIDs(t testing.TB, s *store.Store) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := make([]string, len(pending))
-	for i, p := range pending {
-		ids[i] = p.ID
-	}
-	return ids
+	return idsOf(pending)
 }
 
 // enqueue hands the relay the pending events, in order, as the request
@@ -179,12 +175,11 @@ func onTopic(t testing.TB, broker *kafkatest.Broker, topic string) int64 {
 func TestOverflowIsPublishedBySweep(t *testing.T) {
 	t.Parallel()
 	const n, queue = 60, 8
-	topic := "campaign-events"
-	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	broker := newBroker(t, 1)
 	s := newStore(t)
 	burst := written(t, s, "org_burst", n)
 
-	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	producer := newProducer(t, broker)
 	rl, reg := newObservedRelay(relay.Config{Topic: topic, QueueSize: queue, SweepCheck: 50 * time.Millisecond}, producer, s)
 	// The burst arrives before the relay takes anything off its queue.
 	enqueue(rl, burst)
@@ -228,14 +223,12 @@ func TestFailedPublishIsSweptOnceFixed(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
-		topic  kafkax.Topic // created with the broker, if named
-		cause  string       // the topic the relay produces to
-		remedy func(ctx context.Context, adm *kadm.Client, topic string) error
+		topics []kafkax.Topic // what the broker starts with
+		remedy func(ctx context.Context, adm *kadm.Client) error
 	}{{
 		// The broker creates no topic on demand.
-		name:  "topic missing",
-		cause: "campaign-events",
-		remedy: func(ctx context.Context, adm *kadm.Client, topic string) error {
+		name: "topic missing",
+		remedy: func(ctx context.Context, adm *kadm.Client) error {
 			res, err := adm.CreateTopic(ctx, 1, 1, nil, topic)
 			if err == nil {
 				err = res.Err
@@ -243,10 +236,9 @@ func TestFailedPublishIsSweptOnceFixed(t *testing.T) {
 			return err
 		},
 	}, {
-		name:  "record larger than the topic allows",
-		topic: kafkax.Topic{Name: "campaign-events", Partitions: 1, Configs: map[string]*string{"max.message.bytes": kadm.StringPtr("64")}},
-		cause: "campaign-events",
-		remedy: func(ctx context.Context, adm *kadm.Client, topic string) error {
+		name:   "record larger than the topic allows",
+		topics: []kafkax.Topic{{Name: topic, Partitions: 1, Configs: map[string]*string{"max.message.bytes": kadm.StringPtr("64")}}},
+		remedy: func(ctx context.Context, adm *kadm.Client) error {
 			res, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("1048588")}}, topic)
 			if err == nil {
 				_, err = res.On(topic, nil)
@@ -257,16 +249,12 @@ func TestFailedPublishIsSweptOnceFixed(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 10
-			var topics []kafkax.Topic
-			if tc.topic.Name != "" {
-				topics = append(topics, tc.topic)
-			}
-			broker := kafkatest.Restartable(t, topics...)
+			broker := kafkatest.Restartable(t, tc.topics...)
 			s := newStore(t)
 			evs := written(t, s, "org_refused", n)
 
-			producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
-			rl, reg := newObservedRelay(relay.Config{Topic: tc.cause, SweepCheck: 50 * time.Millisecond}, producer, s)
+			producer := newProducer(t, broker)
+			rl, reg := newObservedRelay(relay.Config{Topic: topic, SweepCheck: 50 * time.Millisecond}, producer, s)
 			run(t, rl, 2*time.Second, 5*time.Second)
 			enqueue(rl, evs)
 
@@ -286,11 +274,11 @@ func TestFailedPublishIsSweptOnceFixed(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := tc.remedy(ctx, kadm.NewClient(broker.Client(t)), tc.cause); err != nil {
+			if err := tc.remedy(ctx, kadm.NewClient(broker.Client(t))); err != nil {
 				t.Fatal(err)
 			}
 			waitEmpty(t, s, 30*time.Second)
-			got := consume(t, broker, tc.cause, n, 30*time.Second)
+			got := consume(t, broker, topic, n, 30*time.Second)
 			if !sameSet(dedupe(got), idsOf(evs)) {
 				t.Fatalf("published %v, want the %d events", dedupe(got), n)
 			}
@@ -387,22 +375,22 @@ func TestShutdownWithAcksInFlight(t *testing.T) {
 		// released says whether the held acknowledgements arrive
 		// within the drain time.
 		released bool
+		drain    time.Duration
 	}{
-		{name: "acks arrive within the drain", released: true},
-		{name: "acks held past the drain", released: false},
+		{name: "acks arrive within the drain", released: true, drain: 5 * time.Second},
+		{name: "acks held past the drain", released: false, drain: 500 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const n = 40
-			const drain = 2 * time.Second
-			topic := "campaign-events"
-			broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+			drain := tc.drain
+			broker := newBroker(t, 1)
 			s := newStore(t)
 			all := written(t, s, "org_inflight", 2*n)
 			acked, held := all[:n], all[n:]
 
 			gate := newAckGate()
-			producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.Dialer(gate.dial))
+			producer := newProducer(t, broker, kgo.Dialer(gate.dial))
 			rl, reg := newObservedRelay(relay.Config{Topic: topic, SweepInterval: quiet, SweepCheck: quiet}, producer, s)
 			relaying := run(t, rl, drain, drain+3*time.Second)
 
@@ -441,7 +429,7 @@ func TestShutdownWithAcksInFlight(t *testing.T) {
 			producer.Close() // as the service does after the relay stopped
 
 			// The next start publishes the rest.
-			next, _ := newObservedRelay(relay.Config{Topic: topic}, broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0)), s)
+			next, _ := newObservedRelay(relay.Config{Topic: topic}, newProducer(t, broker), s)
 			if err := next.Sweep(context.Background(), 0); err != nil {
 				t.Fatal(err)
 			}
@@ -488,13 +476,12 @@ func (o *removalDuringRead) RemoveFromOutbox(ctx context.Context, campaignID str
 // again.
 func TestSweepSkipsWhatWasRemovedDuringItsRead(t *testing.T) {
 	t.Parallel()
-	topic := "campaign-events"
-	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	broker := newBroker(t, 1)
 	s := newStore(t)
 	ev := written(t, s, "org_race", 1)
 	outbox := &removalDuringRead{Store: s, removed: make(chan struct{})}
 
-	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	producer := newProducer(t, broker)
 	rl := relay.New(relay.Config{Topic: topic, SweepInterval: quiet, SweepCheck: quiet}, producer, outbox, prometheus.NewRegistry(), logger, time.Now)
 	enqueue(rl, ev) // on its way before the sweep reads
 	swept := make(chan error, 1)
@@ -548,11 +535,10 @@ func TestOrderPerAccount(t *testing.T) {
 	t.Run("in order", func(t *testing.T) {
 		t.Parallel()
 		const n = 30
-		topic := "campaign-events"
-		broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 3})
+		broker := newBroker(t, 3)
 		s := newStore(t)
 		a, b := written(t, s, "org_a", n), written(t, s, "org_b", n)
-		producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+		producer := newProducer(t, broker)
 		rl, _ := newObservedRelay(relay.Config{Topic: topic, SweepInterval: quiet, SweepCheck: quiet}, producer, s)
 		run(t, rl, 2*time.Second, 5*time.Second)
 		for i := range n {
@@ -569,12 +555,11 @@ func TestOrderPerAccount(t *testing.T) {
 	t.Run("after an overflow", func(t *testing.T) {
 		t.Parallel()
 		const n, queue = 20, 8
-		topic := "campaign-events"
-		broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 3})
+		broker := newBroker(t, 3)
 		s := newStore(t)
 		burst := written(t, s, "org_a", n)
 		queued, overflowed := burst[:queue], burst[queue:]
-		producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+		producer := newProducer(t, broker)
 		// The sweep comes when the test calls it, after a later event.
 		rl, reg := newObservedRelay(relay.Config{Topic: topic, QueueSize: queue, SweepInterval: quiet, SweepCheck: quiet}, producer, s)
 		enqueue(rl, burst)

@@ -134,6 +134,23 @@ func waitEmptyEvery(t testing.TB, s *store.Store, within, interval time.Duration
 	}
 }
 
+// topic is the events topic on the tests' private brokers.
+const topic = "campaign-events"
+
+// newBroker starts a private broker with the events topic in partitions
+// partitions.
+func newBroker(t testing.TB, partitions int32) *kafkatest.Broker {
+	t.Helper()
+	return kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: partitions})
+}
+
+// newProducer returns a client of broker producing as the service's relay
+// does, with opts after.
+func newProducer(t testing.TB, broker *kafkatest.Broker, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	return broker.Client(t, append([]kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0)}, opts...)...)
+}
+
 func newRelay(cfg relay.Config, producer *kgo.Client, s *store.Store) *relay.Relay {
 	return relay.New(cfg, producer, s, prometheus.NewRegistry(), logger, time.Now)
 }
@@ -145,13 +162,12 @@ func newRelay(cfg relay.Config, producer *kgo.Client, s *store.Store) *relay.Rel
 func TestStartAfterOutageLargerThanQueue(t *testing.T) {
 	t.Parallel()
 	const left = 200
-	topic := "campaign-events"
-	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	broker := newBroker(t, 1)
 	s := newStore(t)
 	want := leave(t, s, "org_outage", left)
 	broker.Stop()
 
-	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	producer := newProducer(t, broker)
 	rl := newRelay(relay.Config{Topic: topic, QueueSize: 16, SweepCheck: 100 * time.Millisecond}, producer, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, readyCancel := context.WithTimeout(ctx, 10*time.Second)
@@ -203,13 +219,12 @@ func dedupe(ids []string) []string {
 // the producer may buffer, the relay stops within its drain time.
 func TestShutdownWithBrokerDown(t *testing.T) {
 	t.Parallel()
-	topic := "campaign-events"
-	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	broker := newBroker(t, 1)
 	s := newStore(t)
 	leave(t, s, "org_down", 40)
 	broker.Stop()
 
-	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(4))
+	producer := newProducer(t, broker, kgo.MaxBufferedRecords(4))
 	rl := newRelay(relay.Config{Topic: topic, QueueSize: 16}, producer, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
