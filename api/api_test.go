@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/rcm-platform/rcm/api"
-	"github.com/rcm-platform/rcm/api/contract"
+	"github.com/rcm-platform/rcm/api/apitest"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -16,7 +16,7 @@ import (
 // it as an OpenAPI 3.1 document.
 func TestOpenAPIIsValid(t *testing.T) {
 	t.Parallel()
-	doc, err := contract.LoadOpenAPI()
+	doc, err := apitest.LoadOpenAPI()
 	if err != nil {
 		t.Fatal(err)
 	}

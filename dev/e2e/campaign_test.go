@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/events"
-	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/pkg/sessiontoken"
 )
@@ -101,7 +101,7 @@ func TestSpecErrorRows(t *testing.T) {
 		{"list: other account's document", "GET", "/v1/documents/doc_rows_other_" + other + "/rcm", tok, nil, nil, 404, notFound},
 		{"list: no such document", "GET", "/v1/documents/doc_nowhere_" + acct + "/rcm", tok, nil, nil, 404, notFound},
 		{"list: no token", "GET", behind, "", nil, nil, 401, missingToken},
-		{"list: bad limit", "GET", behind + "?limit=0", tok, nil, nil, 400, httpx.MsgInvalidQuery},
+		{"list: bad limit", "GET", behind + "?limit=0", tok, nil, nil, 400, contract.MsgInvalidQuery},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -292,7 +292,7 @@ func TestBodiesThroughTheGateway(t *testing.T) {
 	big := `{"sms":true,"email":false,"call":false,"tone":"t","cadence":"c","pad":"` + strings.Repeat("a", 64<<10) + `"}`
 	justUnder := `{"sms":true,"email":false,"call":false,"tone":"t","cadence":"c","pad":"` + strings.Repeat("a", 64<<10-100) + `"}`
 
-	call(t, "POST", path, tok, big).wantError(t, http.StatusRequestEntityTooLarge, httpx.MsgBodyTooLarge)
+	call(t, "POST", path, tok, big).wantError(t, http.StatusRequestEntityTooLarge, contract.MsgBodyTooLarge)
 	call(t, "POST", path, "", big).wantError(t, http.StatusUnauthorized, missingToken)
 	if r := call(t, "POST", path, tok, justUnder); r.Status != http.StatusCreated {
 		t.Fatalf("a body just under 64 KiB: got %d %s, want 201", r.Status, r.Body)
@@ -317,7 +317,7 @@ func TestBodiesThroughTheGateway(t *testing.T) {
 
 // TestStartAndOptOutPublishEvents runs the happy path and checks the
 // events on the broker: each exactly once, in order, with CloudEvents
-// headers and valid schemas (events.Decode checks both).
+// headers and valid schemas (kafkarec.Decode checks both).
 func TestStartAndOptOutPublishEvents(t *testing.T) {
 	t.Parallel()
 	acct := newAccount(t, "org")

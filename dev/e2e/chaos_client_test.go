@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -378,7 +379,7 @@ func chaosTopic(ctx context.Context, broker string) (map[string]map[string]bool,
 			return nil, fmt.Errorf("read %s: %w with partitions %v left", events.Topic, ctx.Err(), left)
 		}
 		fetches.EachRecord(func(r *kgo.Record) {
-			if e, err := events.Decode(r); err == nil {
+			if e, err := kafkarec.Decode(r); err == nil {
 				notes := e.Notes
 				if e.Campaign != nil && e.EventType == events.TypeCampaignStarted {
 					notes = e.Campaign.Notes

@@ -18,10 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/dev/stack"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
-	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/sessiontoken"
 )
 
@@ -332,7 +332,7 @@ func (r *chaosRun) send(k *chaosKey, timeout time.Duration, rnd *rand.Rand, give
 			cause = strconv.Itoa(a.status)
 		case a.status == http.StatusTooManyRequests:
 			cause = "429"
-		case a.status == http.StatusConflict && a.errorMessage() == httpx.MsgKeyInProgress:
+		case a.status == http.StatusConflict && a.errorMessage() == contract.MsgKeyInProgress:
 			cause = "409 in progress"
 		}
 		if cause == "" {

@@ -26,9 +26,10 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rcm-platform/rcm/api/contract"
+	"github.com/rcm-platform/rcm/api/apitest"
 	"github.com/rcm-platform/rcm/dev/stack"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/sessiontoken"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -87,7 +88,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "start stack:", err, "\n", logBuf.String())
 		return 1
 	}
-	oapi, err = contract.LoadOpenAPI()
+	oapi, err = apitest.LoadOpenAPI()
 	if err == nil {
 		oapi.Servers = openapi3.Servers{{URL: stk.GatewayURL()}}
 		oRouter, err = legacy.NewRouter(oapi)
@@ -347,7 +348,7 @@ func (l *eventLog) waitFor(t *testing.T, account string, done func([]events.Even
 			if string(r.Key) != account {
 				return
 			}
-			e, err := events.Decode(r)
+			e, err := kafkarec.Decode(r)
 			if err != nil {
 				t.Errorf("record at %d/%d: %v", r.Partition, r.Offset, err)
 				return

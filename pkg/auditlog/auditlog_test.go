@@ -209,7 +209,7 @@ func TestStoredFormRoundTrips(t *testing.T) {
 			if err := Seal(&e, GenesisHash); err != nil {
 				t.Fatal(err)
 			}
-			d, err := ToDoc(e)
+			d, err := ToDoc(e, "org_1/000000000001")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -16,9 +15,10 @@ const (
 	LinkField = "hash"
 )
 
-// Doc is an entry as stored: _id is seqlog.Key(accountId, seq), and data
-// is the event's JSON data as a string holding exactly the bytes that were
-// hashed, so that no conversion between JSON and BSON can change it (one
+// Doc is an entry as stored: _id is seqlog.Key(accountId, seq), the
+// store's key, which the caller gives ToDoc so that this package links no
+// database client; data is the event's JSON data as a string holding
+// exactly the bytes that were hashed, so that no conversion between JSON and BSON can change it (one
 // would turn {"$numberLong": "5"} into 5, and rewrite 1e21 as 1E+21).
 // Entries stored before held data as an embedded document; Entry reads
 // both.
@@ -38,8 +38,8 @@ type Doc struct {
 	Hash       string        `bson:"hash"`
 }
 
-// ToDoc returns e as stored.
-func ToDoc(e Entry) (Doc, error) {
+// ToDoc returns e as stored under the _id id, seqlog.Key(e.AccountID, e.Seq).
+func ToDoc(e Entry, id string) (Doc, error) {
 	if !json.Valid(e.Data) {
 		return Doc{}, fmt.Errorf("entry %d data: not valid JSON", e.Seq)
 	}
@@ -48,7 +48,7 @@ func ToDoc(e Entry) (Doc, error) {
 		return Doc{}, fmt.Errorf("entry %d data: %w", e.Seq, err)
 	}
 	return Doc{
-		ID: seqlog.Key(e.AccountID, e.Seq), EventID: e.EventID, AccountID: e.AccountID, Seq: e.Seq,
+		ID: id, EventID: e.EventID, AccountID: e.AccountID, Seq: e.Seq,
 		EventType: e.EventType, DocumentID: e.DocumentID, CampaignID: e.CampaignID, Actor: e.Actor,
 		Data: bson.RawValue{Type: t, Value: data}, OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt,
 		PrevHash: e.PrevHash, Hash: e.Hash,

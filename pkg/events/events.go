@@ -1,6 +1,8 @@
-// Package events owns the wire form of the platform's events: the JSON data
-// published on rcm.campaign-events.v1, its CloudEvents 1.0 binary-mode
-// headers, and validation against the JSON Schemas in the api module.
+// Package events owns the platform's events: their types, the JSON data
+// published on rcm.campaign-events.v1, the CloudEvents attributes of a
+// message, and validation against the JSON Schemas in the api module. It
+// imports no Kafka code: package kafkarec turns a message into a record and
+// a record back into an event.
 package events
 
 import (
@@ -14,7 +16,6 @@ const (
 	Topic     = "rcm.campaign-events.v1"
 	DLQTopic  = "rcm.campaign-events.v1.dlq"
 	Source    = "rcm/campaign"
-	specV1    = "1.0"
 	timeParse = "2006-01-02T15:04:05.000Z07:00"
 )
 

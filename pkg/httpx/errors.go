@@ -8,31 +8,16 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/rcm-platform/rcm/api/contract"
 )
 
-// The public contract's error messages. Clients match on them byte for byte.
+// Messages of the errors the contract does not list; the contract's own
+// are in api/contract.
 const (
-	MsgMissingToken     = "Missing Authorization Bearer token."
-	MsgInvalidToken     = "Invalid or expired token."
-	MsgInvalidBody      = "Invalid body."
-	MsgNoChannel        = "At least one channel must be true."
-	MsgLoanRule         = "RCM only when a loan exists and status is BEHIND."
-	MsgNotFound         = "Not found."
-	MsgCampaignNotFound = "Campaign not found or access denied."
-)
-
-// Messages of the errors the contract does not list.
-const (
-	MsgBodyTooLarge     = "Request body too large."
 	MsgMethodNotAllowed = "Method not allowed."
-	MsgUnavailable      = "Service temporarily unavailable. Retry later."
 	MsgInternal         = "Internal server error."
 	MsgForbidden        = "Forbidden."
-	MsgInvalidQuery     = "Invalid query parameter."
-	MsgIdempotencyKey   = "Invalid Idempotency-Key header."
-	MsgTooManyRequests  = "Too many requests. Retry later."
-	MsgKeyReused        = "Idempotency-Key already used with a different request."
-	MsgKeyInProgress    = "A request with this Idempotency-Key is still in progress. Retry later."
 )
 
 // Error is an error with an HTTP status and a message meant for the client.
@@ -83,21 +68,22 @@ func (e *Error) Wrap(err error) *Error {
 // Errors of the contract and of the platform. Use With/Wrap to add details;
 // never change them in place.
 var (
-	ErrMissingToken     = &Error{Status: http.StatusUnauthorized, Message: MsgMissingToken}
-	ErrInvalidToken     = &Error{Status: http.StatusUnauthorized, Message: MsgInvalidToken}
-	ErrInvalidBody      = &Error{Status: http.StatusBadRequest, Message: MsgInvalidBody}
-	ErrNoChannel        = &Error{Status: http.StatusBadRequest, Message: MsgNoChannel}
-	ErrLoanRule         = &Error{Status: http.StatusBadRequest, Message: MsgLoanRule}
-	ErrNotFound         = &Error{Status: http.StatusNotFound, Message: MsgNotFound}
-	ErrCampaignNotFound = &Error{Status: http.StatusNotFound, Message: MsgCampaignNotFound}
-	ErrBodyTooLarge     = &Error{Status: http.StatusRequestEntityTooLarge, Message: MsgBodyTooLarge}
-	ErrMethodNotAllowed = &Error{Status: http.StatusMethodNotAllowed, Message: MsgMethodNotAllowed}
-	ErrUnavailable      = &Error{Status: http.StatusServiceUnavailable, Message: MsgUnavailable, RetryAfter: 2 * time.Second}
-	ErrInternal         = &Error{Status: http.StatusInternalServerError, Message: MsgInternal}
-	ErrForbidden        = &Error{Status: http.StatusForbidden, Message: MsgForbidden}
-	ErrInvalidQuery     = &Error{Status: http.StatusBadRequest, Message: MsgInvalidQuery}
-	ErrIdempotencyKey   = &Error{Status: http.StatusBadRequest, Message: MsgIdempotencyKey}
-	ErrTooManyRequests  = &Error{Status: http.StatusTooManyRequests, Message: MsgTooManyRequests}
-	ErrKeyReused        = &Error{Status: http.StatusUnprocessableEntity, Message: MsgKeyReused}
-	ErrKeyInProgress    = &Error{Status: http.StatusConflict, Message: MsgKeyInProgress, RetryAfter: time.Second}
+	ErrMissingToken       = &Error{Status: http.StatusUnauthorized, Message: contract.MsgMissingToken}
+	ErrInvalidToken       = &Error{Status: http.StatusUnauthorized, Message: contract.MsgInvalidToken}
+	ErrInvalidBody        = &Error{Status: http.StatusBadRequest, Message: contract.MsgInvalidBody}
+	ErrNoChannel          = &Error{Status: http.StatusBadRequest, Message: contract.MsgNoChannel}
+	ErrLoanRule           = &Error{Status: http.StatusBadRequest, Message: contract.MsgLoanRule}
+	ErrNotFound           = &Error{Status: http.StatusNotFound, Message: contract.MsgNotFound}
+	ErrCampaignNotFound   = &Error{Status: http.StatusNotFound, Message: contract.MsgCampaignNotFound}
+	ErrBodyTooLarge       = &Error{Status: http.StatusRequestEntityTooLarge, Message: contract.MsgBodyTooLarge}
+	ErrMethodNotAllowed   = &Error{Status: http.StatusMethodNotAllowed, Message: MsgMethodNotAllowed}
+	ErrUnavailable        = &Error{Status: http.StatusServiceUnavailable, Message: contract.MsgUnavailable, RetryAfter: 2 * time.Second}
+	ErrInternal           = &Error{Status: http.StatusInternalServerError, Message: MsgInternal}
+	ErrForbidden          = &Error{Status: http.StatusForbidden, Message: MsgForbidden}
+	ErrInvalidQuery       = &Error{Status: http.StatusBadRequest, Message: contract.MsgInvalidQuery}
+	ErrIdempotencyKey     = &Error{Status: http.StatusBadRequest, Message: contract.MsgIdempotencyKey}
+	ErrTooManyRequests    = &Error{Status: http.StatusTooManyRequests, Message: contract.MsgTooManyRequests}
+	ErrKeyReused          = &Error{Status: http.StatusUnprocessableEntity, Message: contract.MsgKeyReused}
+	ErrKeyInProgress      = &Error{Status: http.StatusConflict, Message: contract.MsgKeyInProgress, RetryAfter: time.Second}
+	ErrInvalidLastEventID = &Error{Status: http.StatusBadRequest, Message: contract.MsgInvalidLastEventID}
 )

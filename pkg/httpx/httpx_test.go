@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rcm-platform/rcm/api/contract"
 )
 
 func newTestServer(t *testing.T, routes func(r interface {
@@ -72,16 +73,16 @@ func TestMiddleware(t *testing.T) {
 		wantHeader map[string]string
 	}{
 		{name: "panic is a 500", url: srv.URL + "/panic/1", wantStatus: 500, wantError: MsgInternal},
-		{name: "contract error with details", url: srv.URL + "/items/7", wantStatus: 404, wantError: MsgNotFound},
-		{name: "unknown route", url: srv.URL + "/nowhere", wantStatus: 404, wantError: MsgNotFound},
+		{name: "contract error with details", url: srv.URL + "/items/7", wantStatus: 404, wantError: contract.MsgNotFound},
+		{name: "unknown route", url: srv.URL + "/nowhere", wantStatus: 404, wantError: contract.MsgNotFound},
 		{name: "wrong method", url: srv.URL + "/items/7", method: "DELETE", wantStatus: 405, wantError: MsgMethodNotAllowed},
-		{name: "unavailable says when to retry", url: srv.URL + "/down", wantStatus: 503, wantError: MsgUnavailable, wantHeader: map[string]string{"Retry-After": "2"}},
-		{name: "a temporary failure is unavailable", url: srv.URL + "/store-down", wantStatus: 503, wantError: MsgUnavailable, wantHeader: map[string]string{"Retry-After": "2"}},
+		{name: "unavailable says when to retry", url: srv.URL + "/down", wantStatus: 503, wantError: contract.MsgUnavailable, wantHeader: map[string]string{"Retry-After": "2"}},
+		{name: "a temporary failure is unavailable", url: srv.URL + "/store-down", wantStatus: 503, wantError: contract.MsgUnavailable, wantHeader: map[string]string{"Retry-After": "2"}},
 		{name: "internal errors are not shown", url: srv.URL + "/secret", wantStatus: 500, wantError: MsgInternal},
-		{name: "caller's request id is kept", url: srv.URL + "/items/7", reqID: "abc-123-def", wantStatus: 404, wantError: MsgNotFound, wantHeader: map[string]string{"X-Request-Id": "abc-123-def"}},
-		{name: "a forged request id is replaced", url: srv.URL + "/items/7", reqID: "x\u2028injected", wantStatus: 404, wantError: MsgNotFound},
+		{name: "caller's request id is kept", url: srv.URL + "/items/7", reqID: "abc-123-def", wantStatus: 404, wantError: contract.MsgNotFound, wantHeader: map[string]string{"X-Request-Id": "abc-123-def"}},
+		{name: "a forged request id is replaced", url: srv.URL + "/items/7", reqID: "x\u2028injected", wantStatus: 404, wantError: contract.MsgNotFound},
 		{name: "json ok", url: srv.URL + "/json", method: "POST", body: `{"a":1}`, wantStatus: 200},
-		{name: "declared body over the limit", url: limited.URL, method: "POST", body: `{"aaaaaaaaaaaaaaaaaaaa":1}`, wantStatus: 413, wantError: MsgBodyTooLarge},
+		{name: "declared body over the limit", url: limited.URL, method: "POST", body: `{"aaaaaaaaaaaaaaaaaaaa":1}`, wantStatus: 413, wantError: contract.MsgBodyTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -164,7 +164,8 @@ func NewHTTPMetrics(reg prometheus.Registerer, service string) *HTTPMetrics {
 // debug-level so that it does not drown the requests that matter.
 var quietRoutes = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
 
-// Observe is middleware that logs every request and records it in m. The
+// Observe is middleware that logs every request, records it in m and
+// names its trace span. The
 // route label is chi's pattern once routing is done ("unmatched" when no
 // route matched), so a path full of ids never becomes a label value.
 func (m *HTTPMetrics) Observe(logger *slog.Logger) func(http.Handler) http.Handler {
@@ -187,6 +188,7 @@ func (m *HTTPMetrics) Observe(logger *slog.Logger) func(http.Handler) http.Handl
 				elapsed := time.Since(start)
 				m.requests.WithLabelValues(route, r.Method, code).Inc()
 				m.duration.WithLabelValues(route, r.Method, code).Observe(elapsed.Seconds())
+				nameSpan(r, route, RequestID(r.Context()))
 				level := slog.LevelInfo
 				if quietRoutes[route] {
 					level = slog.LevelDebug

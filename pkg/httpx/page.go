@@ -1,26 +1,24 @@
 package httpx
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/rcm-platform/rcm/api/contract"
 )
 
-// Page sizes of every list route.
-const (
-	DefaultPageSize = 50
-	MaxPageSize     = 200
-)
-
-// PageLimit reads a list route's limit query parameter: DefaultPageSize
-// when it is absent, ErrInvalidQuery when it is not 1 to MaxPageSize.
+// PageLimit reads a list route's limit query parameter: the contract's
+// DefaultPageSize when it is absent, ErrInvalidQuery when it is not
+// MinPageSize to MaxPageSize.
 func PageLimit(r *http.Request) (int, error) {
 	v := r.URL.Query().Get("limit")
 	if v == "" {
-		return DefaultPageSize, nil
+		return contract.DefaultPageSize, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > MaxPageSize {
-		return 0, ErrInvalidQuery.With("reason", "limit must be 1 to 200")
+	if err != nil || n < contract.MinPageSize || n > contract.MaxPageSize {
+		return 0, ErrInvalidQuery.With("reason", fmt.Sprintf("limit must be %d to %d", contract.MinPageSize, contract.MaxPageSize))
 	}
 	return n, nil
 }

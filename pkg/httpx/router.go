@@ -10,12 +10,12 @@ import (
 )
 
 // NewRouter returns a chi router with the middleware every service runs, in
-// order: request id (so every response carries one, errors included),
-// metrics and access log, panic recovery, and a deadline on the request's
+// order: the trace span, request id (so every response carries one, errors
+// included), metrics and access log, panic recovery, and a deadline on the request's
 // context. Unknown routes and methods answer with the JSON error body.
 func NewRouter(logger *slog.Logger, metrics *HTTPMetrics, timeout time.Duration) chi.Router {
 	r := chi.NewRouter()
-	r.Use(RequestIDs, metrics.Observe(logger), Recover(logger))
+	r.Use(Trace, RequestIDs, metrics.Observe(logger), Recover(logger))
 	if timeout > 0 {
 		r.Use(func(next http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -2,11 +2,13 @@ package kafkax
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // BatchHandler processes the records fetched from one partition, in offset
@@ -90,14 +92,24 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 // attempt in flight when a rebalance starts waiting is cancelled: a first
 // attempt after firstAttemptGrace (a healthy batch is done by then), a
 // retry at once.
-func handleWithRetry(ctx context.Context, topic string, partition int32, records []*kgo.Record, handle BatchHandler, gate *rebalanceGate, logger *slog.Logger) bool {
+func handleWithRetry(ctx context.Context, topic string, partition int32, records []*kgo.Record, handle BatchHandler, gate *rebalanceGate, logger *slog.Logger) (handled bool) {
+	// The batch's work joins the traces its records came with.
+	ctx, endSpans := processSpans(ctx, records)
+	var err error
+	defer func() {
+		if !handled && err == nil {
+			err = errNotHandled
+		}
+		endSpans(err)
+	}()
 	backoff := 100 * time.Millisecond
 	grace := firstAttemptGrace
 	for try := 1; ; try++ {
-		err := gate.attempt(ctx, grace, func(ctx context.Context) error { return handle(ctx, topic, partition, records) })
+		err = gate.attempt(ctx, grace, func(ctx context.Context) error { return handle(ctx, topic, partition, records) })
 		if err == nil {
 			return true
 		}
+		trace.SpanFromContext(ctx).RecordError(err)
 		if ctx.Err() != nil {
 			return false
 		}
@@ -114,6 +126,10 @@ func handleWithRetry(ctx context.Context, topic string, partition int32, records
 		grace = 0
 	}
 }
+
+// errNotHandled is the status of a batch given up for a rebalance or a
+// shutdown: its records are offered again.
+var errNotHandled = errors.New("not handled; offered again")
 
 // firstAttemptGrace is how long a batch's first attempt may go on once a
 // rebalance waits for it.
@@ -192,27 +208,5 @@ func (g *rebalanceGate) reset() {
 	case <-g.waiting:
 		g.waiting = make(chan struct{})
 	default:
-	}
-}
-
-// Retry runs fn until it succeeds or ctx ends, with backoff, logging each
-// failure: how a service waits for a dependency at start-up. It returns
-// nil when ctx ends.
-func Retry(ctx context.Context, logger *slog.Logger, what string, fn func(context.Context) error) error {
-	backoff := 200 * time.Millisecond
-	for {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := fn(sctx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return nil
-		}
-		logger.Warn("start-up step failed; retrying", slog.String("step", what), slog.Any("err", err))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }

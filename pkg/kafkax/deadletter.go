@@ -18,8 +18,10 @@ const (
 
 // DeadLetter returns the function that parks a record nobody can use on
 // topic, with the reason and its origin in headers and its key, value and
-// headers untouched. It returns once the broker has the record, so the
-// caller may then commit past the original.
+// headers untouched (but for a traceparent, which the tracing hook sets to
+// the parked record's publish span, in the original's trace). It returns
+// once the broker has the record, so the caller may then commit past the
+// original.
 func DeadLetter(cl *kgo.Client, topic string) func(ctx context.Context, r *kgo.Record, reason error) error {
 	return func(ctx context.Context, r *kgo.Record, reason error) error {
 		headers := append([]kgo.RecordHeader{
@@ -28,7 +30,9 @@ func DeadLetter(cl *kgo.Client, topic string) func(ctx context.Context, r *kgo.R
 			{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
 			{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
 		}, r.Headers...)
-		res := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: headers})
+		// The original's context, so that the publish span continues its
+		// trace rather than the batch's.
+		res := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: headers, Context: r.Context})
 		if err := res.FirstErr(); err != nil {
 			return fmt.Errorf("dead-letter to %s: %w", topic, err)
 		}

@@ -1,5 +1,6 @@
 // Package kafkax builds the platform's Kafka clients: seed brokers, kprom
-// metrics on every client, an slog adapter, and topic creation.
+// metrics and kotel traces on every client, an slog adapter, and topic
+// creation.
 package kafkax
 
 import (
@@ -47,10 +48,10 @@ func Brokers(list string) []string {
 	return out
 }
 
-// NewClient returns a client of brokers named clientID, with logging and
+// NewClient returns a client of brokers named clientID, with logging,
 // franz-go's kprom metrics registered on reg under the rcm_kafka namespace
-// and labelled client_id=clientID, plus opts. Each client gets its own
-// hook: a kprom hook serves one client.
+// and labelled client_id=clientID, and kotel's tracing hooks, plus opts.
+// Each client gets its own hooks: a kprom hook serves one client.
 func NewClient(conn Conn, clientID string, reg prometheus.Registerer, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
 	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"client_id": clientID}, reg)
 	metrics := kprom.NewMetrics("rcm_kafka",
@@ -60,6 +61,7 @@ func NewClient(conn Conn, clientID string, reg prometheus.Registerer, logger *sl
 		kgo.SeedBrokers(conn.Brokers...),
 		kgo.ClientID(clientID),
 		kgo.WithHooks(metrics),
+		kgo.WithHooks(traceHooks(clientID)...),
 		kgo.WithLogger(slogLogger{logger.With(slog.String("kafka_client", clientID))}),
 		// Notice a restarted or moved broker quickly.
 		kgo.MetadataMinAge(time.Second),

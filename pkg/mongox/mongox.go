@@ -1,5 +1,5 @@
 // Package mongox builds the platform's MongoDB clients: a command monitor
-// that measures every command, short server-selection timeouts so an outage
+// that measures and traces every command, short server-selection timeouts so an outage
 // surfaces as an error rather than a hang, and error classification.
 package mongox
 
@@ -16,10 +16,17 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 )
 
-// Connect returns a client of uri whose commands are measured on reg.
+// Connect returns a client of uri whose commands are measured on reg and
+// traced with the global tracer provider.
 func Connect(uri string, reg prometheus.Registerer) (*mongo.Client, error) {
+	return connect(uri, reg, otel.GetTracerProvider())
+}
+
+func connect(uri string, reg prometheus.Registerer, tp trace.TracerProvider) (*mongo.Client, error) {
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "rcm_mongodb_command_duration_seconds",
 		Help:    "MongoDB command duration, by command name and outcome (ok or error).",
@@ -32,12 +39,16 @@ func Connect(uri string, reg prometheus.Registerer) (*mongo.Client, error) {
 		}
 		duration = are.ExistingCollector.(*prometheus.HistogramVec)
 	}
+	tracer := newCommandTracer(tp)
 	monitor := &event.CommandMonitor{
+		Started: tracer.started,
 		Succeeded: func(_ context.Context, e *event.CommandSucceededEvent) {
 			duration.WithLabelValues(e.CommandName, "ok").Observe(e.Duration.Seconds())
+			tracer.finished(&e.CommandFinishedEvent, nil)
 		},
 		Failed: func(_ context.Context, e *event.CommandFailedEvent) {
 			duration.WithLabelValues(e.CommandName, "error").Observe(e.Duration.Seconds())
+			tracer.finished(&e.CommandFinishedEvent, e.Failure)
 		},
 	}
 	cl, err := mongo.Connect(clientOptions(uri).SetMonitor(monitor))

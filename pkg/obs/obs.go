@@ -1,6 +1,6 @@
 // Package obs sets up what every service needs to be observed: the JSON
 // logger, the Prometheus registry with the Go and process collectors, and
-// the /healthz, /readyz and /metrics handlers.
+// the /healthz, /readyz and /metrics handlers, and tracing (StartTracing).
 package obs
 
 import (
@@ -18,7 +18,8 @@ import (
 )
 
 // NewLogger returns a JSON logger writing to w at level ("debug", "info",
-// "warn", "error"; default info), tagged with the service name.
+// "warn", "error"; default info), tagged with the service name. A record
+// logged with a context that carries a span gets its trace_id and span_id.
 func NewLogger(w io.Writer, service, level string) *slog.Logger {
 	var l slog.Level
 	switch strings.ToLower(level) {
@@ -31,7 +32,7 @@ func NewLogger(w io.Writer, service, level string) *slog.Logger {
 	default:
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})).With(slog.String("service", service))
+	return slog.New(NewTraceHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))).With(slog.String("service", service))
 }
 
 // NewRegistry returns a registry with the Go runtime and process collectors.

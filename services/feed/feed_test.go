@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
@@ -196,10 +197,10 @@ func TestResumeFromLastEventID(t *testing.T) {
 
 	for _, bad := range []string{"abc", "-1", "1.5"} {
 		resp := e.request(t, context.Background(), inst, "org_a", "/v1/activity/stream", http.Header{"Last-Event-Id": {bad}})
-		checkError(t, resp, http.StatusBadRequest, httpx.MsgInvalidQuery)
+		checkError(t, resp, http.StatusBadRequest, contract.MsgInvalidQuery)
 	}
 	resp := e.request(t, context.Background(), inst, "org_a", "/v1/activity/stream?lastEventId=x", nil)
-	checkError(t, resp, http.StatusBadRequest, httpx.MsgInvalidQuery)
+	checkError(t, resp, http.StatusBadRequest, contract.MsgInvalidQuery)
 
 	// Shutting down ends the open streams instead of waiting on them.
 	if took := inst.stop(); took > 3*time.Second {
@@ -287,7 +288,7 @@ func TestHistoryPages(t *testing.T) {
 	for _, bad := range []string{"?limit=0", "?limit=201", "?limit=-1", "?limit=abc", "?cursor=abc", "?cursor=-3"} {
 		t.Run("invalid"+bad, func(t *testing.T) {
 			resp := e.request(t, context.Background(), inst, "org_a", "/v1/activity"+bad, nil)
-			checkError(t, resp, http.StatusBadRequest, httpx.MsgInvalidQuery)
+			checkError(t, resp, http.StatusBadRequest, contract.MsgInvalidQuery)
 		})
 	}
 	t.Run("limit 200", func(t *testing.T) {
@@ -423,7 +424,7 @@ func TestStreamCap(t *testing.T) {
 	if ra := resp.Header.Get("Retry-After"); ra == "" {
 		t.Errorf("the 4th stream: no Retry-After")
 	}
-	checkError(t, resp, http.StatusServiceUnavailable, httpx.MsgUnavailable)
+	checkError(t, resp, http.StatusServiceUnavailable, contract.MsgUnavailable)
 
 	open[1].close()
 	eventually(t, 10*time.Second, "a stream to be accepted after one closed", func() bool {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,12 +9,11 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/kafkatest"
-	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/dev/servicetest"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"
@@ -49,21 +47,15 @@ func newEnv(t testing.TB, partitions int32) *env {
 		gen:      ids.NewGenerator(time.Now),
 	}
 	e.group = "rcm-feed-" + strings.ReplaceAll(e.topic, ".", "-")
-	e.vars = map[string]string{
-		"RCM_HTTP_ADDR":        "127.0.0.1:0",
-		"RCM_KAFKA_BROKERS":    strings.Join(kafkatest.Brokers(t), ","),
-		"RCM_MONGODB_URI":      mongotest.URI(t),
-		"RCM_MONGODB_DATABASE": mongotest.NewDatabase(t),
+	e.vars = servicetest.Env(t, map[string]string{
 		"RCM_EVENTS_TOPIC":     e.topic,
 		"RCM_DLQ_TOPIC":        e.dlq,
 		"RCM_ACTIVITY_TOPIC":   e.activity,
 		"RCM_FEED_GROUP":       e.group,
 		"RCM_KAFKA_PARTITIONS": fmt.Sprint(partitions),
 		"RCM_SSE_HEARTBEAT":    "15s",
-		"RCM_DRAIN_TIMEOUT":    "5s",
 		"RCM_LOG_LEVEL":        "info",
-		"RCM_INTERNAL_SECRET":  principal.DevSecret,
-	}
+	})
 	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +68,6 @@ func newEnv(t testing.TB, partitions int32) *env {
 // instance is one running feed service.
 type instance struct {
 	url  string
-	logs *logSink
 	stop func() time.Duration
 }
 
@@ -91,139 +82,19 @@ func (e *env) start(t testing.TB, overrides map[string]string) *instance {
 	for k, v := range overrides {
 		vars[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := newLogSink()
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, func(k string) string { return vars[k] }, logs) }()
-	var once sync.Once
-	var took time.Duration
-	stop := func() time.Duration {
-		once.Do(func() {
-			start := time.Now()
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("run returned %v", err)
-				}
-			case <-time.After(30 * time.Second):
-				t.Errorf("run did not return within 30s of being stopped")
-			}
-			took = time.Since(start)
-		})
-		return took
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("feed logs:\n%s", logs.String())
-		}
-	})
-	addr := logs.waitAddr(t, 30*time.Second)
-	inst := &instance{url: "http://" + addr, logs: logs, stop: stop}
-	eventually(t, 30*time.Second, "the feed to be ready", func() bool {
-		resp, err := http.Get(inst.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return inst
-}
-
-// logSink collects a service's JSON log lines and finds its address.
-type logSink struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	addr  string
-	found chan struct{}
-}
-
-func newLogSink() *logSink { return &logSink{found: make(chan struct{})} }
-
-func (l *logSink) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	if l.addr == "" {
-		for _, line := range bytes.Split(p, []byte("\n")) {
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(line, &rec) == nil && rec.Msg == "feed listening" {
-				l.addr = rec.Addr
-				close(l.found)
-				break
-			}
-		}
-	}
-	return len(p), nil
-}
-
-func (l *logSink) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logSink) waitAddr(t testing.TB, within time.Duration) string {
-	t.Helper()
-	select {
-	case <-l.found:
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.addr
-	case <-time.After(within):
-		t.Fatalf("the feed did not log its address within %v; logs:\n%s", within, l.String())
-		return ""
-	}
+	inst := servicetest.Start(t, "feed", run, vars)
+	return &instance{url: inst.URL, stop: inst.Stop}
 }
 
 // eventually polls cond until it holds, failing the test after within.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(20 * time.Millisecond) // the polling interval, not a wait for the outcome
-	}
+	servicetest.Eventually(t, within, what, cond)
 }
 
 // event returns a valid event of account: a campaign start, an opt-out or
 // a campaign end, in turn by n.
-func (e *env) event(account string, n int) events.Event {
-	ev := events.Event{
-		EventID:    e.gen.New(ids.EventPrefix),
-		AccountID:  account,
-		DocumentID: fmt.Sprintf("doc_%d", n%3),
-		CampaignID: e.gen.New(ids.CampaignPrefix),
-		Actor:      events.Actor{Type: events.ActorUser, ID: "user_" + account, SessionID: "sess_1"},
-		OccurredAt: events.FormatTime(time.Now()),
-	}
-	switch n % 3 {
-	case 0:
-		now := ev.OccurredAt
-		ev.EventType = events.TypeCampaignStarted
-		ev.Campaign = &events.CampaignRecord{
-			ID: ev.CampaignID, DocumentID: ev.DocumentID, SMS: true, Email: true, Tone: "friendly", Cadence: "weekly",
-			Active: true, ActiveChannels: []string{"sms", "email"}, OptOuts: []events.OptOutRecord{},
-			CreatedBy: ev.Actor.ID, CreatedAt: now, UpdatedAt: now,
-		}
-	case 1:
-		deactivated, active := false, true
-		ev.EventType = events.TypeOptOut
-		ev.Channel, ev.Notes = "sms", "private note"
-		ev.Deactivated, ev.Active, ev.ActiveChannels = &deactivated, &active, []string{"email"}
-	default:
-		ev.EventType = events.TypeCampaignEnded
-		ev.Reason = events.ReasonLoanCurrent
-		status := "CURRENT"
-		ev.LoanStatus = &status
-		ev.Actor = events.Actor{Type: events.ActorSystem, ID: "rcm/campaign"}
-	}
-	return ev
-}
+func (e *env) event(account string, n int) events.Event { return servicetest.Event(e.gen, account, n) }
 
 // newEvents returns n valid events of account.
 func (e *env) newEvents(account string, n int) []events.Event {
@@ -236,15 +107,7 @@ func (e *env) newEvents(account string, n int) []events.Event {
 
 func (e *env) records(t testing.TB, evs ...events.Event) []*kgo.Record {
 	t.Helper()
-	var out []*kgo.Record
-	for _, ev := range evs {
-		m, err := events.NewMessage(ev, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m.Record(e.topic))
-	}
-	return out
+	return servicetest.Records(t, e.topic, evs...)
 }
 
 // produce publishes the events and returns once the broker has them.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/pkg/service"
 )
 
 // TestRefusesToStartWithoutAuthorizedParties: outside the local stack (a
@@ -30,9 +31,10 @@ func TestRefusesToStartWithoutAuthorizedParties(t *testing.T) {
 	}
 
 	vars["RCM_INTERNAL_SECRET"] = principal.DevSecret
-	cfg, err := loadConfig(func(k string) string { return vars[k] })
+	var cfg config
+	err = service.Load(ctx, func(k string) string { return vars[k] }, &cfg)
 	if err == nil {
-		err = checkConfig(cfg)
+		err = cfg.Validate()
 	}
 	if err != nil {
 		t.Fatalf("the local stack's configuration: got %v, want it accepted", err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
@@ -109,7 +110,7 @@ func TestStart(t *testing.T) {
 	noChannel := startInput("doc_behind")
 	noChannel.SMS, noChannel.Call = false, false
 	longTone := startInput("doc_behind")
-	longTone.Tone = strings.Repeat("t", campaign.MaxToneLen+1)
+	longTone.Tone = strings.Repeat("t", contract.MaxTone+1)
 	// The contract's order: body before the channel rule before ownership
 	// before the loan rule.
 	badBodyNoChannelNoDoc := noChannel

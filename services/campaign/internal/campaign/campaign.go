@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"
 )
@@ -18,19 +19,12 @@ import (
 // Channel is an outreach channel, or All in an opt-out.
 type Channel string
 
-// Channels. All is valid only in an opt-out.
+// Channels, named by the contract. All is valid only in an opt-out.
 const (
-	SMS   Channel = "sms"
-	Email Channel = "email"
-	Call  Channel = "call"
-	All   Channel = "all"
-)
-
-// Length limits, in Unicode code points of the trimmed value.
-const (
-	MaxToneLen    = 80
-	MaxCadenceLen = 80
-	MaxNotesLen   = 2000
+	SMS   Channel = contract.ChannelSMS
+	Email Channel = contract.ChannelEmail
+	Call  Channel = contract.ChannelCall
+	All   Channel = contract.ChannelAll
 )
 
 // LoanStatusBehind is the only loan status that allows a campaign.
@@ -121,19 +115,20 @@ type StartInput struct {
 	Notes   string
 }
 
-// Normalize trims the strings and checks the lengths and the channel rule,
-// in the contract's order: body errors (ErrInvalid) before ErrNoChannel.
+// Normalize trims the strings and checks the contract's lengths and the
+// channel rule, in the contract's order: body errors (ErrInvalid) before
+// ErrNoChannel.
 func (in StartInput) Normalize() (StartInput, error) {
 	in.Tone = strings.TrimSpace(in.Tone)
 	in.Cadence = strings.TrimSpace(in.Cadence)
 	in.Notes = strings.TrimSpace(in.Notes)
-	if err := checkLen("tone", in.Tone, 1, MaxToneLen); err != nil {
+	if err := checkLen("tone", in.Tone, contract.MinTone, contract.MaxTone); err != nil {
 		return in, err
 	}
-	if err := checkLen("cadence", in.Cadence, 1, MaxCadenceLen); err != nil {
+	if err := checkLen("cadence", in.Cadence, contract.MinCadence, contract.MaxCadence); err != nil {
 		return in, err
 	}
-	if err := checkLen("notes", in.Notes, 0, MaxNotesLen); err != nil {
+	if err := checkLen("notes", in.Notes, 0, contract.MaxNotes); err != nil {
 		return in, err
 	}
 	if !in.SMS && !in.Email && !in.Call {
@@ -150,7 +145,7 @@ func NormalizeOptOut(ch Channel, notes string) (Channel, string, error) {
 	default:
 		return ch, notes, fmt.Errorf("%w: channel %q is not sms, email, call or all", ErrInvalid, ch)
 	}
-	if err := checkLen("notes", notes, 0, MaxNotesLen); err != nil {
+	if err := checkLen("notes", notes, 0, contract.MaxNotes); err != nil {
 		return ch, notes, err
 	}
 	return ch, notes, nil

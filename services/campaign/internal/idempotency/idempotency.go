@@ -22,8 +22,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/rcm-platform/rcm/pkg/keylock"
 	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/services/campaign/internal/keylock"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )

@@ -22,8 +22,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -356,8 +359,12 @@ func drainTimeout(d time.Duration) time.Duration {
 
 func (r *Relay) produce(ctx context.Context, it item) {
 	// ctx is the relay's producing context, not a request's: it ends
-	// only when the drain time after shutdown is over.
-	r.client.Produce(ctx, it.msg.Record(r.cfg.Topic), func(_ *kgo.Record, err error) {
+	// only when the drain time after shutdown is over. The record's own
+	// context holds the trace of the request that wrote the event, which
+	// the producer's tracing hook continues.
+	rec := kafkarec.Record(it.msg, r.cfg.Topic)
+	rec.Context = otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier{kafkarec.HeaderTraceparent: it.msg.Traceparent})
+	r.client.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			r.metrics.published.WithLabelValues("error").Inc()
 			r.logger.Error("publish failed; the sweep will retry", slog.String("event_id", it.msg.ID), slog.Any("err", err))

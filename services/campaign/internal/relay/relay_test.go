@@ -15,6 +15,7 @@ import (
 	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
@@ -102,7 +103,7 @@ func consumeRecords(t testing.TB, broker *kafkatest.Broker, topic string, n int,
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			for _, h := range r.Headers {
-				if h.Key == events.HeaderID {
+				if h.Key == kafkarec.HeaderID {
 					got = append(got, record{id: string(h.Value), account: string(r.Key)})
 				}
 			}

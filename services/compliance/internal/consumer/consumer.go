@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -80,7 +81,7 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 	var order []string
 	byAccount := map[string][]pending{}
 	for _, r := range records {
-		e, err := events.Decode(r)
+		e, err := kafkarec.Decode(r)
 		if err != nil {
 			if err := c.deadLetter(ctx, r, "", err); err != nil {
 				return err

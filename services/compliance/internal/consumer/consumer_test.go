@@ -18,6 +18,7 @@ import (
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/compliance/internal/consumer"
@@ -55,7 +56,7 @@ func optOut(t *testing.T, topic string, partition int32, account, extra string) 
 	if err := events.ValidateData(m.Data); err != nil {
 		t.Fatalf("the event must be schema-valid: %v", err)
 	}
-	r := m.Record(topic)
+	r := kafkarec.Record(m, topic)
 	r.Partition = partition
 	return r, e.EventID
 }

@@ -94,7 +94,7 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 			if err := auditlog.Seal(&entry, prev); err != nil {
 				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
-			doc, err := auditlog.ToDoc(entry)
+			doc, err := auditlog.ToDoc(entry, seqlog.Key(account, seq))
 			if err != nil {
 				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}

@@ -202,7 +202,7 @@ func TestTamperingIsDetected(t *testing.T) {
 			e, _ := d.Entry()
 			e.Actor.ID = "user_someone_else"
 			_ = auditlog.Seal(&e, e.PrevHash)
-			nd, _ := auditlog.ToDoc(e)
+			nd, _ := auditlog.ToDoc(e, seqlog.Key(e.AccountID, e.Seq))
 			if _, err := c.ReplaceOne(ctx, key(6), nd); err != nil {
 				t.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/events"
 )
 
@@ -91,7 +92,7 @@ func Summary(e events.Event) (string, error) {
 			for _, ch := range []struct {
 				on   bool
 				name string
-			}{{c.SMS, "sms"}, {c.Email, "email"}, {c.Call, "call"}} {
+			}{{c.SMS, contract.ChannelSMS}, {c.Email, contract.ChannelEmail}, {c.Call, contract.ChannelCall}} {
 				if ch.on {
 					chs = append(chs, channelName(ch.name))
 				}
@@ -104,7 +105,7 @@ func Summary(e events.Event) (string, error) {
 	case events.TypeOptOut:
 		s := "Borrower opted out of " + channelName(e.Channel)
 		switch {
-		case e.Deactivated != nil && *e.Deactivated && e.Channel == "all":
+		case e.Deactivated != nil && *e.Deactivated && e.Channel == contract.ChannelAll:
 			s += "; campaign deactivated"
 		case e.Deactivated != nil && *e.Deactivated:
 			s += "; campaign deactivated (no channel left)"
@@ -131,9 +132,9 @@ func Summary(e events.Event) (string, error) {
 
 func channelName(ch string) string {
 	switch ch {
-	case "sms":
+	case contract.ChannelSMS:
 		return "SMS"
-	case "all":
+	case contract.ChannelAll:
 		return "all channels"
 	default:
 		return ch

@@ -43,7 +43,7 @@ const DefaultMaxStreams = 5000
 // errInvalidLastEventID answers a Last-Event-ID past the account's head:
 // no stream of this API sent it, and resuming from it would hold back
 // every item up to it.
-var errInvalidLastEventID = &httpx.Error{Status: http.StatusBadRequest, Message: "Invalid Last-Event-ID."}
+var errInvalidLastEventID = httpx.ErrInvalidLastEventID
 
 // Store reads an account's stored items; a *seqlog.Log is one.
 type Store interface {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -101,7 +101,7 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 		bad       []malformed
 	)
 	for _, r := range records {
-		e, err := events.Decode(r)
+		e, err := kafkarec.Decode(r)
 		var it activity.Item
 		if err == nil {
 			it, err = activity.FromEvent(e)

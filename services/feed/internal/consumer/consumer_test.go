@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
@@ -112,7 +113,7 @@ func (f *fixture) record(t *testing.T, account string) *kgo.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := m.Record(events.Topic)
+	r := kafkarec.Record(m, events.Topic)
 	r.Offset = f.offset
 	f.offset++
 	return r
@@ -120,7 +121,7 @@ func (f *fixture) record(t *testing.T, account string) *kgo.Record {
 
 func eventID(r *kgo.Record) string {
 	for _, h := range r.Headers {
-		if h.Key == events.HeaderID {
+		if h.Key == kafkarec.HeaderID {
 			return string(h.Value)
 		}
 	}

@@ -6,19 +6,18 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
 )
-
-// MaxBody is the largest request body accepted; larger ones get 413.
-const MaxBody = 64 << 10
 
 // Handler serves the public routes.
 type Handler struct {
@@ -35,8 +34,8 @@ type Handler struct {
 
 // Routes mounts the public routes on r, which must already authenticate.
 func (h *Handler) Routes(r chi.Router) {
-	r.With(httpx.LimitBody(MaxBody)).Post("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.start))
-	r.With(httpx.LimitBody(MaxBody)).Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
+	r.With(httpx.LimitBody(contract.MaxBody)).Post("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.start))
+	r.With(httpx.LimitBody(contract.MaxBody)).Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
 	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
 	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
 	r.Get("/v1/compliance-log", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
@@ -49,6 +48,9 @@ func (h *Handler) Routes(r chi.Router) {
 // exist and is answered as not found, after the body checks.
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
+// idempotencyKeyRule is the rule a refused Idempotency-Key breaks.
+var idempotencyKeyRule = fmt.Sprintf("one key of %d to %d visible ASCII characters", contract.MinIdempotencyKey, contract.MaxIdempotencyKey)
+
 // checkIdempotencyKey refuses an Idempotency-Key header that is empty,
 // repeated, too long, or holds anything but visible ASCII.
 func checkIdempotencyKey(r *http.Request) error {
@@ -56,12 +58,12 @@ func checkIdempotencyKey(r *http.Request) error {
 	if len(vs) == 0 {
 		return nil
 	}
-	if len(vs) > 1 || len(vs[0]) == 0 || len(vs[0]) > 255 {
-		return httpx.ErrIdempotencyKey.With("reason", "one key of 1 to 255 visible ASCII characters")
+	if len(vs) > 1 || len(vs[0]) < contract.MinIdempotencyKey || len(vs[0]) > contract.MaxIdempotencyKey {
+		return httpx.ErrIdempotencyKey.With("reason", idempotencyKeyRule)
 	}
 	for i := 0; i < len(vs[0]); i++ {
 		if c := vs[0][i]; c < 0x21 || c > 0x7e {
-			return httpx.ErrIdempotencyKey.With("reason", "one key of 1 to 255 visible ASCII characters")
+			return httpx.ErrIdempotencyKey.With("reason", idempotencyKeyRule)
 		}
 	}
 	return nil

@@ -4,20 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/httpx"
-)
-
-// Limits of the contract, in Unicode code points of the trimmed value.
-const (
-	maxTone    = 80
-	maxCadence = 80
-	maxNotes   = 2000
-	maxID      = 128
 )
 
 // StartCommand is a validated, normalized start-campaign body: what the
@@ -36,6 +30,28 @@ type OptOutCommand struct {
 	CampaignID string `json:"campaignId"`
 	Channel    string `json:"channel"`
 	Notes      string `json:"notes,omitempty"`
+}
+
+// channelRule is the rule an opt-out's channel breaks:
+// must be one of "sms", "email", "call", "all".
+var channelRule = "must be one of " + quoteAll(contract.OptOutChannels())
+
+// maxChannel is the length of the longest channel name: a longer value is
+// refused for its length before its name is looked at.
+var maxChannel = func() int {
+	n := 0
+	for _, ch := range contract.OptOutChannels() {
+		n = max(n, utf8.RuneCountInString(ch))
+	}
+	return n
+}()
+
+func quoteAll(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = strconv.Quote(v)
+	}
+	return strings.Join(q, ", ")
 }
 
 // invalid returns the contract's "Invalid body." naming the field and rule.
@@ -57,13 +73,13 @@ func ParseStart(m map[string]json.RawMessage) (StartCommand, error) {
 	if c.Call, err = boolField(m, "call"); err != nil {
 		return c, err
 	}
-	if c.Tone, err = stringField(m, "tone", true, 1, maxTone); err != nil {
+	if c.Tone, err = stringField(m, "tone", true, contract.MinTone, contract.MaxTone); err != nil {
 		return c, err
 	}
-	if c.Cadence, err = stringField(m, "cadence", true, 1, maxCadence); err != nil {
+	if c.Cadence, err = stringField(m, "cadence", true, contract.MinCadence, contract.MaxCadence); err != nil {
 		return c, err
 	}
-	if c.Notes, err = stringField(m, "notes", false, 0, maxNotes); err != nil {
+	if c.Notes, err = stringField(m, "notes", false, 0, contract.MaxNotes); err != nil {
 		return c, err
 	}
 	if !c.SMS && !c.Email && !c.Call {
@@ -76,18 +92,16 @@ func ParseStart(m map[string]json.RawMessage) (StartCommand, error) {
 func ParseOptOut(m map[string]json.RawMessage) (OptOutCommand, error) {
 	var c OptOutCommand
 	var err error
-	if c.CampaignID, err = stringField(m, "campaignId", true, 1, maxID); err != nil {
+	if c.CampaignID, err = stringField(m, "campaignId", true, contract.MinCampaignID, contract.MaxCampaignID); err != nil {
 		return c, err
 	}
-	if c.Channel, err = stringField(m, "channel", true, 1, 5); err != nil {
+	if c.Channel, err = stringField(m, "channel", true, 1, maxChannel); err != nil {
 		return c, err
 	}
-	switch c.Channel {
-	case "sms", "email", "call", "all":
-	default:
-		return c, invalid("channel", `must be one of "sms", "email", "call", "all"`)
+	if !slices.Contains(contract.OptOutChannels(), c.Channel) {
+		return c, invalid("channel", channelRule)
 	}
-	if c.Notes, err = stringField(m, "notes", false, 0, maxNotes); err != nil {
+	if c.Notes, err = stringField(m, "notes", false, 0, contract.MaxNotes); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -192,3 +192,64 @@ func FuzzParseOptOut(f *testing.F) {
 		}
 	})
 }
+
+// TestRulesNamed: the details of a refusal name the field and the rule in
+// the words clients have seen, now that the rules are built from the
+// contract's values.
+func TestRulesNamed(t *testing.T) {
+	t.Parallel()
+	const opt = `"campaignId":"rcm_1"`
+	for _, tc := range []struct {
+		name, body, field, rule string
+		optOut                  bool
+	}{
+		{"unknown channel", `{` + opt + `,"channel":"fax"}`, "channel", `must be one of "sms", "email", "call", "all"`, true},
+		{"channel too long", `{` + opt + `,"channel":"telegram"}`, "channel", "must be 1 to 5 characters", true},
+		{"campaign id too long", `{"campaignId":"` + strings.Repeat("r", 129) + `","channel":"sms"}`, "campaignId", "must be 1 to 128 characters", true},
+		{"notes too long", `{` + opt + `,"channel":"sms","notes":"` + strings.Repeat("n", 2001) + `"}`, "notes", "must be 0 to 2000 characters", true},
+		{"tone too long", `{"sms":true,"email":false,"call":false,"tone":"` + strings.Repeat("a", 81) + `","cadence":"c"}`, "tone", "must be 1 to 80 characters", false},
+		{"cadence too long", `{"sms":true,"email":false,"call":false,"tone":"t","cadence":"` + strings.Repeat("a", 81) + `"}`, "cadence", "must be 1 to 80 characters", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var err error
+			if tc.optOut {
+				_, err = parse(t, tc.body, "application/json", ParseOptOut)
+			} else {
+				_, err = parse(t, tc.body, "application/json", ParseStart)
+			}
+			var he *httpx.Error
+			if !errors.As(err, &he) || he.Message != "Invalid body." {
+				t.Fatalf("got %v, want Invalid body.", err)
+			}
+			if he.Details["field"] != tc.field || he.Details["rule"] != tc.rule {
+				t.Fatalf("got details %v, want field %q rule %q", he.Details, tc.field, tc.rule)
+			}
+		})
+	}
+}
+
+func TestIdempotencyKeyRule(t *testing.T) {
+	t.Parallel()
+	for name, keys := range map[string][]string{
+		"empty":     {""},
+		"too long":  {strings.Repeat("k", 256)},
+		"not ASCII": {"clé"},
+		"repeated":  {"a", "b"},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		for _, k := range keys {
+			r.Header.Add("Idempotency-Key", k)
+		}
+		var he *httpx.Error
+		if err := checkIdempotencyKey(r); !errors.As(err, &he) || he.Message != "Invalid Idempotency-Key header." ||
+			he.Details["reason"] != "one key of 1 to 255 visible ASCII characters" {
+			t.Errorf("%s: got %v, want Invalid Idempotency-Key header. with its reason", name, err)
+		}
+	}
+	r := httptest.NewRequest(http.MethodPost, "/", nil)
+	r.Header.Set("Idempotency-Key", strings.Repeat("k", 255))
+	if err := checkIdempotencyKey(r); err != nil {
+		t.Errorf("a key of 255 characters: got %v, want none", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/pkg/sessiontoken"
@@ -47,28 +48,28 @@ func TestMiddleware(t *testing.T) {
 		{
 			name:          "no header",
 			wantStatus:    http.StatusUnauthorized,
-			wantError:     httpx.MsgMissingToken,
+			wantError:     contract.MsgMissingToken,
 			wantChallenge: "Bearer",
 		},
 		{
 			name:          "not bearer",
 			authorization: []string{"Basic dXNlcjpwYXNz"},
 			wantStatus:    http.StatusUnauthorized,
-			wantError:     httpx.MsgMissingToken,
+			wantError:     contract.MsgMissingToken,
 			wantChallenge: "Bearer",
 		},
 		{
 			name:          "two Authorization headers",
 			authorization: []string{"Bearer " + valid, "Bearer " + valid},
 			wantStatus:    http.StatusUnauthorized,
-			wantError:     httpx.MsgMissingToken,
+			wantError:     contract.MsgMissingToken,
 			wantChallenge: "Bearer",
 		},
 		{
 			name:          "invalid token",
 			authorization: []string{"Bearer " + valid[:len(valid)-4]},
 			wantStatus:    http.StatusUnauthorized,
-			wantError:     httpx.MsgInvalidToken,
+			wantError:     contract.MsgInvalidToken,
 			wantChallenge: `Bearer error="invalid_token"`,
 		},
 	}

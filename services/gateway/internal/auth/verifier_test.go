@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/pkg/sessiontoken"
@@ -595,9 +596,9 @@ func TestVerifyErrorsKeepTheContractMessage(t *testing.T) {
 	srv := newJWKSServer(t, k.published)
 	v, _ := newTestVerifier(t, baseConfig(srv))
 	for header, want := range map[string]string{
-		"":             httpx.MsgMissingToken,
-		"Bearer a.b.c": httpx.MsgInvalidToken,
-		"Bearer " + mint(t, k.foreign, sessiontoken.Claims{Subject: "u"}): httpx.MsgInvalidToken,
+		"":             contract.MsgMissingToken,
+		"Bearer a.b.c": contract.MsgInvalidToken,
+		"Bearer " + mint(t, k.foreign, sessiontoken.Claims{Subject: "u"}): contract.MsgInvalidToken,
 	} {
 		_, err := v.Verify(t.Context(), header)
 		var he *httpx.Error

@@ -10,11 +10,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Service is one internal service behind the gateway.
@@ -38,22 +39,22 @@ func New(baseURL string, signer *principal.Signer, client *http.Client) (*Servic
 }
 
 // NewClient returns an HTTP client for internal calls with a whole-request
-// timeout (0 for none, as a stream needs) and a connection pool sized for
-// the gateway's concurrency.
+// timeout (0 for none, as a stream needs), a connection pool sized for the
+// gateway's concurrency, and a client span per call (otelhttp) whose
+// trace context the call carries.
 func NewClient(timeout time.Duration) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConns = 512
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 90 * time.Second
 	t.ResponseHeaderTimeout = 15 * time.Second
-	return &http.Client{Transport: t, Timeout: timeout}
+	return &http.Client{Transport: httpx.Transport(t), Timeout: timeout}
 }
 
-var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
-
 // Request builds the internal request for the incoming one: same method,
-// the given escaped path and query, body, the request id, a well-formed
-// traceparent, and the signed principal.
+// the given escaped path and query, body, the request id, the trace
+// context of the incoming request (a traceparent it came with, or the
+// gateway's span), and the signed principal.
 func (s *Service) Request(in *http.Request, p principal.Principal, escapedPath, rawQuery string, body []byte) (*http.Request, error) {
 	u := *s.base
 	u.RawPath = escapedPath
@@ -76,9 +77,8 @@ func (s *Service) Request(in *http.Request, p principal.Principal, escapedPath, 
 	}
 	out.Header.Set("Accept", in.Header.Get("Accept"))
 	out.Header.Set(httpx.HeaderRequestID, httpx.RequestID(in.Context()))
-	if tp := in.Header.Get("traceparent"); traceparentPattern.MatchString(tp) {
-		out.Header.Set("traceparent", tp)
-	}
+	// A traced transport replaces it with its call's span's.
+	otel.GetTextMapPropagator().Inject(in.Context(), propagation.HeaderCarrier(out.Header))
 	for _, h := range []string{"Last-Event-ID", "Idempotency-Key"} {
 		if v := in.Header.Get(h); v != "" {
 			out.Header.Set(h, v)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rcm-platform/rcm/dev/stack"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -38,7 +39,7 @@ func records(evs ...events.Event) ([]*kgo.Record, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, m.Record(events.Topic))
+		out = append(out, kafkarec.Record(m, events.Topic))
 	}
 	return out, nil
 }

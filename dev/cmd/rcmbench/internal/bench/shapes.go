@@ -125,7 +125,7 @@ func chain(evs []events.Event, recordedAt time.Time) ([]any, string, error) {
 		if err := auditlog.Seal(&entry, prev); err != nil {
 			return nil, "", err
 		}
-		doc, err := auditlog.ToDoc(entry)
+		doc, err := auditlog.ToDoc(entry, seqlog.Key(entry.AccountID, entry.Seq))
 		if err != nil {
 			return nil, "", err
 		}

@@ -1,7 +1,8 @@
-// Package contract loads the API descriptions for tests that check real
+// Package apitest loads the API descriptions for tests that check real
 // responses and events against them. Only tests import it, so the services
-// do not link an OpenAPI library.
-package contract
+// do not link an OpenAPI library; the Go values of the contract are in
+// package contract.
+package apitest
 
 import (
 	"fmt"

@@ -1,7 +1,9 @@
 // Package nonces is the replay guard of commands: the nonces of the
 // gateway's signed principals in a MongoDB collection, so that a signature
-// is used once across every replica of a service. It is apart from package
-// principal so that what only signs (the gateway) links no database driver.
+// is used once across every replica of a service. It lives beside its one
+// user, the campaign service, the only one that takes commands, and apart
+// from package principal so that what only signs (the gateway) links no
+// database driver.
 package nonces
 
 import (

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"time"
+
+	"github.com/rcm-platform/rcm/pkg/service"
+)
+
+// config is the campaign service's configuration; run sets the defaults
+// that are constants of other packages before reading the environment.
+type config struct {
+	service.Base
+	service.Kafka
+	service.Mongo
+	EventsTopic    string        `env:"RCM_EVENTS_TOPIC, overwrite"`
+	DocumentsTopic string        `env:"RCM_DOCUMENTS_TOPIC, default=documents.v1"`
+	DocumentsDLQ   string        `env:"RCM_DOCUMENTS_DLQ_TOPIC"` // default: rcm.<documents topic>.dlq
+	DocumentsGroup string        `env:"RCM_DOCUMENTS_GROUP, default=rcm-campaign"`
+	SweepInterval  time.Duration `env:"RCM_OUTBOX_SWEEP_INTERVAL, default=5m"`
+	SweepMinAge    time.Duration `env:"RCM_OUTBOX_SWEEP_MIN_AGE, default=30s"`
+}
+
+// documentsDLQ is where documents nobody can apply are parked.
+func (c config) documentsDLQ() string {
+	if c.DocumentsDLQ != "" {
+		return c.DocumentsDLQ
+	}
+	return "rcm." + c.DocumentsTopic + ".dlq"
+}

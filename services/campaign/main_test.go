@@ -1,0 +1,96 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/dev/servicetest"
+	"github.com/rcm-platform/rcm/dev/testenv"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// TestRunInProcess starts run as main does, applies a document from the
+// documents topic, starts a campaign on it and stops the service as
+// SIGTERM does right after the answer: run returns, the documents group's
+// offset is committed, and the campaign's event is on the events topic
+// (the relay produced it and the producer was flushed before it closed).
+func TestRunInProcess(t *testing.T) {
+	t.Parallel()
+	eventsTopic, documents, dlq := kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 1)
+	group := "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-")
+	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
+		"RCM_EVENTS_TOPIC":        eventsTopic,
+		"RCM_DOCUMENTS_TOPIC":     documents,
+		"RCM_DOCUMENTS_DLQ_TOPIC": dlq,
+		"RCM_DOCUMENTS_GROUP":     group,
+		"RCM_KAFKA_PARTITIONS":    "2",
+	}))
+	cl := kafkatest.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	doc := []byte(`{"id":"doc_1","accountId":"org_a","loan":{"status":"BEHIND"},"version":1}`)
+	if err := kafkax.ProduceAwaitGroup(ctx, cl, group, &kgo.Record{Topic: documents, Key: []byte("doc_1"), Value: doc}); err != nil {
+		t.Fatal(err)
+	}
+
+	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"sms":true,"email":false,"call":false,"tone":"friendly","cadence":"weekly","notes":""}`
+	req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/doc_1/rcm", bytes.NewReader([]byte(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := signer.Sign(req, principal.Principal{AccountID: "org_a", UserID: "user_a", SessionID: "sess_1"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
+	}
+	var started struct{ Campaign struct{ ID string } }
+	if err := json.Unmarshal(answer, &started); err != nil || started.Campaign.ID == "" {
+		t.Fatalf("start: body %s: %v", answer, err)
+	}
+	inst.Stop()
+	if msgs := inst.Logs.Messages(); msgs[len(msgs)-1] != "campaign stopped" {
+		t.Fatalf("last log line %q, want %q", msgs[len(msgs)-1], "campaign stopped")
+	}
+
+	reader := kafkatest.Client(t, kgo.ConsumeTopics(eventsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	fetches := reader.PollFetches(ctx)
+	if err := fetches.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	fetches.EachRecord(func(r *kgo.Record) {
+		var ev struct {
+			EventType  string `json:"eventType"`
+			CampaignID string `json:"campaignId"`
+		}
+		_ = json.Unmarshal(r.Value, &ev)
+		got = append(got, ev.EventType+" "+ev.CampaignID)
+	})
+	if want := "campaign_started " + started.Campaign.ID; len(got) != 1 || got[0] != want {
+		t.Fatalf("events topic holds %q, want [%q]", got, want)
+	}
+}
