@@ -7,6 +7,9 @@
 // to a backlog that the relay publishes before its queue, so that the
 // sweep at start-up never waits for the broker, however many events a
 // previous process left, and those events go out first and in order.
+// An event left to a sweep (a full queue, a failed publish) goes out
+// after the events handed over meanwhile: an account's events keep their
+// order on its partition only while each goes straight through the queue.
 // Delivery is at least once: consumers dedupe by event id.
 package relay
 
@@ -103,6 +106,11 @@ type Relay struct {
 	inflight map[string]struct{}
 	oldest   time.Time // oldest pending event seen by the last sweep
 	pending  int
+	// reading counts the sweeps reading the outboxes; removed holds the
+	// events removed from them meanwhile, which those reads may have
+	// seen and must not publish again.
+	reading int
+	removed map[string]struct{}
 }
 
 // New returns a relay producing with client.
@@ -161,6 +169,37 @@ func (r *Relay) release(id string) {
 	r.mu.Unlock()
 }
 
+// removedFromOutbox releases events that are published and gone from the
+// outbox, and keeps a sweep reading now from claiming them again.
+func (r *Relay) removedFromOutbox(msgs []events.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range msgs {
+		delete(r.inflight, m.ID)
+		if r.reading > 0 {
+			r.removed[m.ID] = struct{}{}
+		}
+	}
+}
+
+// beginRead marks a sweep's read of the outboxes; the function it returns
+// ends it.
+func (r *Relay) beginRead() (end func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.reading == 0 {
+		r.removed = map[string]struct{}{}
+	}
+	r.reading++
+	return func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.reading--; r.reading == 0 {
+			r.removed = nil
+		}
+	}
+}
+
 // Sweep hands the relay the events in the store's outboxes that are not
 // already on their way: all of them when minAge is zero (at start, before
 // any request is served, so that what a previous process left is
@@ -168,33 +207,16 @@ func (r *Relay) release(id string) {
 // to the backlog, oldest first, which Run publishes before the queue; the
 // sweep waits for the store, never for the broker.
 func (r *Relay) Sweep(ctx context.Context, minAge time.Duration) error {
+	// An event on its way when the read begins may be acknowledged and
+	// removed before the read ends: the read still returns it, and
+	// claiming it then would publish it again.
+	endRead := r.beginRead()
+	defer endRead()
 	pending, err := r.outbox.Pending(ctx)
 	if err != nil {
 		return err
 	}
-	now := r.now()
-	r.mu.Lock()
-	r.pending = len(pending)
-	r.oldest = time.Time{}
-	if len(pending) > 0 {
-		r.oldest = pending[0].Time
-		for _, p := range pending {
-			if p.Time.Before(r.oldest) {
-				r.oldest = p.Time
-			}
-		}
-	}
-	r.mu.Unlock()
-	found := make([]item, 0, len(pending))
-	for _, p := range pending {
-		if minAge > 0 && now.Sub(p.Time) < minAge {
-			continue
-		}
-		if !r.claim(p.ID) {
-			continue
-		}
-		found = append(found, item{campaignID: p.CampaignID, msg: p.Message, enqueued: now})
-	}
+	found := r.claimSwept(pending, minAge)
 	if len(found) == 0 {
 		return nil
 	}
@@ -207,6 +229,39 @@ func (r *Relay) Sweep(ctx context.Context, minAge time.Duration) error {
 	default:
 	}
 	return nil
+}
+
+// claimSwept claims the events a sweep read that nothing is publishing
+// and that were not removed while it read, and notes what is pending.
+func (r *Relay) claimSwept(pending []store.Pending, minAge time.Duration) []item {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = len(pending)
+	r.oldest = time.Time{}
+	if len(pending) > 0 {
+		r.oldest = pending[0].Time
+		for _, p := range pending {
+			if p.Time.Before(r.oldest) {
+				r.oldest = p.Time
+			}
+		}
+	}
+	found := make([]item, 0, len(pending))
+	for _, p := range pending {
+		if minAge > 0 && now.Sub(p.Time) < minAge {
+			continue
+		}
+		if _, gone := r.removed[p.ID]; gone {
+			continue
+		}
+		if _, ok := r.inflight[p.ID]; ok {
+			continue
+		}
+		r.inflight[p.ID] = struct{}{}
+		found = append(found, item{campaignID: p.CampaignID, msg: p.Message, enqueued: now})
+	}
+	return found
 }
 
 // nextBacklog takes the oldest backlog item.
@@ -387,10 +442,12 @@ func (r *Relay) removeAcked(ctx context.Context) {
 				if err != nil {
 					r.dirty.Store(true)
 					r.logger.Warn("outbox removal failed; events will be republished", slog.String("campaign_id", campaignID), slog.Any("err", err))
+					for _, m := range msgs {
+						r.release(m.ID)
+					}
+					return nil
 				}
-				for _, m := range msgs {
-					r.release(m.ID)
-				}
+				r.removedFromOutbox(msgs)
 				return nil
 			})
 		}

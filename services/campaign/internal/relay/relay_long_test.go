@@ -9,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rcm-platform/rcm/dev/kafkatest"
-	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestDrainAfterLongOutage measures the start after an outage larger than
@@ -29,14 +26,13 @@ func TestDrainAfterLongOutage(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("RCM_LONG_EVENTS")); err == nil && v > 0 {
 		n = v
 	}
-	topic := "campaign-events"
-	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 6})
+	broker := newBroker(t, 6)
 	s := newStore(t)
 	began := time.Now()
 	leave(t, s, "org_long", n)
 	t.Logf("wrote %d events in %v", n, time.Since(began).Round(time.Millisecond))
 
-	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	producer := newProducer(t, broker)
 	rl := newRelay(relay.Config{Topic: topic}, producer, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -78,10 +78,24 @@ func leave(t testing.TB, s *store.Store, account string, n int) []string {
 // returns their event ids in the order of the log.
 func consume(t testing.TB, broker *kafkatest.Broker, topic string, n int, within time.Duration) []string {
 	t.Helper()
+	var ids []string
+	for _, r := range consumeRecords(t, broker, topic, n, within) {
+		ids = append(ids, r.id)
+	}
+	return ids
+}
+
+// record is a published event: its id and the account it is keyed by.
+type record struct{ id, account string }
+
+// consumeRecords reads topic from the start until it holds n records,
+// and returns them in the order of the log (of each partition).
+func consumeRecords(t testing.TB, broker *kafkatest.Broker, topic string, n int, within time.Duration) []record {
+	t.Helper()
 	cl := broker.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	var got []string
+	var got []record
 	for len(got) < n {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -90,7 +104,7 @@ func consume(t testing.TB, broker *kafkatest.Broker, topic string, n int, within
 		fs.EachRecord(func(r *kgo.Record) {
 			for _, h := range r.Headers {
 				if h.Key == kafkarec.HeaderID {
-					got = append(got, string(h.Value))
+					got = append(got, record{id: string(h.Value), account: string(r.Key)})
 				}
 			}
 		})
@@ -121,6 +135,23 @@ func waitEmptyEvery(t testing.TB, s *store.Store, within, interval time.Duration
 	}
 }
 
+// topic is the events topic on the tests' private brokers.
+const topic = "campaign-events"
+
+// newBroker starts a private broker with the events topic in partitions
+// partitions.
+func newBroker(t testing.TB, partitions int32) *kafkatest.Broker {
+	t.Helper()
+	return kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: partitions})
+}
+
+// newProducer returns a client of broker producing as the service's relay
+// does, with opts after.
+func newProducer(t testing.TB, broker *kafkatest.Broker, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	return broker.Client(t, append([]kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0)}, opts...)...)
+}
+
 func newRelay(cfg relay.Config, producer *kgo.Client, s *store.Store) *relay.Relay {
 	return relay.New(cfg, producer, s, prometheus.NewRegistry(), logger, time.Now)
 }
@@ -132,13 +163,12 @@ func newRelay(cfg relay.Config, producer *kgo.Client, s *store.Store) *relay.Rel
 func TestStartAfterOutageLargerThanQueue(t *testing.T) {
 	t.Parallel()
 	const left = 200
-	topic := "campaign-events"
-	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	broker := newBroker(t, 1)
 	s := newStore(t)
 	want := leave(t, s, "org_outage", left)
 	broker.Stop()
 
-	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	producer := newProducer(t, broker)
 	rl := newRelay(relay.Config{Topic: topic, QueueSize: 16, SweepCheck: 100 * time.Millisecond}, producer, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, readyCancel := context.WithTimeout(ctx, 10*time.Second)
@@ -190,13 +220,12 @@ func dedupe(ids []string) []string {
 // the producer may buffer, the relay stops within its drain time.
 func TestShutdownWithBrokerDown(t *testing.T) {
 	t.Parallel()
-	topic := "campaign-events"
-	broker := kafkatest.Restartable(t, kafkax.Topic{Name: topic, Partitions: 1})
+	broker := newBroker(t, 1)
 	s := newStore(t)
 	leave(t, s, "org_down", 40)
 	broker.Stop()
 
-	producer := broker.Client(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(4))
+	producer := newProducer(t, broker, kgo.MaxBufferedRecords(4))
 	rl := newRelay(relay.Config{Topic: topic, QueueSize: 16}, producer, s)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
