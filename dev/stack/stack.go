@@ -87,7 +87,7 @@ type Config struct {
 	Logger *slog.Logger
 	// Seed publishes the demo documents once the campaign service is up.
 	Seed bool
-	// Partitions of the event and documents topics (default 6).
+	// Partitions of the event, documents and consent topics (default 6).
 	Partitions int32
 	// Restart is the backoff of the services' supervisor.
 	Restart Restart
@@ -219,7 +219,9 @@ func (s *Stack) env(name string) []string {
 }
 
 // StartKafka starts (or restarts, on the same port and data) the broker.
+// Compacted topics keep the latest value per key.
 func (s *Stack) StartKafka(ctx context.Context) error {
+	compact := "compact"
 	logger, err := s.serverLogger("kafka")
 	if err != nil {
 		return err
@@ -232,6 +234,7 @@ func (s *Stack) StartKafka(ctx context.Context) error {
 			{Name: events.DLQTopic, Partitions: 1},
 			{Name: DocumentsTopic, Partitions: s.cfg.Partitions},
 			{Name: "rcm." + DocumentsTopic + ".dlq", Partitions: 1},
+			{Name: events.ConsentTopic, Partitions: s.cfg.Partitions, Configs: map[string]*string{"cleanup.policy": &compact}},
 		},
 		Logger: logger,
 	})
