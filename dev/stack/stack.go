@@ -376,15 +376,23 @@ func (s *Stack) Close() error {
 
 // Document is a documents.v1 value.
 type Document struct {
-	ID        string `json:"id"`
-	AccountID string `json:"accountId"`
-	Loan      *Loan  `json:"loan"`
-	Version   int64  `json:"version"`
+	ID        string    `json:"id"`
+	AccountID string    `json:"accountId"`
+	Loan      *Loan     `json:"loan"`
+	Version   int64     `json:"version"`
+	Borrower  *Borrower `json:"borrower,omitempty"`
 }
 
 // Loan is a document's loan.
 type Loan struct {
 	Status string `json:"status"`
+}
+
+// Borrower is a document's borrower: an IANA time zone and a two-letter
+// state, each optional.
+type Borrower struct {
+	TimeZone string `json:"timeZone,omitempty"`
+	State    string `json:"state,omitempty"`
 }
 
 // PutDocuments publishes documents and returns once the campaign service
@@ -420,12 +428,24 @@ func (s *Stack) publish(ctx context.Context, records ...*kgo.Record) error {
 // DemoAccount owns the demo documents.
 const DemoAccount = "user_demo"
 
+// DemoDocuments are the documents seeded for DemoAccount. Each borrower
+// has a time zone, so contact hours are the borrower's; doc_demo_ma's
+// borrower lives in Massachusetts, whose stricter rule pack applies.
+func DemoDocuments() []Document {
+	return []Document{
+		{ID: "doc_demo_behind", AccountID: DemoAccount, Loan: &Loan{Status: "BEHIND"}, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/Chicago", State: "TX"}},
+		{ID: "doc_demo_current", AccountID: DemoAccount, Loan: &Loan{Status: "CURRENT"}, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/Denver", State: "CO"}},
+		{ID: "doc_demo_noloan", AccountID: DemoAccount, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/Los_Angeles", State: "CA"}},
+		{ID: "doc_demo_ma", AccountID: DemoAccount, Loan: &Loan{Status: "BEHIND"}, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/New_York", State: "MA"}},
+	}
+}
+
 func (s *Stack) seed(ctx context.Context) error {
-	err := s.PutDocuments(ctx,
-		Document{ID: "doc_demo_behind", AccountID: DemoAccount, Loan: &Loan{Status: "BEHIND"}, Version: 1},
-		Document{ID: "doc_demo_current", AccountID: DemoAccount, Loan: &Loan{Status: "CURRENT"}, Version: 1},
-		Document{ID: "doc_demo_noloan", AccountID: DemoAccount, Version: 1},
-	)
+	err := s.PutDocuments(ctx, DemoDocuments()...)
 	if err != nil {
 		return fmt.Errorf("seed demo documents: %w", err)
 	}

@@ -1,9 +1,12 @@
 package stack
 
 import (
+	"encoding/json"
 	"io"
 	"log/slog"
 	"testing"
+	"time"
+	_ "time/tzdata" // the answer must not depend on the host
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -60,5 +63,31 @@ func TestKafkaTopics(t *testing.T) {
 	}
 	if len(want) != 0 {
 		t.Errorf("no configs of %v", want)
+	}
+}
+
+// TestDemoDocuments: every seeded document is a valid documents.v1 value
+// whose borrower has a time zone of the database.
+func TestDemoDocuments(t *testing.T) {
+	ma := false
+	for _, d := range DemoDocuments() {
+		raw, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := events.Validate(events.SchemaDocument, raw); err != nil {
+			t.Errorf("%s: %v", d.ID, err)
+		}
+		if d.Borrower == nil {
+			t.Errorf("%s: no borrower", d.ID)
+			continue
+		}
+		if _, err := time.LoadLocation(d.Borrower.TimeZone); err != nil {
+			t.Errorf("%s: %v", d.ID, err)
+		}
+		ma = ma || (d.Borrower.State == "MA" && d.Loan != nil && d.Loan.Status == "BEHIND")
+	}
+	if !ma {
+		t.Error("no BEHIND document of an MA borrower to show the state rule pack")
 	}
 }
