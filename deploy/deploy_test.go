@@ -73,6 +73,7 @@ var (
 		"rcm_feed_hub_items_total",
 		"rcm_documents_messages_total",
 		"rcm_campaigns_ended_total",
+		"rcm_contact_decisions_total",
 		"rcm_auth_failures_total",
 		"rcm_auth_jwks_refreshes_total",
 		"rcm_kafka_connects_total",

@@ -12,6 +12,12 @@ const (
 	DirectionInbound  = "inbound" // the borrower contacted us
 )
 
+// Decisions on an outbound contact attempt, as its record says.
+const (
+	DecisionAllowed = "allowed"
+	DecisionBlocked = "blocked"
+)
+
 // Reasons a contact attempt is blocked, in the order the rules check them;
 // the first that fails is the reason.
 const (
