@@ -4,6 +4,7 @@ import (
 	"context"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 
@@ -84,5 +85,62 @@ func TestAsyncAPIRefsResolve(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestAsyncAPIListsEveryEvent: every event schema (one that extends
+// event.v1.json) is the payload of a message on rcm.campaign-events.v1, and
+// the consent topic's value is consent.v1.json, so that a type added to
+// the schemas is described to consumers too.
+func TestAsyncAPIListsEveryEvent(t *testing.T) {
+	t.Parallel()
+	raw, err := fs.ReadFile(api.Files, "asyncapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Channels map[string]struct {
+			Address  string                       `yaml:"address"`
+			Messages map[string]map[string]string `yaml:"messages"`
+		} `yaml:"channels"`
+		Components struct {
+			Messages map[string]struct {
+				Payload map[string]string `yaml:"payload"`
+			} `yaml:"messages"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	payloads := map[string][]string{} // topic -> schema files
+	for _, ch := range doc.Channels {
+		for _, m := range ch.Messages {
+			name := strings.TrimPrefix(m["$ref"], "#/components/messages/")
+			payloads[ch.Address] = append(payloads[ch.Address], doc.Components.Messages[name].Payload["$ref"])
+		}
+	}
+	files, err := fs.Glob(api.Files, "schemas/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := 0
+	for _, f := range files {
+		raw, err := fs.ReadFile(api.Files, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(raw), `"allOf": [{"$ref": "event.v1.json"}]`) {
+			continue
+		}
+		events++
+		if !slices.Contains(payloads["rcm.campaign-events.v1"], f) {
+			t.Errorf("%s is an event schema, rcm.campaign-events.v1 has no message of it (it has %v)", f, payloads["rcm.campaign-events.v1"])
+		}
+	}
+	if events < 7 {
+		t.Errorf("found %d event schemas, want at least 7", events)
+	}
+	if got := payloads["rcm.consent.v1"]; !slices.Equal(got, []string{"schemas/consent.v1.json"}) {
+		t.Errorf("rcm.consent.v1 messages have payloads %v, want schemas/consent.v1.json", got)
 	}
 }

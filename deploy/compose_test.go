@@ -351,7 +351,6 @@ func TestComposeInitScripts(t *testing.T) {
 	for topic, want := range map[string]map[string]string{
 		"rcm.campaign-events.v1":     {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"},
 		"rcm.campaign-events.v1.dlq": {"retention.ms": "-1"},
-		"documents.v1":               {"cleanup.policy": "compact"},
 		"rcm.activity.v1":            {"cleanup.policy": "delete"},
 	} {
 		for k, v := range want {
@@ -360,7 +359,35 @@ func TestComposeInitScripts(t *testing.T) {
 			}
 		}
 	}
+	for _, topic := range compacted {
+		if got := settings[topic]["cleanup.policy"]; got != "compact" {
+			t.Errorf("%s: cleanup.policy=%q, want compact: readers keep the latest value per key", topic, got)
+		}
+	}
 	if ms, _ := strconv.ParseInt(settings["rcm.documents.v1.dlq"]["retention.ms"], 10, 64); ms < 30*24*3600*1000 {
 		t.Errorf("rcm.documents.v1.dlq keeps records %dms; a dead-letter topic needs weeks at least", ms)
+	}
+}
+
+// docs/production.md's topic table has a row for every topic, and the row
+// of a compacted topic says so.
+func TestProductionDocListsTopics(t *testing.T) {
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(readFile(t, "docs", "production.md")), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 6 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = line
+	}
+	for topic := range topics {
+		if _, ok := rows[topic]; !ok {
+			t.Errorf("docs/production.md has no row for the topic %s", topic)
+		}
+	}
+	for _, topic := range compacted {
+		if !strings.Contains(rows[topic], "`cleanup.policy=compact`") {
+			t.Errorf("docs/production.md's row of %s does not say cleanup.policy=compact: %q", topic, rows[topic])
+		}
 	}
 }

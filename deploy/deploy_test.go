@@ -48,7 +48,11 @@ var topics = map[string]int{
 	"documents.v1":               6,
 	"rcm.documents.v1.dlq":       1,
 	"rcm.activity.v1":            6,
+	"rcm.consent.v1":             6,
 }
+
+// compacted are the topics that keep the latest value per key.
+var compacted = []string{"documents.v1", "rcm.consent.v1"}
 
 // Metrics the services expose, by family name. Histograms are also
 // queried through their _bucket, _count and _sum series.
@@ -69,6 +73,7 @@ var (
 		"rcm_feed_hub_items_total",
 		"rcm_documents_messages_total",
 		"rcm_campaigns_ended_total",
+		"rcm_contact_decisions_total",
 		"rcm_auth_failures_total",
 		"rcm_auth_jwks_refreshes_total",
 		"rcm_kafka_connects_total",

@@ -121,6 +121,7 @@ func TestDashboardCoverage(t *testing.T) {
 		"rcm_feed_subscribers",
 		"rcm_feed_deliveries_total",
 		"rcm_feed_dropped_subscribers_total",
+		"rcm_contact_decisions_total",
 	} {
 		if !strings.Contains(all.String(), m) {
 			t.Errorf("no panel queries %s", m)

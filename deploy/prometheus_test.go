@@ -100,6 +100,7 @@ func TestAlertsPresent(t *testing.T) {
 		"RCMDeadLetters":                 "rcm_compliance_dead_letters_total",
 		"RCMFeedDeliveryLatencyHigh":     "rcm_feed_delivery_latency_seconds_bucket",
 		"RCMComplianceAppendLatencyHigh": "rcm_compliance_event_to_appended_seconds_bucket",
+		"RCMContactOptOutBlocksSpike":    `rcm_contact_decisions_total{job="campaign", decision="blocked", reason="opted_out"}`,
 	} {
 		if !strings.Contains(have[alert], metric) {
 			t.Errorf("alert %s on %s is missing", alert, metric)

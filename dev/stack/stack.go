@@ -87,7 +87,7 @@ type Config struct {
 	Logger *slog.Logger
 	// Seed publishes the demo documents once the campaign service is up.
 	Seed bool
-	// Partitions of the event and documents topics (default 6).
+	// Partitions of the event, documents and consent topics (default 6).
 	Partitions int32
 	// Restart is the backoff of the services' supervisor.
 	Restart Restart
@@ -219,7 +219,9 @@ func (s *Stack) env(name string) []string {
 }
 
 // StartKafka starts (or restarts, on the same port and data) the broker.
+// Compacted topics keep the latest value per key.
 func (s *Stack) StartKafka(ctx context.Context) error {
+	compact := "compact"
 	logger, err := s.serverLogger("kafka")
 	if err != nil {
 		return err
@@ -232,6 +234,7 @@ func (s *Stack) StartKafka(ctx context.Context) error {
 			{Name: events.DLQTopic, Partitions: 1},
 			{Name: DocumentsTopic, Partitions: s.cfg.Partitions},
 			{Name: "rcm." + DocumentsTopic + ".dlq", Partitions: 1},
+			{Name: events.ConsentTopic, Partitions: s.cfg.Partitions, Configs: map[string]*string{"cleanup.policy": &compact}},
 		},
 		Logger: logger,
 	})
@@ -373,15 +376,23 @@ func (s *Stack) Close() error {
 
 // Document is a documents.v1 value.
 type Document struct {
-	ID        string `json:"id"`
-	AccountID string `json:"accountId"`
-	Loan      *Loan  `json:"loan"`
-	Version   int64  `json:"version"`
+	ID        string    `json:"id"`
+	AccountID string    `json:"accountId"`
+	Loan      *Loan     `json:"loan"`
+	Version   int64     `json:"version"`
+	Borrower  *Borrower `json:"borrower,omitempty"`
 }
 
 // Loan is a document's loan.
 type Loan struct {
 	Status string `json:"status"`
+}
+
+// Borrower is a document's borrower: an IANA time zone and a two-letter
+// state, each optional.
+type Borrower struct {
+	TimeZone string `json:"timeZone,omitempty"`
+	State    string `json:"state,omitempty"`
 }
 
 // PutDocuments publishes documents and returns once the campaign service
@@ -417,12 +428,24 @@ func (s *Stack) publish(ctx context.Context, records ...*kgo.Record) error {
 // DemoAccount owns the demo documents.
 const DemoAccount = "user_demo"
 
+// DemoDocuments are the documents seeded for DemoAccount. Each borrower
+// has a time zone, so contact hours are the borrower's; doc_demo_ma's
+// borrower lives in Massachusetts, whose stricter rule pack applies.
+func DemoDocuments() []Document {
+	return []Document{
+		{ID: "doc_demo_behind", AccountID: DemoAccount, Loan: &Loan{Status: "BEHIND"}, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/Chicago", State: "TX"}},
+		{ID: "doc_demo_current", AccountID: DemoAccount, Loan: &Loan{Status: "CURRENT"}, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/Denver", State: "CO"}},
+		{ID: "doc_demo_noloan", AccountID: DemoAccount, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/Los_Angeles", State: "CA"}},
+		{ID: "doc_demo_ma", AccountID: DemoAccount, Loan: &Loan{Status: "BEHIND"}, Version: 1,
+			Borrower: &Borrower{TimeZone: "America/New_York", State: "MA"}},
+	}
+}
+
 func (s *Stack) seed(ctx context.Context) error {
-	err := s.PutDocuments(ctx,
-		Document{ID: "doc_demo_behind", AccountID: DemoAccount, Loan: &Loan{Status: "BEHIND"}, Version: 1},
-		Document{ID: "doc_demo_current", AccountID: DemoAccount, Loan: &Loan{Status: "CURRENT"}, Version: 1},
-		Document{ID: "doc_demo_noloan", AccountID: DemoAccount, Version: 1},
-	)
+	err := s.PutDocuments(ctx, DemoDocuments()...)
 	if err != nil {
 		return fmt.Errorf("seed demo documents: %w", err)
 	}

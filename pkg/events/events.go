@@ -8,23 +8,41 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
 // Topics.
 const (
-	Topic     = "rcm.campaign-events.v1"
-	DLQTopic  = "rcm.campaign-events.v1.dlq"
-	Source    = "rcm/campaign"
-	timeParse = "2006-01-02T15:04:05.000Z07:00"
+	Topic    = "rcm.campaign-events.v1"
+	DLQTopic = "rcm.campaign-events.v1.dlq"
+	// ConsentTopic is compacted: per document, its consent state
+	// (ConsentRecord, keyed by ConsentKey).
+	ConsentTopic = "rcm.consent.v1"
+	Source       = "rcm/campaign"
+	timeParse    = "2006-01-02T15:04:05.000Z07:00"
 )
 
 // Event types, as carried in the data's eventType.
 const (
-	TypeCampaignStarted = "campaign_started"
-	TypeOptOut          = "opt_out"
-	TypeCampaignEnded   = "campaign_ended"
+	TypeCampaignStarted  = "campaign_started"
+	TypeOptOut           = "opt_out"
+	TypeCampaignEnded    = "campaign_ended"
+	TypeConsentChanged   = "consent_changed"
+	TypeContactAttempted = "contact_attempted"
+	TypeContactBlocked   = "contact_blocked"
+	TypeContactOutcome   = "contact_outcome"
 )
+
+// Types returns every event type, in the order they were added. A consumer
+// ignores a type that is not here: new types are an additive change.
+func Types() []string {
+	return []string{TypeCampaignStarted, TypeOptOut, TypeCampaignEnded,
+		TypeConsentChanged, TypeContactAttempted, TypeContactBlocked, TypeContactOutcome}
+}
+
+// Known reports whether t is an event type of Types.
+func Known(t string) bool { return slices.Contains(Types(), t) }
 
 // Reasons a campaign ends.
 const (
@@ -79,49 +97,74 @@ type CampaignRecord struct {
 }
 
 // Event is the JSON data of every event type. Fields after OccurredAt belong
-// to one type each and are absent from the others.
+// to some types each and are absent from the others. CampaignID is absent
+// from consent_changed and from an inbound contact without a campaign.
 type Event struct {
 	EventID    string `json:"eventId"`
 	EventType  string `json:"eventType"`
 	AccountID  string `json:"accountId"`
 	DocumentID string `json:"documentId"`
-	CampaignID string `json:"campaignId"`
+	CampaignID string `json:"campaignId,omitempty"`
 	Actor      Actor  `json:"actor"`
 	OccurredAt string `json:"occurredAt"`
 
 	// campaign_started
 	Campaign *CampaignRecord `json:"campaign,omitempty"`
 
-	// opt_out
+	// opt_out; Channel and Notes also consent_changed and contact_*
 	Channel        string   `json:"channel,omitempty"`
 	Notes          string   `json:"notes,omitempty"`
 	Deactivated    *bool    `json:"deactivated,omitempty"`
 	Active         *bool    `json:"active,omitempty"`
 	ActiveChannels []string `json:"activeChannels,omitempty"`
 
-	// campaign_ended
+	// campaign_ended; Reason also contact_blocked
 	Reason     string  `json:"reason,omitempty"`
 	LoanStatus *string `json:"loanStatus,omitempty"`
+
+	// consent_changed; Consent also opt_out (the state after it; absent
+	// from opt_out events older than it)
+	Status  string   `json:"status,omitempty"`
+	Basis   string   `json:"basis,omitempty"`
+	Consent *Consent `json:"consent,omitempty"`
+
+	// contact_attempted, contact_blocked, contact_outcome
+	AttemptID   string `json:"attemptId,omitempty"`
+	Direction   string `json:"direction,omitempty"`
+	AttemptedAt string `json:"attemptedAt,omitempty"`
+	// NextAllowedAt is nil when no time fixes what blocked the attempt;
+	// contact_blocked always carries it, as null then.
+	NextAllowedAt *string `json:"nextAllowedAt,omitempty"`
+	Outcome       string  `json:"outcome,omitempty"`
+	OutcomeAt     string  `json:"outcomeAt,omitempty"`
 }
 
 // Time returns OccurredAt parsed.
 func (e Event) Time() (time.Time, error) { return ParseTime(e.OccurredAt) }
 
-// MarshalJSON keeps activeChannels present (possibly empty) on opt_out
-// events, where the schema requires it, and absent on the others.
+// MarshalJSON keeps the fields a type's schema requires present even when
+// empty: activeChannels (possibly []) on opt_out, nextAllowedAt (possibly
+// null) on contact_blocked. Other types omit them.
 func (e Event) MarshalJSON() ([]byte, error) {
 	type plain Event
-	if e.EventType != TypeOptOut {
+	switch e.EventType {
+	case TypeOptOut:
+		channels := e.ActiveChannels
+		if channels == nil {
+			channels = []string{}
+		}
+		return json.Marshal(struct {
+			plain
+			ActiveChannels []string `json:"activeChannels"`
+		}{plain(e), channels})
+	case TypeContactBlocked:
+		return json.Marshal(struct {
+			plain
+			NextAllowedAt *string `json:"nextAllowedAt"`
+		}{plain(e), e.NextAllowedAt})
+	default:
 		return json.Marshal(plain(e))
 	}
-	channels := e.ActiveChannels
-	if channels == nil {
-		channels = []string{}
-	}
-	return json.Marshal(struct {
-		plain
-		ActiveChannels []string `json:"activeChannels"`
-	}{plain(e), channels})
 }
 
 // FormatTime renders t as the platform writes every time: RFC 3339, UTC,

@@ -48,6 +48,11 @@ func NewMessage(e Event, traceparent string) (Message, error) {
 // ErrMalformed wraps every reason data or a record is not a valid event.
 var ErrMalformed = errors.New("malformed event")
 
+// ErrUnknownType is the ErrMalformed of data whose eventType is not one of
+// Types: possibly a type added after the reader was built, which a
+// consumer may ignore rather than park.
+var ErrUnknownType = fmt.Errorf("%w: unknown eventType", ErrMalformed)
+
 type traceparentKey struct{}
 
 // WithTraceparent returns ctx carrying a W3C traceparent to put on the

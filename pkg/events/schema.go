@@ -16,6 +16,7 @@ import (
 const (
 	SchemaDocument = "document.v1.json"
 	SchemaCampaign = "campaign.v1.json"
+	SchemaConsent  = "consent.v1.json"
 )
 
 var (
@@ -91,10 +92,8 @@ func ValidateData(raw []byte) error {
 	if err := json.Unmarshal(raw, &head); err != nil {
 		return fmt.Errorf("%w: not a JSON object: %v", ErrMalformed, err)
 	}
-	switch head.EventType {
-	case TypeCampaignStarted, TypeOptOut, TypeCampaignEnded:
-		return Validate(head.EventType+".v1.json", raw)
-	default:
-		return fmt.Errorf("%w: unknown eventType %q", ErrMalformed, head.EventType)
+	if !Known(head.EventType) {
+		return fmt.Errorf("%w %q", ErrUnknownType, head.EventType)
 	}
+	return Validate(head.EventType+".v1.json", raw)
 }

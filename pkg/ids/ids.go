@@ -16,6 +16,7 @@ import (
 const (
 	CampaignPrefix = "rcm_"
 	EventPrefix    = "evt_"
+	AttemptPrefix  = "att_"
 )
 
 // Generator mints monotonic ULIDs: two ids minted in the same millisecond by

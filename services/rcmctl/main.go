@@ -34,7 +34,9 @@ const usage = `rcmctl: the RCM platform's command line
   rcmctl token --sub USER [--org ORG] [--sid SID] [--ttl DURATION] [--v1] [--azp ORIGIN]
       print a development session token the local gateway accepts
   rcmctl documents put --id ID --account ACCOUNT --loan BEHIND|CURRENT|none|STATUS [--version N]
-      publish a document to documents.v1 and wait until the campaign service applied it
+                       [--tz America/Chicago] [--state MA]
+      publish a document to documents.v1 and wait until the campaign service applied it;
+      --tz and --state are the borrower's IANA time zone and two-letter state
   rcmctl documents delete --id ID
       publish a tombstone for the document and wait until it was applied
   rcmctl log export --account ACCOUNT [--out FILE]

@@ -82,3 +82,33 @@ func Decode(r *kgo.Record) (events.Event, error) {
 	}
 	return e, nil
 }
+
+// ConsentRecord returns the record of r on events.ConsentTopic: key
+// "<accountId>/<documentId>", value the state as JSON, no CloudEvents
+// headers (the value is a state, not an event).
+func ConsentRecord(r events.ConsentRecord) (*kgo.Record, error) {
+	value, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode consent of %s: %w", r.Key(), err)
+	}
+	return &kgo.Record{
+		Topic:   events.ConsentTopic,
+		Key:     []byte(r.Key()),
+		Value:   value,
+		Headers: []kgo.RecordHeader{{Key: HeaderContentType, Value: []byte("application/json")}},
+	}, nil
+}
+
+// DecodeConsent validates a record of events.ConsentTopic against its
+// schema and checks that its key is the value's document. Any failure
+// wraps events.ErrMalformed.
+func DecodeConsent(rec *kgo.Record) (events.ConsentRecord, error) {
+	r, err := events.DecodeConsentRecord(rec.Value)
+	if err != nil {
+		return events.ConsentRecord{}, err
+	}
+	if string(rec.Key) != r.Key() {
+		return events.ConsentRecord{}, fmt.Errorf("%w: key %q is not the value's %q", events.ErrMalformed, rec.Key, r.Key())
+	}
+	return r, nil
+}

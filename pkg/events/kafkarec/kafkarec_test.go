@@ -107,3 +107,34 @@ func TestDecodeRefuses(t *testing.T) {
 		})
 	}
 }
+
+func TestConsentRecordDecodes(t *testing.T) {
+	t.Parallel()
+	c := events.NewConsent()
+	if err := c.Set("call", events.ConsentRevoked, events.SourceConsent, evtID, time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	want := events.ConsentRecord{AccountID: "org_1", DocumentID: "doc_1", Consent: c}
+	r, err := ConsentRecord(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Topic != events.ConsentTopic || string(r.Key) != "org_1/doc_1" {
+		t.Fatalf("got topic %q key %q, want %s and org_1/doc_1", r.Topic, r.Key, events.ConsentTopic)
+	}
+	got, err := DecodeConsent(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	r.Key = []byte("org_1/doc_2")
+	if _, err := DecodeConsent(r); !errors.Is(err, events.ErrMalformed) {
+		t.Fatalf("another document's key: got %v, want ErrMalformed", err)
+	}
+	r.Key, r.Value = []byte("org_1/doc_1"), []byte(`{"accountId":"org_1","documentId":"doc_1","version":1}`)
+	if _, err := DecodeConsent(r); !errors.Is(err, events.ErrMalformed) {
+		t.Fatalf("a value without channels: got %v, want ErrMalformed", err)
+	}
+}

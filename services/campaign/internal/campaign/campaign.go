@@ -48,8 +48,16 @@ type Document struct {
 	ID        string
 	AccountID string
 	Loan      *Loan // nil: no loan
+	Borrower  Borrower
 	Version   int64
 	Deleted   bool
+}
+
+// Borrower is what the contact rules need to know of a document's
+// borrower. Either field may be "": not known.
+type Borrower struct {
+	TimeZone string // an IANA name, as the documents team sent it
+	State    string // a two-letter postal code, upper case
 }
 
 // AllowsCampaign reports whether a campaign may run on d: it exists and its

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -32,7 +33,11 @@ type wire struct {
 	Loan      *struct {
 		Status string `json:"status"`
 	} `json:"loan"`
-	Version int64 `json:"version"`
+	Version  int64 `json:"version"`
+	Borrower *struct {
+		TimeZone string `json:"timeZone"`
+		State    string `json:"state"`
+	} `json:"borrower"`
 }
 
 // Parse decodes a documents.v1 record. A value that does not match the
@@ -58,6 +63,9 @@ func Parse(r *kgo.Record) (Update, error) {
 	doc := campaign.Document{ID: w.ID, AccountID: w.AccountID, Version: w.Version}
 	if w.Loan != nil {
 		doc.Loan = &campaign.Loan{Status: w.Loan.Status}
+	}
+	if b := w.Borrower; b != nil {
+		doc.Borrower = campaign.Borrower{TimeZone: strings.TrimSpace(b.TimeZone), State: strings.ToUpper(strings.TrimSpace(b.State))}
 	}
 	return Update{ID: id, Doc: &doc}, nil
 }

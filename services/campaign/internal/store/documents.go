@@ -17,6 +17,20 @@ type loanDoc struct {
 	Status string `bson:"status"`
 }
 
+// borrowerDoc is a document's borrower; absent (or null) when nothing of
+// it is known, as on documents stored before it existed.
+type borrowerDoc struct {
+	TimeZone string `bson:"timeZone,omitempty"`
+	State    string `bson:"state,omitempty"`
+}
+
+func borrowerOf(b campaign.Borrower) *borrowerDoc {
+	if b == (campaign.Borrower{}) {
+		return nil
+	}
+	return &borrowerDoc{TimeZone: b.TimeZone, State: b.State}
+}
+
 type documentDoc struct {
 	ID        string    `bson:"_id"`
 	AccountID string    `bson:"accountId"`
@@ -24,6 +38,8 @@ type documentDoc struct {
 	Version   int64     `bson:"version"`
 	Deleted   bool      `bson:"deleted"`
 	UpdatedAt time.Time `bson:"updatedAt"`
+
+	Borrower *borrowerDoc `bson:"borrower,omitempty"`
 	// CampaignIDs lists the document's campaigns in creation order: the
 	// index the list and the end of campaigns read by _id, instead of a
 	// query the embedded store would answer with a scan. An id is added
@@ -37,6 +53,9 @@ func (d documentDoc) document() campaign.Document {
 	doc := campaign.Document{ID: d.ID, AccountID: d.AccountID, Version: d.Version, Deleted: d.Deleted}
 	if d.Loan != nil {
 		doc.Loan = &campaign.Loan{Status: d.Loan.Status}
+	}
+	if d.Borrower != nil {
+		doc.Borrower = campaign.Borrower{TimeZone: d.Borrower.TimeZone, State: d.Borrower.State}
 	}
 	return doc
 }
@@ -93,7 +112,7 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 		case errors.Is(err, campaign.ErrNotFound):
 			// Not held yet: insert. Another replica inserting it
 			// meanwhile makes this a compare-and-set lost: read again.
-			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Version: doc.Version, UpdatedAt: now.UTC()})
+			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Borrower: borrowerOf(doc.Borrower), Version: doc.Version, UpdatedAt: now.UTC()})
 			if mongox.IsDuplicateKey(err) {
 				continue
 			}
@@ -111,7 +130,8 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 		res, err := s.documents.UpdateOne(ctx,
 			byRevision(doc.ID, "version", held.Version),
 			bson.D{{Key: "$set", Value: bson.D{
-				{Key: "accountId", Value: doc.AccountID}, {Key: "loan", Value: loan}, {Key: "version", Value: doc.Version},
+				{Key: "accountId", Value: doc.AccountID}, {Key: "loan", Value: loan}, {Key: "borrower", Value: borrowerOf(doc.Borrower)},
+				{Key: "version", Value: doc.Version},
 				{Key: "deleted", Value: false}, {Key: "updatedAt", Value: now.UTC()},
 			}}})
 		if err != nil {

@@ -247,6 +247,48 @@ func TestApplyDocumentVersions(t *testing.T) {
 	}
 }
 
+// TestApplyDocumentBorrower: a document's borrower is stored and read
+// back; a newer version without one (a producer that does not send it)
+// still applies and leaves none.
+func TestApplyDocumentBorrower(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	now := time.Now()
+	doc := behind("doc_b", "org_b")
+	doc.Borrower = campaign.Borrower{TimeZone: "America/Chicago", State: "MA"}
+	steps := []struct {
+		name string
+		doc  campaign.Document
+	}{
+		{"with a borrower", doc},
+		{"a newer one with a time zone only", campaign.Document{ID: "doc_b", AccountID: "org_b", Loan: doc.Loan, Version: 2,
+			Borrower: campaign.Borrower{TimeZone: "America/New_York"}}},
+		{"a newer one without", campaign.Document{ID: "doc_b", AccountID: "org_b", Loan: doc.Loan, Version: 3}},
+		{"a newer one with a state only", campaign.Document{ID: "doc_b", AccountID: "org_b", Loan: doc.Loan, Version: 4,
+			Borrower: campaign.Borrower{State: "TX"}}},
+	}
+	for _, st := range steps {
+		if applied, err := s.ApplyDocument(ctx, st.doc, now); err != nil || !applied {
+			t.Fatalf("%s: applied %v, %v", st.name, applied, err)
+		}
+		got, err := s.Document(ctx, "org_b", "doc_b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Borrower != st.doc.Borrower || got.Version != st.doc.Version {
+			t.Fatalf("%s: read back %+v, want borrower %+v at v%d", st.name, got, st.doc.Borrower, st.doc.Version)
+		}
+	}
+	// A first version without a borrower reads back with none.
+	if applied, err := s.ApplyDocument(ctx, behind("doc_old", "org_b"), now); err != nil || !applied {
+		t.Fatalf("applied %v, %v", applied, err)
+	}
+	if got, err := s.Document(ctx, "org_b", "doc_old"); err != nil || got.Borrower != (campaign.Borrower{}) {
+		t.Fatalf("got %+v, %v; want no borrower", got, err)
+	}
+}
+
 func TestConcurrentIdenticalDocumentUpdatesApplyOnce(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
