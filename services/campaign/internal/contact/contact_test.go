@@ -98,7 +98,7 @@ func TestEvaluate(t *testing.T) {
 			f.At = ts(t, "2026-06-10T03:00:00Z")
 		}, reason: ReasonChannelNotInCampaign},
 		{name: "outside contact hours before call limit, next allowed passes both", facts: func(f *Facts) {
-			f.At = ts(t, "2026-06-10T03:00:00Z")          // 23:00 EDT
+			f.At = ts(t, "2026-06-10T03:00:00Z")                              // 23:00 EDT
 			f.History = sent("call", f.At, 1*h, 2*h, 3*h, 4*h, 5*h, 6*h, 7*h) // oldest leaves 2026-06-16T20:00Z
 		}, reason: ReasonOutsideContactHours, next: "2026-06-16T20:00:00Z"},
 		{name: "call limit before conversation cooldown, next allowed passes both", facts: func(f *Facts) {
