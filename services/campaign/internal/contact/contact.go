@@ -192,6 +192,9 @@ func nextAllowed(f Facts, zones []*time.Location) time.Time {
 		moved := false
 		for _, rule := range timedRules {
 			if notBefore, failed := rule.check(f, zones, t); failed {
+				if !notBefore.After(t) {
+					panic("contact: a failing rule must pass no earlier than a later instant")
+				}
 				t, moved = notBefore, true
 			}
 		}
