@@ -110,7 +110,8 @@ type Facts struct {
 	// History is what is recorded for the document: at least every attempt
 	// attempted or given an outcome after At - Window. Attempts after At
 	// (a clearance evaluated in the past) do not count at At but do when
-	// NextAllowedAt is looked for.
+	// NextAllowedAt is looked for. Its instants are whole milliseconds, as
+	// recorded, so that NextAllowedAt is one too.
 	History []Attempt
 }
 
@@ -120,7 +121,7 @@ type Decision struct {
 	Reason  Reason // empty when allowed
 	// NextAllowedAt is, for a blocked decision, the earliest instant >= At
 	// at which every rule passes given the same history; nil when allowed
-	// or when a rule time cannot fix denied it.
+	// or when a rule time cannot fix denied it. It is in UTC.
 	NextAllowedAt *time.Time
 }
 
@@ -136,7 +137,7 @@ func Evaluate(f Facts) Decision {
 	if !failed {
 		return Decision{Allowed: true}
 	}
-	next := nextAllowed(f, loc)
+	next := nextAllowed(f, loc).UTC()
 	return Decision{Reason: r, NextAllowedAt: &next}
 }
 
@@ -193,7 +194,7 @@ func nextAllowed(f Facts, zones []*time.Location) time.Time {
 		for _, rule := range timedRules {
 			if notBefore, failed := rule.check(f, zones, t); failed {
 				if !notBefore.After(t) {
-					panic("contact: a failing rule must pass no earlier than a later instant")
+					panic("contact: a rule failing at an instant named no later one to retry at")
 				}
 				t, moved = notBefore, true
 			}

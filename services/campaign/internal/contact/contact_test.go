@@ -260,3 +260,39 @@ func show(d Decision) string {
 	}
 	return "blocked " + string(d.Reason) + " next " + next
 }
+
+func TestNextAllowedAtIsUTC(t *testing.T) {
+	t.Parallel()
+	f := baseFacts()
+	f.At = ts(t, "2026-06-10T03:00:00Z")
+	d := Evaluate(f)
+	if d.NextAllowedAt == nil || d.NextAllowedAt.Location() != time.UTC {
+		t.Fatalf("got %s, want a next allowed instant in UTC", show(d))
+	}
+}
+
+// BenchmarkEvaluate is a clearance of a busy document: a week of calls and
+// texts in the borrower's zone, blocked by the call limit.
+func BenchmarkEvaluate(b *testing.B) {
+	f := baseFacts()
+	for i := range 40 {
+		ch := []string{"call", "sms"}[i%2]
+		f.History = append(f.History, sent(ch, f.At, time.Duration(i)*4*time.Hour)...)
+	}
+	if d := Evaluate(f); d.Allowed {
+		b.Fatalf("got %s, want blocked", show(d))
+	}
+	for b.Loop() {
+		Evaluate(f)
+	}
+}
+
+// BenchmarkEvaluateFallback is the same with an unknown zone.
+func BenchmarkEvaluateFallback(b *testing.B) {
+	f := baseFacts()
+	f.TimeZone = "Nowhere/Special"
+	f.At = ts(b, "2026-06-10T03:00:00Z")
+	for b.Loop() {
+		Evaluate(f)
+	}
+}

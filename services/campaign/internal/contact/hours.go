@@ -2,6 +2,7 @@ package contact
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 	_ "time/tzdata" // the zone database travels with the binary: a host without one answers the same
 )
@@ -27,11 +28,16 @@ var FallbackZones = []string{
 	"America/Puerto_Rico",
 }
 
+// maxUnknown bounds how many unknown zone names are remembered.
+const maxUnknown = 1024
+
 var (
-	// zones caches the locations of names found, so a clearance reads the
-	// zone database once per name. Only known names are kept, so the cache
-	// is bounded by the database whatever names documents carry.
-	zones    sync.Map // name -> *time.Location
+	// zones caches lookups, so a clearance reads the zone database once per
+	// name: the location of every name found (bounded by the database) and
+	// nil for up to maxUnknown names not found, so that names documents
+	// make up cannot grow it without bound.
+	zones    sync.Map // name -> *time.Location, nil when unknown
+	unknown  atomic.Int64
 	fallback = sync.OnceValue(func() []*time.Location {
 		locs := make([]*time.Location, len(FallbackZones))
 		for i, name := range FallbackZones {
@@ -53,10 +59,14 @@ func Location(name string) (*time.Location, bool) {
 		return nil, false
 	}
 	if loc, ok := zones.Load(name); ok {
-		return loc.(*time.Location), true
+		loc := loc.(*time.Location)
+		return loc, loc != nil
 	}
 	loc, err := time.LoadLocation(name)
 	if err != nil {
+		if unknown.Add(1) <= maxUnknown {
+			zones.Store(name, (*time.Location)(nil))
+		}
 		return nil, false
 	}
 	zones.Store(name, loc)
