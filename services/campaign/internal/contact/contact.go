@@ -5,6 +5,17 @@
 // instant at which it will be. It also knows the outcomes an attempt may
 // take. It does no I/O and reads no clock: the caller passes the evaluation
 // instant and everything recorded.
+//
+// Where the contract leaves room, the conservative reading is taken:
+//   - a conversation outcome starts the cooldown whatever the attempt's
+//     direction or campaign; an attempt without a direction is outbound;
+//   - an attempt after the evaluation instant (a dry run in the past) is
+//     not in its window, but is when the next allowed instant is sought;
+//   - a state's rule pack limits only the channels it counts (MA: calls
+//     and texts, not email), and the state code is matched trimmed and in
+//     any case;
+//   - a zone name is looked up as written (IANA names are case-sensitive);
+//     "Local" is not a zone; a name not found means every US zone.
 package contact
 
 import (
@@ -132,12 +143,12 @@ func Evaluate(f Facts) Decision {
 	if r, failed := standing(f); failed {
 		return Decision{Reason: r}
 	}
-	loc := zonesOf(f.TimeZone)
-	r, failed := timed(f, loc, f.At)
+	zones := zonesOf(f.TimeZone)
+	r, failed := timed(f, zones, f.At)
 	if !failed {
 		return Decision{Allowed: true}
 	}
-	next := nextAllowed(f, loc).UTC()
+	next := nextAllowed(f, zones).UTC()
 	return Decision{Reason: r, NextAllowedAt: &next}
 }
 
