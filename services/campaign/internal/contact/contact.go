@@ -6,11 +6,14 @@
 // take. It does no I/O and reads no clock: the caller passes the evaluation
 // instant and everything recorded.
 //
-// Where the contract leaves room, the conservative reading is taken:
+// Readings where the contract leaves room:
 //   - a conversation outcome starts the cooldown whatever the attempt's
 //     direction or campaign; an attempt without a direction is outbound;
-//   - an attempt after the evaluation instant (a dry run in the past) is
-//     not in its window, but is when the next allowed instant is sought;
+//   - an attempt after the evaluation instant (a dry run in the past) is,
+//     by the window's definition, not in its window, but is when the next
+//     allowed instant is sought;
+//   - "all" among the document's revocations or the campaign's opt-outs
+//     covers every channel;
 //   - a state's rule pack limits only the channels it counts (MA: calls
 //     and texts, not email), and the state code is matched trimmed and in
 //     any case;
@@ -88,7 +91,7 @@ const CallLimit = 7
 type Campaign struct {
 	Active   bool
 	Channels []string // the channels it was started with
-	OptedOut []string // its own opt-outs
+	OptedOut []string // its own opt-outs ("all": every channel)
 }
 
 // Attempt is one recorded contact attempt of the document, of any campaign,
@@ -115,7 +118,7 @@ type Facts struct {
 	// campaign's own opt-outs in opted_out).
 	Campaign   *Campaign
 	LoanBehind bool     // the document's loan exists and is BEHIND
-	Revoked    []string // the channels revoked on the document
+	Revoked    []string // the channels revoked on the document ("all": every one)
 	TimeZone   string   // the borrower's IANA zone; empty or unknown: every US zone
 	State      string   // the borrower's state, e.g. "MA"; may be empty
 	// History is what is recorded for the document: at least every attempt
@@ -160,12 +163,17 @@ func standing(f Facts) (Reason, bool) {
 		return ReasonCampaignInactive, true
 	case !f.LoanBehind:
 		return ReasonLoanNotBehind, true
-	case slices.Contains(f.Revoked, f.Channel), c != nil && slices.Contains(c.OptedOut, f.Channel):
+	case covers(f.Revoked, f.Channel), c != nil && covers(c.OptedOut, f.Channel):
 		return ReasonOptedOut, true
 	case c != nil && !slices.Contains(c.Channels, f.Channel):
 		return ReasonChannelNotInCampaign, true
 	}
 	return "", false
+}
+
+// covers reports whether a list of opted-out channels covers channel.
+func covers(optedOut []string, channel string) bool {
+	return slices.Contains(optedOut, channel) || slices.Contains(optedOut, contract.ChannelAll)
 }
 
 // timed checks, at t, the rules whose outcome moves with time, in order.

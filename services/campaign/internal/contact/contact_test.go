@@ -86,6 +86,8 @@ func TestEvaluate(t *testing.T) {
 		{name: "loan not behind before opted out", facts: func(f *Facts) { f.LoanBehind = false; f.Revoked = []string{"call"} }, reason: ReasonLoanNotBehind},
 		{name: "revoked on the document", facts: func(f *Facts) { f.Revoked = []string{"call"} }, reason: ReasonOptedOut},
 		{name: "another channel revoked", facts: func(f *Facts) { f.Revoked = []string{"sms", "email"} }},
+		{name: "all revoked on the document", facts: func(f *Facts) { f.Revoked = []string{"all"} }, reason: ReasonOptedOut},
+		{name: "all opted out by an active campaign", facts: func(f *Facts) { f.Campaign.OptedOut = []string{"all"} }, reason: ReasonOptedOut},
 		{name: "opted out by the campaign", facts: func(f *Facts) { f.Campaign.OptedOut = []string{"call"} }, reason: ReasonOptedOut},
 		{name: "opted out before channel not in campaign", facts: func(f *Facts) { f.Revoked = []string{"call"}; f.Campaign.Channels = []string{"sms"} }, reason: ReasonOptedOut},
 		{name: "channel not in campaign", facts: func(f *Facts) { f.Campaign.Channels = []string{"sms", "email"} }, reason: ReasonChannelNotInCampaign},
