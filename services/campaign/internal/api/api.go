@@ -36,6 +36,8 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
 	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.list))
 	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.get))
+	r.Get("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.consent))
+	r.Post("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.changeConsent))
 }
 
 // decodeStrict decodes the gateway's normalized body into v, refusing
@@ -182,5 +184,47 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"campaign": c.Record()})
+	return nil
+}
+
+func (h *Handler) consent(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p, _ := principal.From(ctx)
+	c, err := h.Campaigns.Consent(ctx, p, chi.URLParam(r, "documentID"))
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, c)
+	return nil
+}
+
+type consentBody struct {
+	Channel *string `json:"channel"`
+	Status  *string `json:"status"`
+	Basis   *string `json:"basis"`
+	Notes   *string `json:"notes"`
+}
+
+func (h *Handler) changeConsent(w http.ResponseWriter, r *http.Request) error {
+	if err := h.ready(); err != nil {
+		return err
+	}
+	var b consentBody
+	raw, err := decodeStrict(r, &b)
+	if err != nil {
+		return err
+	}
+	if b.Channel == nil || b.Status == nil || b.Basis == nil {
+		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
+	}
+	in := app.ConsentInput{DocumentID: chi.URLParam(r, "documentID"), Channel: *b.Channel, Status: *b.Status, Basis: *b.Basis}
+	if b.Notes != nil {
+		in.Notes = *b.Notes
+	}
+	ans, err := h.Campaigns.ChangeConsent(r.Context(), request(r, raw), in)
+	if err != nil {
+		return err
+	}
+	writeAnswer(w, ans)
 	return nil
 }
