@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"time"
+	_ "time/tzdata" // contact hours never depend on the host's zone database
 
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"

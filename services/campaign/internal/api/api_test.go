@@ -355,3 +355,68 @@ func TestConsentRoutes(t *testing.T) {
 		t.Fatalf("unknown document: %d %v", status, got)
 	}
 }
+
+// TestContactRoutes: the contact routes decode strictly and answer the
+// contract's bodies: a blocked attempt's details, an inbound contact, its
+// outcome, the list, and the clearance's query errors. (The rules that
+// hang on the hour are the use cases' tests, on their own clock.)
+func TestContactRoutes(t *testing.T) {
+	t.Parallel()
+	s := newService(t)
+	s.putDoc(t, "doc_contact")
+	base := "/v1/documents/doc_contact"
+	status, body := s.post(t, base+"/rcm", "", start) // sms and call
+	if status != http.StatusCreated {
+		t.Fatalf("start: %d %v", status, body)
+	}
+	id := body["campaign"].(map[string]any)["id"].(string)
+
+	status, body = s.post(t, base+"/contact-attempts", "", map[string]any{"campaignId": id, "channel": "email"})
+	details, _ := body["details"].(map[string]any)
+	if status != http.StatusConflict || body["error"] != "Contact not permitted." || details["reason"] != "channel_not_in_campaign" ||
+		details["nextAllowedAt"] != nil || details["attemptId"] == nil {
+		t.Fatalf("blocked: %d %v", status, body)
+	}
+	if _, ok := details["nextAllowedAt"]; !ok {
+		t.Fatalf("blocked: details %v carry no nextAllowedAt, want it null", details)
+	}
+	status, body = s.post(t, base+"/contact-attempts", "k-inbound", map[string]any{"channel": "call", "direction": "inbound"})
+	att, _ := body["attempt"].(map[string]any)
+	if status != http.StatusCreated || att["campaignId"] != nil || att["decision"] != "allowed" || att["direction"] != "inbound" {
+		t.Fatalf("inbound: %d %v", status, body)
+	}
+	if _, ok := att["notes"]; ok {
+		t.Fatalf("inbound: %v carries notes, want them omitted", att)
+	}
+	status, body = s.post(t, base+"/contact-attempts/"+att["id"].(string)+"/outcome", "", map[string]any{"outcome": "conversation"})
+	if status != http.StatusOK || body["attempt"].(map[string]any)["outcome"] != "conversation" {
+		t.Fatalf("outcome: %d %v", status, body)
+	}
+	if status, body = s.post(t, base+"/contact-attempts/"+details["attemptId"].(string)+"/outcome", "", map[string]any{"outcome": "delivered"}); status != http.StatusNotFound || body["error"] != "Attempt not found or access denied." {
+		t.Fatalf("outcome of the blocked attempt: %d %v", status, body)
+	}
+	for name, b := range map[string]any{
+		"unknown field":  map[string]any{"channel": "call", "direction": "inbound", "extra": true},
+		"no channel":     map[string]any{"campaignId": id},
+		"outbound alone": map[string]any{"channel": "sms"},
+	} {
+		if status, got := s.post(t, base+"/contact-attempts", "", b); status != http.StatusBadRequest || got["error"] != "Invalid body." {
+			t.Fatalf("%s: %d %v", name, status, got)
+		}
+	}
+	status, body = s.get(t, base+"/contact-attempts?limit=1")
+	if list := body["attempts"].([]any); status != http.StatusOK || len(list) != 1 || list[0].(map[string]any)["id"] != att["id"] || body["nextCursor"] != att["id"] {
+		t.Fatalf("list: %d %v", status, body)
+	}
+	for q, want := range map[string]int{
+		"?channel=fax":                          400,
+		"?channel=call&at=yesterday":            400,
+		"?channel=call&at=2001-01-01T00:00:00Z": 400,
+		"?channel=call&campaignId=rcm_x":        404,
+		"?channel=sms&campaignId=" + id:         200,
+	} {
+		if status, got := s.get(t, base+"/contact-clearance"+q); status != want {
+			t.Fatalf("clearance%s: %d %v, want %d", q, status, got, want)
+		}
+	}
+}

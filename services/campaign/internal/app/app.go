@@ -46,13 +46,14 @@ type Config struct {
 
 // Campaigns is what the campaign service can do.
 type Campaigns struct {
-	store  *store.Store
-	relay  Relay
-	claims *idempotency.Store
-	newID  func(prefix string) string
-	now    func() time.Time
-	logger *slog.Logger
-	ended  prometheus.Counter
+	store   *store.Store
+	relay   Relay
+	claims  *idempotency.Store
+	newID   func(prefix string) string
+	now     func() time.Time
+	logger  *slog.Logger
+	ended   prometheus.Counter
+	contact *ContactMetrics
 }
 
 // New returns the use cases on cfg.
@@ -64,6 +65,7 @@ func New(cfg Config) *Campaigns {
 	return &Campaigns{
 		store: cfg.Store, relay: cfg.Relay, claims: cfg.Claims,
 		newID: cfg.NewID, now: cfg.Now, logger: cfg.Logger, ended: ended,
+		contact: NewContactMetrics(cfg.Registerer),
 	}
 }
 

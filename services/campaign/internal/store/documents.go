@@ -51,7 +51,73 @@ type documentDoc struct {
 	Consent   *consentDoc  `bson:"consent,omitempty"`
 	Campaigns []stateDoc   `bson:"campaigns,omitempty"`
 	Requests  []requestDoc `bson:"requests,omitempty"`
+	Attempts  []attemptDoc `bson:"attempts,omitempty"`
 	Outbox    []outboxDoc  `bson:"outbox,omitempty"`
+}
+
+// attemptDoc is a contact attempt of the document, allowed or blocked.
+// Every attempt stays in the record, oldest first: the rules read the
+// recent ones in the same write that records the next, and the list
+// pages through them.
+type attemptDoc struct {
+	ID            string     `bson:"id"`
+	CampaignID    string     `bson:"campaignId,omitempty"`
+	Channel       string     `bson:"channel"`
+	Direction     string     `bson:"direction"`
+	Decision      string     `bson:"decision"`
+	Reason        string     `bson:"reason,omitempty"`
+	NextAllowedAt *time.Time `bson:"nextAllowedAt,omitempty"`
+	AttemptedAt   time.Time  `bson:"attemptedAt"`
+	Notes         string     `bson:"notes,omitempty"`
+	Outcome       string     `bson:"outcome,omitempty"`
+	OutcomeAt     *time.Time `bson:"outcomeAt,omitempty"`
+	OutcomeNotes  string     `bson:"outcomeNotes,omitempty"`
+	RequestKey    string     `bson:"requestKey,omitempty"`
+}
+
+// Attempt is a contact attempt of a document as its record keeps it.
+type Attempt struct {
+	ID         string
+	CampaignID string // "" for an inbound contact without a campaign
+	Channel    string
+	Direction  string
+	Decision   string // events.DecisionAllowed or events.DecisionBlocked
+	Reason     string // "" when allowed
+	// NextAllowedAt is zero when allowed or when no time fixes the reason.
+	NextAllowedAt time.Time
+	AttemptedAt   time.Time
+	Notes         string
+	Outcome       string    // "" while none
+	OutcomeAt     time.Time // zero while none
+	OutcomeNotes  string
+	// RequestKey is the Idempotency-Key the attempt was sent with.
+	RequestKey string
+}
+
+func optTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func timeOpt(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (a attemptDoc) attempt() Attempt {
+	return Attempt{ID: a.ID, CampaignID: a.CampaignID, Channel: a.Channel, Direction: a.Direction, Decision: a.Decision,
+		Reason: a.Reason, NextAllowedAt: optTime(a.NextAllowedAt), AttemptedAt: a.AttemptedAt.UTC(), Notes: a.Notes,
+		Outcome: a.Outcome, OutcomeAt: optTime(a.OutcomeAt), OutcomeNotes: a.OutcomeNotes, RequestKey: a.RequestKey}
+}
+
+func attemptDocOf(a Attempt) attemptDoc {
+	return attemptDoc{ID: a.ID, CampaignID: a.CampaignID, Channel: a.Channel, Direction: a.Direction, Decision: a.Decision,
+		Reason: a.Reason, NextAllowedAt: timeOpt(a.NextAllowedAt), AttemptedAt: a.AttemptedAt, Notes: a.Notes,
+		Outcome: a.Outcome, OutcomeAt: timeOpt(a.OutcomeAt), OutcomeNotes: a.OutcomeNotes, RequestKey: a.RequestKey}
 }
 
 func (d documentDoc) document() campaign.Document {
@@ -139,6 +205,8 @@ type Record struct {
 	// Requests are the commands recorded with an Idempotency-Key; a
 	// command may drop the old ones.
 	Requests []Request
+	// Attempts are the document's contact attempts, oldest first.
+	Attempts []Attempt
 }
 
 func (d documentDoc) record() Record {
@@ -148,6 +216,9 @@ func (d documentDoc) record() Record {
 	}
 	for _, q := range d.Requests {
 		r.Requests = append(r.Requests, Request{Key: q.Key, EventID: q.EventID, At: q.At.UTC()})
+	}
+	for _, a := range d.Attempts {
+		r.Attempts = append(r.Attempts, a.attempt())
 	}
 	return r
 }
@@ -162,6 +233,10 @@ func (d *documentDoc) apply(r Record) {
 	d.Requests = nil
 	for _, q := range r.Requests {
 		d.Requests = append(d.Requests, requestDoc{Key: q.Key, EventID: q.EventID, At: q.At})
+	}
+	d.Attempts = nil
+	for _, a := range r.Attempts {
+		d.Attempts = append(d.Attempts, attemptDocOf(a))
 	}
 }
 
@@ -247,6 +322,7 @@ func (s *Store) modify(ctx context.Context, documentID string, create bool, fn f
 					{Key: "consent", Value: r.Consent},
 					{Key: "campaigns", Value: r.Campaigns},
 					{Key: "requests", Value: r.Requests},
+					{Key: "attempts", Value: r.Attempts},
 					{Key: "revision", Value: rev + 1},
 				}},
 				{Key: "$push", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}}}},
