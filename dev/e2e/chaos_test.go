@@ -84,6 +84,7 @@ type chaosKey struct {
 
 	attempts int
 	status   int    // the final answer; 0 when none came
+	message  string // the final answer's error, if any
 	campaign string // the campaign a start answered with
 	replayed bool   // the final answer was a replay
 	lastFail string
@@ -337,6 +338,7 @@ func (r *chaosRun) send(k *chaosKey, timeout time.Duration, rnd *rand.Rand, give
 		}
 		if cause == "" {
 			k.status, k.replayed = a.status, a.header.Get("Idempotent-Replayed") == "true"
+			k.message = a.errorMessage()
 			if a.status == want && k.kind == events.TypeCampaignStarted {
 				var b struct {
 					Campaign struct {
@@ -466,6 +468,7 @@ func (r *chaosRun) settle(accounts []*chaosAccount, streams []*chaosStream) (boo
 // chaosTally counts what the checks found.
 type chaosTally struct {
 	accepted, acceptedStarts, acceptedOptOuts, replayed, refused, unresolved int
+	optedOutStarts, wronglyOptedOut                                          int
 	entries, ended, campaignsStored, optOutsStored                           int
 
 	dupLog, dupEventIDs, dupCampaigns, dupListed, dupOptOuts, dupFeed, dupStream int
@@ -616,6 +619,18 @@ func (r *chaosRun) check(accounts []*chaosAccount, streams []*chaosStream, seed 
 				} else if n > 1 {
 					c.dupLog += n - 1
 					c.example("%s: key %s (%s, %d attempts) is in the log %d times", a.id, k.key, k.kind, k.attempts, n)
+				}
+			case k.kind == events.TypeCampaignStarted && k.status == http.StatusConflict && k.message == contract.MsgAllOptedOut:
+				// Opt-outs revoke channels on the document and the
+				// workload never grants them back: a start refused so
+				// must find every channel it asks for revoked at the end.
+				c.optedOutStarts++
+				if !r.allRevoked(t, a.tok, k.doc, "sms", "email") {
+					c.wronglyOptedOut++
+					c.example("%s: key %s was refused as opted out, its document %s is not", a.id, k.key, k.doc)
+				}
+				if n > 0 {
+					c.refusedRecorded += n
 				}
 			default:
 				c.refused++
@@ -785,8 +800,8 @@ func (r *chaosRun) check(accounts []*chaosAccount, streams []*chaosStream, seed 
 	figure(t, "requests %d, attempts %d, retries %d (keys retried %d; causes %s)", len(r.keys), attempts, attempts-len(r.keys), retried, causes)
 	figure(t, "SIGKILLs: %s; broker outages %d, store outages %d, store delay windows %d (write replies held %s: %d: %s); stream connects %d",
 		strings.Join(kills, ", "), faults[faultBroker], faults[faultStore], faults[faultDelay], chaosStoreDelay, r.proxy.held.Load(), r.proxy.heldCounts(), streamConnects)
-	figure(t, "answers: accepted %d (starts %d, opt-outs %d; replayed %d), refused %d, unresolved %d",
-		c.accepted, c.acceptedStarts, c.acceptedOptOuts, c.replayed, c.refused, c.unresolved)
+	figure(t, "answers: accepted %d (starts %d, opt-outs %d; replayed %d), starts refused as opted out %d, refused %d, unresolved %d",
+		c.accepted, c.acceptedStarts, c.acceptedOptOuts, c.replayed, c.optedOutStarts, c.refused, c.unresolved)
 	figure(t, "actions: campaigns %d, opt-outs %d; log entries %d (campaign_ended %d); settled %v, consumer lag %s, outbox pending %v",
 		c.campaignsStored, c.optOutsStored, c.entries, c.ended, settled, strings.Join(lagText, ", "), pending)
 	figure(t, "duplicates %d (log %d, event ids %d, campaigns %d, listed twice %d, opt-outs %d, feed %d, stream %d)",
@@ -820,6 +835,9 @@ func (r *chaosRun) check(accounts []*chaosAccount, streams []*chaosStream, seed 
 	if c.refused != 0 {
 		t.Errorf("%d valid requests were refused, want 0", c.refused)
 	}
+	if c.wronglyOptedOut != 0 {
+		t.Errorf("%d starts were refused as opted out on a document that is not, want 0", c.wronglyOptedOut)
+	}
 	if c.unverified != 0 {
 		t.Errorf("%d accounts' chains do not verify, want 0", c.unverified)
 	}
@@ -835,4 +853,23 @@ func (r *chaosRun) check(accounts []*chaosAccount, streams []*chaosStream, seed 
 			t.Errorf("%s: SIGKILLed %d times, restarted %d times", s, faults[s], got)
 		}
 	}
+}
+
+// allRevoked reports whether every one of channels is revoked on doc, as
+// its campaigns' suppressed channels show (a document with no campaign
+// has no opt-out, so nothing revoked).
+func (r *chaosRun) allRevoked(t *testing.T, tok, doc string, channels ...string) bool {
+	t.Helper()
+	for _, c := range r.api.campaignsAll(t, tok, doc) {
+		revoked := map[string]bool{}
+		for _, s := range c.Suppressed {
+			revoked[s.Channel] = true
+		}
+		all := true
+		for _, ch := range channels {
+			all = all && revoked[ch]
+		}
+		return all
+	}
+	return false
 }

@@ -75,25 +75,37 @@ type OptOutRecord struct {
 	RecordedAt string `json:"recordedAt"`
 }
 
+// SuppressedChannel is a channel of a campaign revoked on its document:
+// when and by which event (the current revocation).
+type SuppressedChannel struct {
+	Channel   string `json:"channel"`
+	RevokedAt string `json:"revokedAt"`
+	EventID   string `json:"eventId"`
+}
+
 // CampaignRecord is a campaign as the API returns it and campaign_started
 // carries it.
 type CampaignRecord struct {
-	ID             string         `json:"id"`
-	DocumentID     string         `json:"documentId"`
-	SMS            bool           `json:"sms"`
-	Email          bool           `json:"email"`
-	Call           bool           `json:"call"`
-	Tone           string         `json:"tone"`
-	Cadence        string         `json:"cadence"`
-	Notes          string         `json:"notes,omitempty"`
-	Active         bool           `json:"active"`
-	ActiveChannels []string       `json:"activeChannels"`
-	OptOuts        []OptOutRecord `json:"optOuts"`
-	CreatedBy      string         `json:"createdBy"`
-	CreatedAt      string         `json:"createdAt"`
-	UpdatedAt      string         `json:"updatedAt"`
-	EndedAt        string         `json:"endedAt,omitempty"`
-	EndReason      string         `json:"endReason,omitempty"`
+	ID             string   `json:"id"`
+	DocumentID     string   `json:"documentId"`
+	SMS            bool     `json:"sms"`
+	Email          bool     `json:"email"`
+	Call           bool     `json:"call"`
+	Tone           string   `json:"tone"`
+	Cadence        string   `json:"cadence"`
+	Notes          string   `json:"notes,omitempty"`
+	Active         bool     `json:"active"`
+	ActiveChannels []string `json:"activeChannels"`
+	// Suppressed lists the channels the campaign was started with that
+	// are revoked on its document; absent only from records older than
+	// consent (a campaign_started published before it).
+	Suppressed []SuppressedChannel `json:"suppressedChannels,omitzero"`
+	OptOuts    []OptOutRecord      `json:"optOuts"`
+	CreatedBy  string              `json:"createdBy"`
+	CreatedAt  string              `json:"createdAt"`
+	UpdatedAt  string              `json:"updatedAt"`
+	EndedAt    string              `json:"endedAt,omitempty"`
+	EndReason  string              `json:"endReason,omitempty"`
 }
 
 // Event is the JSON data of every event type. Fields after OccurredAt belong

@@ -12,7 +12,10 @@ type config struct {
 	service.Base
 	service.Kafka
 	service.Mongo
-	EventsTopic    string        `env:"RCM_EVENTS_TOPIC, overwrite"`
+	EventsTopic string `env:"RCM_EVENTS_TOPIC, overwrite"`
+	// ConsentTopic is compacted; the local stack and the deploy files
+	// create it (cleanup.policy=compact), the service does not.
+	ConsentTopic   string        `env:"RCM_CONSENT_TOPIC, default=rcm.consent.v1"`
 	DocumentsTopic string        `env:"RCM_DOCUMENTS_TOPIC, default=documents.v1"`
 	DocumentsDLQ   string        `env:"RCM_DOCUMENTS_DLQ_TOPIC"` // default: rcm.<documents topic>.dlq
 	DocumentsGroup string        `env:"RCM_DOCUMENTS_GROUP, default=rcm-campaign"`

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"time"
+	_ "time/tzdata" // contact hours never depend on the host's zone database
 
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"
@@ -44,7 +45,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	gen := ids.NewGenerator(time.Now)
-	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
+	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, ConsentTopic: cfg.ConsentTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
 		producer, st, svc.Registry, svc.Logger, time.Now)
 	campaigns := app.New(app.Config{Store: st, Relay: rl, Claims: idem, NewID: gen.New, Now: time.Now, Logger: svc.Logger, Registerer: svc.Registry})
 	docs := documents.NewConsumer(documents.ConsumerConfig{Documents: campaigns, DeadLetter: kafkax.DeadLetter(producer, cfg.documentsDLQ()), Logger: svc.Logger}, svc.Registry)

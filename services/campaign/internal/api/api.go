@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -17,6 +18,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/app"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
+	"github.com/rcm-platform/rcm/services/campaign/internal/contact"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
 )
 
@@ -36,6 +38,12 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
 	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.list))
 	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.get))
+	r.Get("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.consent))
+	r.Post("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.changeConsent))
+	r.Post("/v1/documents/{documentID}/contact-attempts", httpx.Handle(h.Logger, h.contactAttempt))
+	r.Get("/v1/documents/{documentID}/contact-attempts", httpx.Handle(h.Logger, h.attempts))
+	r.Post("/v1/documents/{documentID}/contact-attempts/{attemptID}/outcome", httpx.Handle(h.Logger, h.outcome))
+	r.Get("/v1/documents/{documentID}/contact-clearance", httpx.Handle(h.Logger, h.clearance))
 }
 
 // decodeStrict decodes the gateway's normalized body into v, refusing
@@ -182,5 +190,156 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{"campaign": c.Record()})
+	return nil
+}
+
+func (h *Handler) consent(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p, _ := principal.From(ctx)
+	c, err := h.Campaigns.Consent(ctx, p, chi.URLParam(r, "documentID"))
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, c)
+	return nil
+}
+
+type consentBody struct {
+	Channel *string `json:"channel"`
+	Status  *string `json:"status"`
+	Basis   *string `json:"basis"`
+	Notes   *string `json:"notes"`
+}
+
+func (h *Handler) changeConsent(w http.ResponseWriter, r *http.Request) error {
+	if err := h.ready(); err != nil {
+		return err
+	}
+	var b consentBody
+	raw, err := decodeStrict(r, &b)
+	if err != nil {
+		return err
+	}
+	if b.Channel == nil || b.Status == nil || b.Basis == nil {
+		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
+	}
+	in := app.ConsentInput{DocumentID: chi.URLParam(r, "documentID"), Channel: *b.Channel, Status: *b.Status, Basis: *b.Basis}
+	if b.Notes != nil {
+		in.Notes = *b.Notes
+	}
+	ans, err := h.Campaigns.ChangeConsent(r.Context(), request(r, raw), in)
+	if err != nil {
+		return err
+	}
+	writeAnswer(w, ans)
+	return nil
+}
+
+type attemptBody struct {
+	CampaignID *string `json:"campaignId"`
+	Channel    *string `json:"channel"`
+	Direction  *string `json:"direction"`
+	Notes      *string `json:"notes"`
+}
+
+func (h *Handler) contactAttempt(w http.ResponseWriter, r *http.Request) error {
+	if err := h.ready(); err != nil {
+		return err
+	}
+	var b attemptBody
+	raw, err := decodeStrict(r, &b)
+	if err != nil {
+		return err
+	}
+	if b.Channel == nil {
+		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
+	}
+	in := app.AttemptInput{DocumentID: chi.URLParam(r, "documentID"), Channel: *b.Channel}
+	for _, f := range []struct {
+		dst *string
+		src *string
+	}{{&in.CampaignID, b.CampaignID}, {&in.Direction, b.Direction}, {&in.Notes, b.Notes}} {
+		if f.src != nil {
+			*f.dst = *f.src
+		}
+	}
+	ans, err := h.Campaigns.ContactAttempt(r.Context(), request(r, raw), in)
+	if err != nil {
+		return err
+	}
+	writeAnswer(w, ans)
+	return nil
+}
+
+type outcomeBody struct {
+	Outcome *string `json:"outcome"`
+	Notes   *string `json:"notes"`
+}
+
+func (h *Handler) outcome(w http.ResponseWriter, r *http.Request) error {
+	if err := h.ready(); err != nil {
+		return err
+	}
+	var b outcomeBody
+	raw, err := decodeStrict(r, &b)
+	if err != nil {
+		return err
+	}
+	if b.Outcome == nil {
+		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
+	}
+	in := app.OutcomeInput{DocumentID: chi.URLParam(r, "documentID"), AttemptID: chi.URLParam(r, "attemptID"), Outcome: *b.Outcome}
+	if b.Notes != nil {
+		in.Notes = *b.Notes
+	}
+	ans, err := h.Campaigns.RecordOutcome(r.Context(), request(r, raw), in)
+	if err != nil {
+		return err
+	}
+	writeAnswer(w, ans)
+	return nil
+}
+
+var attemptCursor = regexp.MustCompile(`^att_[0-9a-hjkmnp-tv-z]{26}$`)
+
+func (h *Handler) attempts(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p, _ := principal.From(ctx)
+	limit, err := httpx.PageLimit(r)
+	if err != nil {
+		return err
+	}
+	cursor := r.URL.Query().Get("cursor")
+	if cursor != "" && !attemptCursor.MatchString(cursor) {
+		return httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
+	}
+	page, err := h.Campaigns.Attempts(ctx, p, chi.URLParam(r, "documentID"), cursor, limit)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (h *Handler) clearance(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	p, _ := principal.From(ctx)
+	q := r.URL.Query()
+	in := app.ClearanceInput{DocumentID: chi.URLParam(r, "documentID"), CampaignID: q.Get("campaignId"), Channel: q.Get("channel")}
+	if !contact.ValidChannel(in.Channel) {
+		return httpx.ErrInvalidQuery.With("reason", "channel must be sms, email or call")
+	}
+	if v := q.Get("at"); v != "" {
+		at, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return httpx.ErrInvalidQuery.With("reason", "at must be an RFC 3339 time")
+		}
+		in.At = at
+	}
+	c, err := h.Campaigns.Clear(ctx, p, in)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, c)
 	return nil
 }

@@ -137,20 +137,37 @@ func await(t *testing.T, held <-chan struct{}, what string) {
 	}
 }
 
+// startWrites are the two writes of a start: its static fields, then the
+// document record's write that makes it exist.
+var startWrites = []struct{ command, collection string }{
+	{"insert", store.CampaignsCollection},
+	{"update", store.DocumentsCollection},
+}
+
 // TestStartAnswerLost: the store wrote the campaign but its reply came
-// after the request's deadline. The retry with the same Idempotency-Key
-// answers that campaign: one campaign, one campaign_started event.
+// after the request's deadline, for either write of the start. The retry
+// with the same Idempotency-Key answers that campaign: one campaign, one
+// campaign_started event.
 func TestStartAnswerLost(t *testing.T) {
 	t.Parallel()
+	for _, w := range startWrites {
+		t.Run(w.command+" "+w.collection, func(t *testing.T) {
+			t.Parallel()
+			startAnswerLost(t, w.command, w.collection)
+		})
+	}
+}
+
+func startAnswerLost(t *testing.T, command, collection string) {
 	s := newService(t)
 	s.putDoc(t, "doc_lost")
 	path := "/v1/documents/doc_lost/rcm"
 
-	held := s.proxy.Hold("insert", store.CampaignsCollection)
+	held := s.proxy.Hold(command, collection)
 	if status, body := s.post(t, path, "start-lost", start); status < 500 {
 		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
 	}
-	await(t, held, "insert")
+	await(t, held, command)
 
 	status, body := s.post(t, path, "start-lost", start)
 	if status != http.StatusCreated {
@@ -189,7 +206,7 @@ func TestOptOutAnswerLost(t *testing.T) {
 	id := body["campaign"].(map[string]any)["id"].(string)
 	opt := map[string]any{"campaignId": id, "channel": "sms", "notes": nil}
 
-	held := s.proxy.Hold("update", store.CampaignsCollection)
+	held := s.proxy.Hold("update", store.DocumentsCollection)
 	if status, body := s.post(t, path+"/opt-out", "opt-lost", opt); status < 500 {
 		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
 	}
@@ -211,20 +228,30 @@ func TestOptOutAnswerLost(t *testing.T) {
 	}
 }
 
-// TestStartWrittenLate: the first attempt's insert reaches the store only
-// after the retry ran: the retry wrote the campaign with the id chosen at
-// the claim, and the late insert adds nothing.
+// TestStartWrittenLate: the first attempt's write (either of the start's)
+// reaches the store only after the retry ran: the retry wrote the
+// campaign with the id chosen at the claim, and the late write adds
+// nothing.
 func TestStartWrittenLate(t *testing.T) {
 	t.Parallel()
+	for _, w := range startWrites {
+		t.Run(w.command+" "+w.collection, func(t *testing.T) {
+			t.Parallel()
+			startWrittenLate(t, w.command, w.collection)
+		})
+	}
+}
+
+func startWrittenLate(t *testing.T, command, collection string) {
 	s := newService(t)
 	s.putDoc(t, "doc_late")
 	path := "/v1/documents/doc_late/rcm"
 
-	held, release := s.proxy.HoldRequest("insert", store.CampaignsCollection)
+	held, release := s.proxy.HoldRequest(command, collection)
 	if status, body := s.post(t, path, "start-late", start); status < 500 {
 		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
 	}
-	await(t, held, "insert")
+	await(t, held, command)
 	status, body := s.post(t, path, "start-late", start)
 	if status != http.StatusCreated {
 		t.Fatalf("retry: got %d %v, want 201", status, body)
@@ -258,7 +285,7 @@ func TestOptOutWrittenLate(t *testing.T) {
 	id := body["campaign"].(map[string]any)["id"].(string)
 	opt := map[string]any{"campaignId": id, "channel": "email", "notes": nil}
 
-	held, release := s.proxy.HoldRequest("update", store.CampaignsCollection)
+	held, release := s.proxy.HoldRequest("update", store.DocumentsCollection)
 	if status, body := s.post(t, path+"/opt-out", "opt-late", opt); status < 500 {
 		t.Fatalf("first attempt: got %d %v, want a failure past the deadline", status, body)
 	}
@@ -278,5 +305,118 @@ func TestOptOutWrittenLate(t *testing.T) {
 	}
 	if got := s.outbox(t, events.TypeOptOut); len(got) != 1 || got[0].ID != c.OptOuts[0].EventID {
 		t.Fatalf("the outbox holds %d opt_out events, want the one recorded", len(got))
+	}
+}
+
+func (s *service) get(t *testing.T, path string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(s.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, m
+}
+
+// TestConsentRoutes: the consent routes decode strictly, answer the
+// consent state, and replay a keyed change.
+func TestConsentRoutes(t *testing.T) {
+	t.Parallel()
+	s := newService(t)
+	s.putDoc(t, "doc_consent")
+	path := "/v1/documents/doc_consent/consent"
+	if status, body := s.get(t, path); status != http.StatusOK || body["version"] != float64(0) || body["documentId"] != "doc_consent" {
+		t.Fatalf("GET before anything: %d %v", status, body)
+	}
+	change := map[string]any{"channel": "call", "status": "revoked", "basis": "called to revoke"}
+	for i := range 2 {
+		status, body := s.post(t, path, "consent-key", change)
+		call := body["channels"].(map[string]any)["call"].(map[string]any)
+		if status != http.StatusOK || body["version"] != float64(1) || call["status"] != "revoked" || call["source"] != "consent" {
+			t.Fatalf("POST %d: %d %v", i, status, body)
+		}
+	}
+	if n := len(s.outbox(t, events.TypeConsentChanged)); n != 1 {
+		t.Fatalf("the outbox holds %d consent_changed, want 1", n)
+	}
+	for name, body := range map[string]any{
+		"unknown field":    map[string]any{"channel": "call", "status": "revoked", "basis": "b", "extra": 1},
+		"missing basis":    map[string]any{"channel": "call", "status": "revoked"},
+		"status not known": map[string]any{"channel": "call", "status": "maybe", "basis": "b"},
+	} {
+		if status, got := s.post(t, path, "", body); status != http.StatusBadRequest || got["error"] != "Invalid body." {
+			t.Fatalf("%s: %d %v, want 400 Invalid body.", name, status, got)
+		}
+	}
+	if status, got := s.get(t, "/v1/documents/doc_unknown/consent"); status != http.StatusNotFound || got["error"] != "Not found." {
+		t.Fatalf("unknown document: %d %v", status, got)
+	}
+}
+
+// TestContactRoutes: the contact routes decode strictly and answer the
+// contract's bodies: a blocked attempt's details, an inbound contact, its
+// outcome, the list, and the clearance's query errors. (The rules that
+// hang on the hour are the use cases' tests, on their own clock.)
+func TestContactRoutes(t *testing.T) {
+	t.Parallel()
+	s := newService(t)
+	s.putDoc(t, "doc_contact")
+	base := "/v1/documents/doc_contact"
+	status, body := s.post(t, base+"/rcm", "", start) // sms and call
+	if status != http.StatusCreated {
+		t.Fatalf("start: %d %v", status, body)
+	}
+	id := body["campaign"].(map[string]any)["id"].(string)
+
+	status, body = s.post(t, base+"/contact-attempts", "", map[string]any{"campaignId": id, "channel": "email"})
+	details, _ := body["details"].(map[string]any)
+	if status != http.StatusConflict || body["error"] != "Contact not permitted." || details["reason"] != "channel_not_in_campaign" ||
+		details["nextAllowedAt"] != nil || details["attemptId"] == nil {
+		t.Fatalf("blocked: %d %v", status, body)
+	}
+	if _, ok := details["nextAllowedAt"]; !ok {
+		t.Fatalf("blocked: details %v carry no nextAllowedAt, want it null", details)
+	}
+	status, body = s.post(t, base+"/contact-attempts", "k-inbound", map[string]any{"channel": "call", "direction": "inbound"})
+	att, _ := body["attempt"].(map[string]any)
+	if status != http.StatusCreated || att["campaignId"] != nil || att["decision"] != "allowed" || att["direction"] != "inbound" {
+		t.Fatalf("inbound: %d %v", status, body)
+	}
+	if _, ok := att["notes"]; ok {
+		t.Fatalf("inbound: %v carries notes, want them omitted", att)
+	}
+	status, body = s.post(t, base+"/contact-attempts/"+att["id"].(string)+"/outcome", "", map[string]any{"outcome": "conversation"})
+	if status != http.StatusOK || body["attempt"].(map[string]any)["outcome"] != "conversation" {
+		t.Fatalf("outcome: %d %v", status, body)
+	}
+	if status, body = s.post(t, base+"/contact-attempts/"+details["attemptId"].(string)+"/outcome", "", map[string]any{"outcome": "delivered"}); status != http.StatusNotFound || body["error"] != "Attempt not found or access denied." {
+		t.Fatalf("outcome of the blocked attempt: %d %v", status, body)
+	}
+	for name, b := range map[string]any{
+		"unknown field":  map[string]any{"channel": "call", "direction": "inbound", "extra": true},
+		"no channel":     map[string]any{"campaignId": id},
+		"outbound alone": map[string]any{"channel": "sms"},
+	} {
+		if status, got := s.post(t, base+"/contact-attempts", "", b); status != http.StatusBadRequest || got["error"] != "Invalid body." {
+			t.Fatalf("%s: %d %v", name, status, got)
+		}
+	}
+	status, body = s.get(t, base+"/contact-attempts?limit=1")
+	if list := body["attempts"].([]any); status != http.StatusOK || len(list) != 1 || list[0].(map[string]any)["id"] != att["id"] || body["nextCursor"] != att["id"] {
+		t.Fatalf("list: %d %v", status, body)
+	}
+	for q, want := range map[string]int{
+		"?channel=fax":                          400,
+		"?channel=call&at=yesterday":            400,
+		"?channel=call&at=2001-01-01T00:00:00Z": 400,
+		"?channel=call&campaignId=rcm_x":        404,
+		"?channel=sms&campaignId=" + id:         200,
+	} {
+		if status, got := s.get(t, base+"/contact-clearance"+q); status != want {
+			t.Fatalf("clearance%s: %d %v, want %d", q, status, got, want)
+		}
 	}
 }

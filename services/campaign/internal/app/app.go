@@ -9,9 +9,11 @@ package app
 import (
 	"errors"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
@@ -22,7 +24,8 @@ import (
 
 // Relay takes freshly written events for publishing.
 type Relay interface {
-	Enqueue(campaignID string, msgs ...events.Message)
+	// Enqueue takes events written to the outbox of documentID's record.
+	Enqueue(documentID string, msgs ...events.Message)
 	// Missed says events may wait in the outbox that nothing handed
 	// the relay (a command recovered from an interrupted attempt).
 	Missed()
@@ -43,13 +46,14 @@ type Config struct {
 
 // Campaigns is what the campaign service can do.
 type Campaigns struct {
-	store  *store.Store
-	relay  Relay
-	claims *idempotency.Store
-	newID  func(prefix string) string
-	now    func() time.Time
-	logger *slog.Logger
-	ended  prometheus.Counter
+	store   *store.Store
+	relay   Relay
+	claims  *idempotency.Store
+	newID   func(prefix string) string
+	now     func() time.Time
+	logger  *slog.Logger
+	ended   prometheus.Counter
+	contact *ContactMetrics
 }
 
 // New returns the use cases on cfg.
@@ -61,8 +65,17 @@ func New(cfg Config) *Campaigns {
 	return &Campaigns{
 		store: cfg.Store, relay: cfg.Relay, claims: cfg.Claims,
 		newID: cfg.NewID, now: cfg.Now, logger: cfg.Logger, ended: ended,
+		contact: NewContactMetrics(cfg.Registerer),
 	}
 }
+
+// Contract errors of consent and contact clearance.
+var (
+	ErrAllOptedOut     = &httpx.Error{Status: http.StatusConflict, Message: contract.MsgAllOptedOut}
+	ErrNotPermitted    = &httpx.Error{Status: http.StatusConflict, Message: contract.MsgNotPermitted}
+	ErrOutcomeRecorded = &httpx.Error{Status: http.StatusConflict, Message: contract.MsgOutcomeRecorded}
+	ErrAttemptNotFound = &httpx.Error{Status: http.StatusNotFound, Message: contract.MsgAttemptNotFound}
+)
 
 // Request is how a command arrived: who sent it and, when it came with an
 // Idempotency-Key, the key and a fingerprint of what it asks (see
@@ -87,6 +100,8 @@ func contractError(err error, notFound *httpx.Error) error {
 		return httpx.ErrNoChannel
 	case errors.Is(err, campaign.ErrLoanRule):
 		return httpx.ErrLoanRule
+	case errors.Is(err, campaign.ErrAllRevoked):
+		return ErrAllOptedOut
 	case errors.Is(err, campaign.ErrNotFound):
 		return notFound
 	case errors.Is(err, store.ErrConflict):

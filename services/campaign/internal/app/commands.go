@@ -75,11 +75,11 @@ func (a *Campaigns) start(ctx context.Context, req Request, documentID string, i
 	if err != nil {
 		return campaign.Campaign{}, err
 	}
-	msg, err := a.store.Create(ctx, c, e)
+	c, msg, err := a.store.Create(ctx, c, e)
 	if err != nil {
 		return campaign.Campaign{}, err
 	}
-	a.relay.Enqueue(c.ID, msg)
+	a.relay.Enqueue(c.DocumentID, msg)
 	a.logger.InfoContext(ctx, "campaign started", slog.String("request_id", httpx.RequestID(ctx)),
 		slog.String("campaign_id", c.ID), slog.String("event_id", msg.ID), slog.String("account_id", p.AccountID))
 	return a.settle(ctx, c), nil
@@ -109,8 +109,8 @@ type OptOutInput struct {
 	Notes      string
 }
 
-// OptOut records a borrower's opt-out of a channel of a campaign and
-// answers 200.
+// OptOut records a borrower's opt-out of a channel of a campaign, which
+// also revokes the channel on the campaign's document, and answers 200.
 func (a *Campaigns) OptOut(ctx context.Context, req Request, in OptOutInput) (Answer, error) {
 	ch, notes, err := campaign.NormalizeOptOut(in.Channel, in.Notes)
 	if err != nil {
@@ -121,7 +121,7 @@ func (a *Campaigns) OptOut(ctx context.Context, req Request, in OptOutInput) (An
 		if !ids.Valid(ids.CampaignPrefix, campaignID) {
 			return 0, nil, httpx.ErrCampaignNotFound
 		}
-		_, msgs, err := a.store.Update(ctx, p.AccountID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
+		c, msgs, err := a.store.Update(ctx, p.AccountID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
 			if c.DocumentID != in.DocumentID {
 				return nil, campaign.ErrNotFound
 			}
@@ -144,7 +144,7 @@ func (a *Campaigns) OptOut(ctx context.Context, req Request, in OptOutInput) (An
 			return 0, nil, contractError(err, httpx.ErrCampaignNotFound)
 		}
 		if len(msgs) > 0 {
-			a.relay.Enqueue(campaignID, msgs...)
+			a.relay.Enqueue(c.DocumentID, msgs...)
 			a.logger.InfoContext(ctx, "opt-out recorded", slog.String("request_id", httpx.RequestID(ctx)),
 				slog.String("campaign_id", campaignID), slog.String("event_id", msgs[0].ID), slog.String("channel", string(ch)))
 		}

@@ -76,7 +76,7 @@ func (a *Campaigns) endIfLoanLeft(ctx context.Context, accountID, campaignID str
 	}
 	if len(msgs) > 0 {
 		a.ended.Inc()
-		a.relay.Enqueue(campaignID, msgs...)
+		a.relay.Enqueue(c.DocumentID, msgs...)
 		a.logger.InfoContext(ctx, "campaign ended", slog.String("campaign_id", campaignID), slog.String("event_id", msgs[0].ID), slog.String("document_id", doc.ID))
 	}
 	return c, nil

@@ -36,6 +36,9 @@ var (
 	ErrNoChannel = errors.New("at least one channel must be true")
 	ErrLoanRule  = errors.New("a campaign needs a loan with status BEHIND")
 	ErrNotFound  = errors.New("not found")
+	// ErrAllRevoked means every channel a start asks for is revoked on
+	// its document: the start records nothing.
+	ErrAllRevoked = errors.New("every requested channel is opted out for this document")
 )
 
 // Loan is the loan attached to a document.
@@ -92,7 +95,10 @@ type OptOut struct {
 	RequestKey string
 }
 
-// Campaign is an outreach campaign on one document of one account.
+// Campaign is an outreach campaign on one document of one account. Its
+// own state (Active, OptOuts, the end) and its document's Consent are read
+// and written together, in the document's record: ActiveChannels is
+// derived from both (see refresh) and never stored.
 type Campaign struct {
 	ID             string
 	AccountID      string
@@ -111,6 +117,58 @@ type Campaign struct {
 	UpdatedAt      time.Time
 	EndedAt        time.Time // zero while not ended
 	EndReason      string
+	// Consent is its document's consent as read with the campaign. An
+	// opt-out changes it; the store writes it back with the campaign.
+	Consent events.Consent
+}
+
+// Started returns the channels the campaign was started with, in the
+// contract's order.
+func (c *Campaign) Started() []Channel {
+	var out []Channel
+	for _, ch := range []struct {
+		on bool
+		ch Channel
+	}{{c.SMS, SMS}, {c.Email, Email}, {c.Call, Call}} {
+		if ch.on {
+			out = append(out, ch.ch)
+		}
+	}
+	return out
+}
+
+// OptedOut reports whether the campaign's own opt-outs name ch (or all).
+func (c *Campaign) OptedOut(ch Channel) bool {
+	return slices.ContainsFunc(c.OptOuts, func(o OptOut) bool { return o.Channel == ch || o.Channel == All })
+}
+
+// Refresh derives ActiveChannels: the channels the campaign was started
+// with, minus its own opt-outs, minus the channels revoked on its document
+// (c.Consent); none when it is not active. Callers that change Consent
+// call it; every method of Campaign that changes state calls it.
+func (c *Campaign) Refresh() {
+	c.ActiveChannels = nil
+	if !c.Active {
+		return
+	}
+	for _, ch := range c.Started() {
+		if !c.OptedOut(ch) && !c.Consent.Revoked(string(ch)) {
+			c.ActiveChannels = append(c.ActiveChannels, ch)
+		}
+	}
+}
+
+// Suppressed returns the channels the campaign was started with that are
+// revoked on its document, with the current revocation of each.
+func (c *Campaign) Suppressed() []events.SuppressedChannel {
+	out := []events.SuppressedChannel{}
+	for _, ch := range c.Started() {
+		st := c.Consent.Channels.Channel(string(ch))
+		if st != nil && st.Status == events.ConsentRevoked {
+			out = append(out, events.SuppressedChannel{Channel: string(ch), RevokedAt: st.ChangedAt, EventID: st.EventID})
+		}
+	}
+	return out
 }
 
 // StartInput is what a client asks for when starting a campaign.
@@ -195,26 +253,45 @@ func Start(in StartInput, doc Document, actor events.Actor, newID func(prefix st
 		CreatedBy:  actor.ID,
 		CreatedAt:  now,
 		UpdatedAt:  now,
+		Consent:    events.NewConsent(),
 	}
-	for _, ch := range []struct {
-		on bool
-		ch Channel
-	}{{in.SMS, SMS}, {in.Email, Email}, {in.Call, Call}} {
-		if ch.on {
-			c.ActiveChannels = append(c.ActiveChannels, ch.ch)
-		}
-	}
+	c.Refresh()
 	rec := c.Record()
 	e := c.event(newID(ids.EventPrefix), events.TypeCampaignStarted, actor, now)
 	e.Campaign = &rec
 	return c, e, nil
 }
 
-// OptOut records a borrower's opt-out. Opting out of a channel removes it
-// from the active channels; opting out of all, or of the last active
-// channel, deactivates the campaign. Every opt-out is recorded and produces
-// an event, also a repeated one or one on an inactive campaign: the audit
-// trail keeps every request a borrower made.
+// Admit fits a campaign Start returned, and its campaign_started event e,
+// to its document's consent as read where the start is written: the
+// revoked channels are left out of ActiveChannels and listed as
+// suppressed, in the campaign and in the event. It returns ErrAllRevoked,
+// and nothing is to be written, when every channel the start asks for is
+// revoked.
+func Admit(c Campaign, e events.Event, consent events.Consent) (Campaign, events.Event, error) {
+	c.Consent = consent
+	revoked := 0
+	for _, ch := range c.Started() {
+		if consent.Revoked(string(ch)) {
+			revoked++
+		}
+	}
+	if revoked == len(c.Started()) {
+		return Campaign{}, events.Event{}, ErrAllRevoked
+	}
+	c.Refresh()
+	rec := c.Record()
+	e.Campaign = &rec
+	return c, e, nil
+}
+
+// OptOut records a borrower's opt-out. Opting out of a channel revokes it
+// on the campaign's document (all: the three) and joins the campaign's own
+// opt-outs; opting out of all, or of the last channel the campaign was
+// started with, deactivates the campaign. Every opt-out is recorded and
+// produces an event carrying the document's consent after it, also a
+// repeated one or one on an inactive campaign: the audit trail keeps every
+// request a borrower made.
 func (c *Campaign) OptOut(ch Channel, notes string, actor events.Actor, eventID string, now time.Time) (events.Event, error) {
 	return c.OptOutOnce(ch, notes, "", actor, eventID, now)
 }
@@ -241,17 +318,19 @@ func (c *Campaign) OptOutOnce(ch Channel, notes, requestKey string, actor events
 		return events.Event{}, err
 	}
 	now = now.UTC().Truncate(time.Millisecond)
-	wasActive := c.Active
-	if ch == All {
-		c.ActiveChannels = nil
-	} else {
-		c.ActiveChannels = slices.DeleteFunc(c.ActiveChannels, func(a Channel) bool { return a == ch })
+	if c.Consent == (events.Consent{}) {
+		c.Consent = events.NewConsent() // a campaign read without its document's consent
 	}
-	if len(c.ActiveChannels) == 0 {
+	if err := c.Consent.Set(string(ch), events.ConsentRevoked, events.SourceOptOut, eventID, now); err != nil {
+		return events.Event{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	wasActive := c.Active
+	c.OptOuts = append(c.OptOuts, OptOut{EventID: eventID, Channel: ch, Notes: notes, RecordedAt: now, RequestKey: requestKey})
+	if !slices.ContainsFunc(c.Started(), func(s Channel) bool { return !c.OptedOut(s) }) {
 		c.Active = false
 	}
-	c.OptOuts = append(c.OptOuts, OptOut{EventID: eventID, Channel: ch, Notes: notes, RecordedAt: now, RequestKey: requestKey})
 	c.UpdatedAt = now
+	c.Refresh()
 
 	e := c.event(eventID, events.TypeOptOut, actor, now)
 	e.Channel = string(ch)
@@ -261,6 +340,8 @@ func (c *Campaign) OptOutOnce(ch Channel, notes, requestKey string, actor events
 	e.Deactivated = &deactivated
 	e.Active = &active
 	e.ActiveChannels = channelNames(c.ActiveChannels)
+	consent := c.Consent
+	e.Consent = &consent
 	return e, nil
 }
 
@@ -274,7 +355,7 @@ func (c *Campaign) EndIfLoanLeft(doc Document, eventID string, now time.Time) (e
 	}
 	now = now.UTC().Truncate(time.Millisecond)
 	c.Active = false
-	c.ActiveChannels = nil
+	c.Refresh()
 	c.EndedAt = now
 	c.EndReason = reason
 	c.UpdatedAt = now
@@ -320,6 +401,7 @@ func (c Campaign) Record() events.CampaignRecord {
 		Notes:          c.Notes,
 		Active:         c.Active,
 		ActiveChannels: channelNames(c.ActiveChannels),
+		Suppressed:     c.Suppressed(),
 		OptOuts:        make([]events.OptOutRecord, 0, len(c.OptOuts)),
 		CreatedBy:      c.CreatedBy,
 		CreatedAt:      events.FormatTime(c.CreatedAt),

@@ -236,3 +236,90 @@ func TestEventsMatchTheirSchemas(t *testing.T) {
 		}
 	}
 }
+
+// TestConsentOfTheDocument: a start is fitted to its document's consent
+// (refused when every channel it asks for is revoked), an opt-out revokes
+// on the document, and a document-level revocation takes the channel out
+// of the active ones without deactivating the campaign.
+func TestConsentOfTheDocument(t *testing.T) {
+	t.Parallel()
+	revoked := func(chs ...string) events.Consent {
+		c := events.NewConsent()
+		for _, ch := range chs {
+			if err := c.Set(ch, events.ConsentRevoked, events.SourceConsent, "evt_"+ch, t0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return c
+	}
+	tests := []struct {
+		name           string
+		consent        events.Consent
+		wantErr        error
+		wantChannels   []Channel
+		wantSuppressed []string
+	}{
+		{"nothing revoked", events.NewConsent(), nil, []Channel{SMS, Email}, nil},
+		{"one revoked", revoked("sms"), nil, []Channel{Email}, []string{"sms"}},
+		{"another channel revoked", revoked("call"), nil, []Channel{SMS, Email}, nil},
+		{"every requested channel revoked", revoked("sms", "email"), ErrAllRevoked, nil, nil},
+		{"all revoked", revoked("all"), ErrAllRevoked, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, e, err := Start(valid, doc, user, seqIDs(), t0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, e, err = Admit(c, e, tt.consent)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			var suppressed []string
+			for _, s := range c.Suppressed() {
+				suppressed = append(suppressed, s.Channel)
+				if s.EventID != "evt_"+s.Channel && s.EventID != "evt_all" {
+					t.Fatalf("suppressed %+v, want the revocation's event", s)
+				}
+			}
+			if !c.Active || !slices.Equal(c.ActiveChannels, tt.wantChannels) || !slices.Equal(suppressed, tt.wantSuppressed) {
+				t.Fatalf("got active %v channels %v suppressed %v, want active %v %v", c.Active, c.ActiveChannels, suppressed, tt.wantChannels, tt.wantSuppressed)
+			}
+			if !slices.Equal(e.Campaign.ActiveChannels, channelNames(tt.wantChannels)) || len(e.Campaign.Suppressed) != len(tt.wantSuppressed) {
+				t.Fatalf("the event carries %+v, want the admitted campaign", e.Campaign)
+			}
+		})
+	}
+
+	// An opt-out revokes on the document and carries the consent after it.
+	c, _, err := Start(StartInput{SMS: true, Call: true, Tone: "t", Cadence: "c"}, doc, user, seqIDs(), t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.OptOut(SMS, "", user, "evt_opt", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Consent.Revoked("sms") || c.Consent.Version != 1 || e.Consent == nil || *e.Consent != c.Consent || !c.Active {
+		t.Fatalf("after the opt-out: consent %+v event %+v active %v", c.Consent, e.Consent, c.Active)
+	}
+	// A revocation of the last channel on the document does not
+	// deactivate; a grant back brings it back.
+	if err := c.Consent.Set("call", events.ConsentRevoked, events.SourceConsent, "evt_c", t0); err != nil {
+		t.Fatal(err)
+	}
+	c.Refresh()
+	if !c.Active || len(c.ActiveChannels) != 0 {
+		t.Fatalf("call revoked on the document: active %v channels %v, want active and none", c.Active, c.ActiveChannels)
+	}
+	if err := c.Consent.Set("all", events.ConsentGranted, events.SourceConsent, "evt_g", t0); err != nil {
+		t.Fatal(err)
+	}
+	c.Refresh()
+	if !slices.Equal(c.ActiveChannels, []Channel{Call}) {
+		t.Fatalf("granted back: channels %v, want [call] (sms is opted out by the campaign itself)", c.ActiveChannels)
+	}
+}

@@ -88,7 +88,7 @@ func pendingIDs(t testing.TB, s *store.Store) []string {
 // path does.
 func enqueue(rl *relay.Relay, pending []store.Pending) {
 	for _, p := range pending {
-		rl.Enqueue(p.CampaignID, p.Message)
+		rl.Enqueue(p.DocumentID, p.Message)
 	}
 }
 

@@ -9,6 +9,7 @@ type metrics struct {
 	latency   prometheus.Histogram
 	overflow  prometheus.Counter
 	swept     prometheus.Counter
+	consent   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
@@ -23,6 +24,9 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 		overflow: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rcm_outbox_queue_overflows_total", Help: "Events left for the sweep because the relay queue was full.",
 		}),
+		consent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rcm_consent_publish_total", Help: "Consent states produced to the consent topic after an event that changed them, by outcome (ok, error).",
+		}, []string{"outcome"}),
 		swept: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rcm_outbox_swept_events_total", Help: "Events the periodic sweep found in the store and queued for publishing.",
 		}),
@@ -44,8 +48,10 @@ func newMetrics(reg prometheus.Registerer, r *Relay) *metrics {
 		}
 		return r.now().Sub(r.oldest).Seconds()
 	})
-	reg.MustRegister(m.published, m.latency, m.overflow, m.swept, pending, oldest)
-	m.published.WithLabelValues("ok")
-	m.published.WithLabelValues("error")
+	reg.MustRegister(m.published, m.latency, m.overflow, m.swept, m.consent, pending, oldest)
+	for _, outcome := range []string{"ok", "error"} {
+		m.published.WithLabelValues(outcome)
+		m.consent.WithLabelValues(outcome)
+	}
 	return m
 }

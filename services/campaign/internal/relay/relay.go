@@ -11,11 +11,20 @@
 // after the events handed over meanwhile: an account's events keep their
 // order on its partition only while each goes straight through the queue.
 // Delivery is at least once: consumers dedupe by event id.
+//
+// An event that changed a document's consent (an opt-out, a consent
+// change) is followed on the compacted consent topic by the document's
+// consent state as read after the event was acknowledged, and leaves the
+// outbox only once that record is acknowledged too: the consent topic
+// never runs ahead of the events, and a failure of either publishes both
+// again. A reader keeps the highest version per key, so a state
+// republished late changes nothing.
 package relay
 
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,15 +39,19 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// Outbox is the store side of the relay.
+// Outbox is the store side of the relay: the outboxes of the documents'
+// records, and their consent.
 type Outbox interface {
 	Pending(ctx context.Context) ([]store.Pending, error)
-	RemoveFromOutbox(ctx context.Context, campaignID string, msgs []events.Message) error
+	RemoveFromOutbox(ctx context.Context, documentID string, msgs []events.Message) error
+	Consent(ctx context.Context, documentID string) (events.Consent, error)
 }
 
 // Config tunes the relay.
 type Config struct {
 	Topic string
+	// ConsentTopic is the compacted topic of the documents' consent.
+	ConsentTopic string
 	// QueueSize bounds the fresh events waiting in memory; past it,
 	// events wait in the store for the sweep. (What a sweep found waits
 	// in the backlog, which holds what the sweep read anyway.)
@@ -60,6 +73,9 @@ func (c *Config) defaults() {
 	if c.Topic == "" {
 		c.Topic = events.Topic
 	}
+	if c.ConsentTopic == "" {
+		c.ConsentTopic = events.ConsentTopic
+	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = 1 << 16
 	}
@@ -75,7 +91,7 @@ func (c *Config) defaults() {
 }
 
 type item struct {
-	campaignID string
+	documentID string // whose record's outbox holds msg
 	msg        events.Message
 	enqueued   time.Time
 }
@@ -131,15 +147,16 @@ func New(cfg Config, client *kgo.Client, outbox Outbox, reg prometheus.Registere
 	return r
 }
 
-// Enqueue hands freshly written events to the relay. It never blocks: when
-// the queue is full the events stay in the store for the sweep.
-func (r *Relay) Enqueue(campaignID string, msgs ...events.Message) {
+// Enqueue hands freshly written events of documentID's outbox to the
+// relay. It never blocks: when the queue is full the events stay in the
+// store for the sweep.
+func (r *Relay) Enqueue(documentID string, msgs ...events.Message) {
 	for _, m := range msgs {
 		if !r.claim(m.ID) {
 			continue
 		}
 		select {
-		case r.queue <- item{campaignID: campaignID, msg: m, enqueued: r.now()}:
+		case r.queue <- item{documentID: documentID, msg: m, enqueued: r.now()}:
 		default:
 			r.release(m.ID)
 			r.dirty.Store(true)
@@ -259,7 +276,7 @@ func (r *Relay) claimSwept(pending []store.Pending, minAge time.Duration) []item
 			continue
 		}
 		r.inflight[p.ID] = struct{}{}
-		found = append(found, item{campaignID: p.CampaignID, msg: p.Message, enqueued: now})
+		found = append(found, item{documentID: p.DocumentID, msg: p.Message, enqueued: now})
 	}
 	return found
 }
@@ -418,36 +435,19 @@ func (r *Relay) sweepLoop(ctx context.Context) {
 const removers = 4
 
 // removeAcked deletes acknowledged events from their outboxes, batched per
-// campaign. A failed removal is retried; if it keeps failing the event is
+// document, after publishing the consent of a document whose events
+// changed it. A failed removal is retried; if it keeps failing the event is
 // left in the outbox and republished later, which consumers absorb.
 func (r *Relay) removeAcked(ctx context.Context) {
 	batch := map[string][]events.Message{}
 	flush := func() {
-		// Campaigns are independent: a few removals at once keep up
+		// Documents are independent: a few removals at once keep up
 		// with the acknowledgements.
 		var g errgroup.Group
 		g.SetLimit(removers)
-		for campaignID, msgs := range batch {
+		for documentID, msgs := range batch {
 			g.Go(func() error {
-				var err error
-				for attempt := 0; attempt < 5; attempt++ {
-					if err = r.outbox.RemoveFromOutbox(ctx, campaignID, msgs); err == nil {
-						break
-					}
-					select {
-					case <-ctx.Done():
-					case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
-					}
-				}
-				if err != nil {
-					r.dirty.Store(true)
-					r.logger.Warn("outbox removal failed; events will be republished", slog.String("campaign_id", campaignID), slog.Any("err", err))
-					for _, m := range msgs {
-						r.release(m.ID)
-					}
-					return nil
-				}
-				r.removedFromOutbox(msgs)
+				r.settle(ctx, documentID, msgs)
 				return nil
 			})
 		}
@@ -460,7 +460,7 @@ func (r *Relay) removeAcked(ctx context.Context) {
 			flush()
 			return
 		}
-		batch[it.campaignID] = append(batch[it.campaignID], it.msg)
+		batch[it.documentID] = append(batch[it.documentID], it.msg)
 	more:
 		for n := 0; n < 512; n++ {
 			select {
@@ -469,11 +469,69 @@ func (r *Relay) removeAcked(ctx context.Context) {
 					flush()
 					return
 				}
-				batch[it.campaignID] = append(batch[it.campaignID], it.msg)
+				batch[it.documentID] = append(batch[it.documentID], it.msg)
 			default:
 				break more
 			}
 		}
 		flush()
 	}
+}
+
+// settle finishes acknowledged events of documentID's outbox: the
+// document's consent goes out if they changed it, then they leave the
+// outbox. If either fails they are released for the sweep.
+func (r *Relay) settle(ctx context.Context, documentID string, msgs []events.Message) {
+	giveUp := func(what string, err error) {
+		r.dirty.Store(true)
+		r.logger.Warn(what+"; events will be republished", slog.String("document_id", documentID), slog.Any("err", err))
+		for _, m := range msgs {
+			r.release(m.ID)
+		}
+	}
+	if i := slices.IndexFunc(msgs, changesConsent); i >= 0 {
+		if err := r.publishConsent(ctx, msgs[i].AccountID, documentID); err != nil {
+			r.metrics.consent.WithLabelValues("error").Inc()
+			giveUp("consent publish failed", err)
+			return
+		}
+		r.metrics.consent.WithLabelValues("ok").Inc()
+	}
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = r.outbox.RemoveFromOutbox(ctx, documentID, msgs); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		giveUp("outbox removal failed", err)
+		return
+	}
+	r.removedFromOutbox(msgs)
+}
+
+// changesConsent reports whether m is an event that changed its
+// document's consent: every opt-out and every consent change raises its
+// version.
+func changesConsent(m events.Message) bool {
+	return m.Type == events.TypeOptOut || m.Type == events.TypeConsentChanged
+}
+
+// publishConsent produces documentID's consent as it reads now, keyed by
+// account and document, and waits for the acknowledgement.
+func (r *Relay) publishConsent(ctx context.Context, accountID, documentID string) error {
+	consent, err := r.outbox.Consent(ctx, documentID)
+	if err != nil {
+		return err
+	}
+	rec, err := kafkarec.ConsentRecord(events.ConsentRecord{AccountID: accountID, DocumentID: documentID, Consent: consent})
+	if err != nil {
+		return err
+	}
+	rec.Topic = r.cfg.ConsentTopic
+	return r.client.ProduceSync(ctx, rec).FirstErr()
 }

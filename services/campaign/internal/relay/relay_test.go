@@ -64,7 +64,7 @@ func leave(t testing.TB, s *store.Store, account string, n int) []string {
 		}
 		ids[i] = e.EventID
 		g.Go(func() error {
-			_, err := s.Create(context.Background(), c, e)
+			_, _, err := s.Create(context.Background(), c, e)
 			return err
 		})
 	}
@@ -186,11 +186,11 @@ func TestStartAfterOutageLargerThanQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := s.Create(ctx, c, e)
+	_, msg, err := s.Create(ctx, c, e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl.Enqueue(c.ID, msg)
+	rl.Enqueue(c.DocumentID, msg)
 	want = append(want, msg.ID)
 
 	if err := broker.Start(); err != nil {

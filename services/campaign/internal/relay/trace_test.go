@@ -35,7 +35,7 @@ func TestRecordContinuesTheRequestsTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	rctx, request := otel.Tracer("test").Start(context.Background(), "request")
-	if _, err := s.Create(rctx, c, e); err != nil {
+	if _, _, err := s.Create(rctx, c, e); err != nil {
 		t.Fatal(err)
 	}
 	request.End()

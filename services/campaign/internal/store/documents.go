@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 type loanDoc struct {
@@ -31,6 +32,11 @@ func borrowerOf(b campaign.Borrower) *borrowerDoc {
 	return &borrowerDoc{TimeZone: b.TimeZone, State: b.State}
 }
 
+// documentDoc is a document's record: the document as its owners
+// published it, and what the platform holds of it: its consent, the
+// changing state of its campaigns (in creation order), the outbox of the
+// events of both, and the Idempotency-Keys of its commands of no campaign.
+// Revision rises with every write, the compare-and-set of every command.
 type documentDoc struct {
 	ID        string    `bson:"_id"`
 	AccountID string    `bson:"accountId"`
@@ -40,13 +46,78 @@ type documentDoc struct {
 	UpdatedAt time.Time `bson:"updatedAt"`
 
 	Borrower *borrowerDoc `bson:"borrower,omitempty"`
-	// CampaignIDs lists the document's campaigns in creation order: the
-	// index the list and the end of campaigns read by _id, instead of a
-	// query the embedded store would answer with a scan. An id is added
-	// before its campaign is written, so the list may name a campaign
-	// that a failed start never wrote, never the other way round.
-	// Each id is listed once ($addToSet).
-	CampaignIDs []string `bson:"campaignIds,omitempty"`
+
+	Revision  int64        `bson:"revision"`
+	Consent   *consentDoc  `bson:"consent,omitempty"`
+	Campaigns []stateDoc   `bson:"campaigns,omitempty"`
+	Requests  []requestDoc `bson:"requests,omitempty"`
+	Attempts  []attemptDoc `bson:"attempts,omitempty"`
+	Outbox    []outboxDoc  `bson:"outbox,omitempty"`
+}
+
+// attemptDoc is a contact attempt of the document, allowed or blocked.
+// Every attempt stays in the record, oldest first: the rules read the
+// recent ones in the same write that records the next, and the list
+// pages through them.
+type attemptDoc struct {
+	ID            string     `bson:"id"`
+	CampaignID    string     `bson:"campaignId,omitempty"`
+	Channel       string     `bson:"channel"`
+	Direction     string     `bson:"direction"`
+	Decision      string     `bson:"decision"`
+	Reason        string     `bson:"reason,omitempty"`
+	NextAllowedAt *time.Time `bson:"nextAllowedAt,omitempty"`
+	AttemptedAt   time.Time  `bson:"attemptedAt"`
+	Notes         string     `bson:"notes,omitempty"`
+	Outcome       string     `bson:"outcome,omitempty"`
+	OutcomeAt     *time.Time `bson:"outcomeAt,omitempty"`
+	OutcomeNotes  string     `bson:"outcomeNotes,omitempty"`
+	RequestKey    string     `bson:"requestKey,omitempty"`
+}
+
+// Attempt is a contact attempt of a document as its record keeps it.
+type Attempt struct {
+	ID         string
+	CampaignID string // "" for an inbound contact without a campaign
+	Channel    string
+	Direction  string
+	Decision   string // events.DecisionAllowed or events.DecisionBlocked
+	Reason     string // "" when allowed
+	// NextAllowedAt is zero when allowed or when no time fixes the reason.
+	NextAllowedAt time.Time
+	AttemptedAt   time.Time
+	Notes         string
+	Outcome       string    // "" while none
+	OutcomeAt     time.Time // zero while none
+	OutcomeNotes  string
+	// RequestKey is the Idempotency-Key the attempt was sent with.
+	RequestKey string
+}
+
+func optTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+func timeOpt(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (a attemptDoc) attempt() Attempt {
+	return Attempt{ID: a.ID, CampaignID: a.CampaignID, Channel: a.Channel, Direction: a.Direction, Decision: a.Decision,
+		Reason: a.Reason, NextAllowedAt: optTime(a.NextAllowedAt), AttemptedAt: a.AttemptedAt.UTC(), Notes: a.Notes,
+		Outcome: a.Outcome, OutcomeAt: optTime(a.OutcomeAt), OutcomeNotes: a.OutcomeNotes, RequestKey: a.RequestKey}
+}
+
+func attemptDocOf(a Attempt) attemptDoc {
+	return attemptDoc{ID: a.ID, CampaignID: a.CampaignID, Channel: a.Channel, Direction: a.Direction, Decision: a.Decision,
+		Reason: a.Reason, NextAllowedAt: timeOpt(a.NextAllowedAt), AttemptedAt: a.AttemptedAt, Notes: a.Notes,
+		Outcome: a.Outcome, OutcomeAt: timeOpt(a.OutcomeAt), OutcomeNotes: a.OutcomeNotes, RequestKey: a.RequestKey}
 }
 
 func (d documentDoc) document() campaign.Document {
@@ -58,6 +129,269 @@ func (d documentDoc) document() campaign.Document {
 		doc.Borrower = campaign.Borrower{TimeZone: d.Borrower.TimeZone, State: d.Borrower.State}
 	}
 	return doc
+}
+
+// state returns the index of campaign id's state in the record, or -1.
+func (d documentDoc) state(id string) int {
+	return slices.IndexFunc(d.Campaigns, func(s stateDoc) bool { return s.ID == id })
+}
+
+// consent returns the document's consent; NewConsent's while none was
+// ever recorded.
+func (d documentDoc) consent() events.Consent {
+	if d.Consent == nil {
+		return events.NewConsent()
+	}
+	c := d.Consent
+	return events.Consent{Version: c.Version, Channels: events.ConsentChannels{
+		SMS: c.SMS.channel(), Email: c.Email.channel(), Call: c.Call.channel(),
+	}}
+}
+
+type consentDoc struct {
+	SMS     channelConsentDoc `bson:"sms"`
+	Email   channelConsentDoc `bson:"email"`
+	Call    channelConsentDoc `bson:"call"`
+	Version int64             `bson:"version"`
+}
+
+type channelConsentDoc struct {
+	Status    string `bson:"status"`
+	ChangedAt string `bson:"changedAt,omitempty"`
+	EventID   string `bson:"eventId,omitempty"`
+	Source    string `bson:"source,omitempty"`
+}
+
+func (c channelConsentDoc) channel() events.ChannelConsent {
+	return events.ChannelConsent{Status: c.Status, ChangedAt: c.ChangedAt, EventID: c.EventID, Source: c.Source}
+}
+
+func channelConsentOf(c events.ChannelConsent) channelConsentDoc {
+	return channelConsentDoc{Status: c.Status, ChangedAt: c.ChangedAt, EventID: c.EventID, Source: c.Source}
+}
+
+func consentDocOf(c events.Consent) *consentDoc {
+	return &consentDoc{
+		SMS: channelConsentOf(c.Channels.SMS), Email: channelConsentOf(c.Channels.Email), Call: channelConsentOf(c.Channels.Call),
+		Version: c.Version,
+	}
+}
+
+// requestDoc is a command of the document sent with an Idempotency-Key,
+// so that a retry can tell it already happened.
+type requestDoc struct {
+	Key     string    `bson:"key"`
+	EventID string    `bson:"eventId"`
+	At      time.Time `bson:"at"`
+}
+
+// Request is a command of a document sent with an Idempotency-Key, as its
+// record keeps it.
+type Request struct {
+	Key     string
+	EventID string // the event the command recorded
+	At      time.Time
+}
+
+// Record is a document's record as a command of the document (not of one
+// of its campaigns) sees it and changes it.
+type Record struct {
+	Document campaign.Document
+	Consent  events.Consent
+	// Campaigns are the document's campaigns, oldest first, as the record
+	// holds them: their state, channels and consent, no static fields
+	// (tone, cadence, notes, creator, creation time).
+	Campaigns []campaign.Campaign
+	// Requests are the commands recorded with an Idempotency-Key; a
+	// command may drop the old ones.
+	Requests []Request
+	// Attempts are the document's contact attempts, oldest first.
+	Attempts []Attempt
+}
+
+func (d documentDoc) record() Record {
+	r := Record{Document: d.document(), Consent: d.consent()}
+	for _, st := range d.Campaigns {
+		r.Campaigns = append(r.Campaigns, st.campaign(d.ID, nil, r.Consent))
+	}
+	for _, q := range d.Requests {
+		r.Requests = append(r.Requests, Request{Key: q.Key, EventID: q.EventID, At: q.At.UTC()})
+	}
+	for _, a := range d.Attempts {
+		r.Attempts = append(r.Attempts, a.attempt())
+	}
+	return r
+}
+
+// apply writes what a command may change of r back into d.
+func (d *documentDoc) apply(r Record) {
+	d.Consent = consentDocOf(r.Consent)
+	d.Campaigns = d.Campaigns[:0:0]
+	for _, c := range r.Campaigns {
+		d.Campaigns = append(d.Campaigns, stateOf(c))
+	}
+	d.Requests = nil
+	for _, q := range r.Requests {
+		d.Requests = append(d.Requests, requestDoc{Key: q.Key, EventID: q.EventID, At: q.At})
+	}
+	d.Attempts = nil
+	for _, a := range r.Attempts {
+		d.Attempts = append(d.Attempts, attemptDocOf(a))
+	}
+}
+
+// record reads documentID's record, whatever it holds.
+func (s *Store) record(ctx context.Context, documentID string) (documentDoc, error) {
+	var d documentDoc
+	err := s.documents.FindOne(ctx, bson.D{{Key: "_id", Value: documentID}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return d, campaign.ErrNotFound
+	}
+	if err != nil {
+		return d, fmt.Errorf("find document %s: %w", documentID, mongox.Classify(err))
+	}
+	return d, nil
+}
+
+// byRecordRevision is the compare-and-set filter of a command's write of
+// documentID's record read at revision rev. A record no command wrote yet
+// may have no revision at all.
+func byRecordRevision(documentID string, rev int64) bson.D {
+	if rev == 0 {
+		return bson.D{{Key: "_id", Value: documentID}, {Key: "revision", Value: bson.D{{Key: "$exists", Value: false}}}}
+	}
+	return byRevision(documentID, "revision", rev)
+}
+
+// modify runs fn on documentID's record and writes what fn changed of it
+// (consent, campaigns' state, requests) with fn's events appended to its
+// outbox, in one write under the revision compare-and-set, and returns the
+// events as they will be published. A record that does not exist is
+// created when create is set (a campaign started on a document the read
+// model has not seen yet: version 0 is older than any), else fn is not
+// run and the answer is campaign.ErrNotFound. When fn returns no event
+// nothing is written. Writes of one record are serialized in the process;
+// a lost compare-and-set (another replica, a document update) runs fn
+// again on the fresh record, until ctx ends (then ErrConflict).
+func (s *Store) modify(ctx context.Context, documentID string, create bool, fn func(r *documentDoc) ([]events.Event, error)) ([]events.Message, error) {
+	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := retryPause(ctx, attempt); err != nil {
+				break
+			}
+		}
+		r, err := s.record(ctx, documentID)
+		exists := err == nil
+		switch {
+		case errors.Is(err, campaign.ErrNotFound) && create:
+			r = documentDoc{ID: documentID}
+		case err != nil:
+			return nil, err
+		}
+		rev := r.Revision
+		evs, err := fn(&r)
+		if err != nil {
+			return nil, err
+		}
+		if len(evs) == 0 {
+			return nil, nil
+		}
+		outbox, msgs, err := outboxOf(ctx, evs)
+		if err != nil {
+			return nil, err
+		}
+		if !exists {
+			r.Revision, r.Outbox = 1, outbox
+			_, err := s.documents.InsertOne(ctx, r)
+			if mongox.IsDuplicateKey(err) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
+			}
+			return msgs, nil
+		}
+		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
+			bson.D{
+				{Key: "$set", Value: bson.D{
+					{Key: "consent", Value: r.Consent},
+					{Key: "campaigns", Value: r.Campaigns},
+					{Key: "requests", Value: r.Requests},
+					{Key: "attempts", Value: r.Attempts},
+					{Key: "revision", Value: rev + 1},
+				}},
+				{Key: "$push", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}}}},
+			})
+		if err != nil {
+			return nil, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
+		}
+		if res.MatchedCount == 1 {
+			return msgs, nil
+		}
+	}
+	return nil, fmt.Errorf("write document %s: %w", documentID, ErrConflict)
+}
+
+// UpdateDocument applies fn to the record of documentID as account sees
+// it (campaign.ErrNotFound when it does not exist, was deleted or is
+// another account's) in one write with fn's events, like Update for a
+// campaign, and returns the record as written and the events as they will
+// be published.
+func (s *Store) UpdateDocument(ctx context.Context, accountID, documentID string, fn func(r *Record) ([]events.Event, error)) (Record, []events.Message, error) {
+	var out Record
+	msgs, err := s.modify(ctx, documentID, false, func(d *documentDoc) ([]events.Event, error) {
+		if d.Deleted || d.AccountID != accountID {
+			return nil, campaign.ErrNotFound
+		}
+		r := d.record()
+		evs, err := fn(&r)
+		if err != nil {
+			return nil, err
+		}
+		for i := range r.Campaigns {
+			r.Campaigns[i].Consent = r.Consent
+			r.Campaigns[i].Refresh()
+		}
+		d.apply(r)
+		out = r
+		return evs, nil
+	})
+	if err != nil {
+		return Record{}, nil, err
+	}
+	return out, msgs, nil
+}
+
+// ReadDocument returns the record of documentID as account sees it, like
+// UpdateDocument but without writing.
+func (s *Store) ReadDocument(ctx context.Context, accountID, documentID string) (Record, error) {
+	d, err := s.record(ctx, documentID)
+	if err != nil {
+		return Record{}, err
+	}
+	if d.Deleted || d.AccountID != accountID {
+		return Record{}, campaign.ErrNotFound
+	}
+	return d.record(), nil
+}
+
+// Consent returns the consent of documentID whatever its account (the
+// state the consent topic publishes), NewConsent's when the document has
+// no record.
+func (s *Store) Consent(ctx context.Context, documentID string) (events.Consent, error) {
+	d, err := s.record(ctx, documentID)
+	if errors.Is(err, campaign.ErrNotFound) {
+		return events.NewConsent(), nil
+	}
+	if err != nil {
+		return events.Consent{}, err
+	}
+	return d.consent(), nil
 }
 
 // Document returns documentID as account sees it: campaign.ErrNotFound
@@ -75,13 +409,9 @@ func (s *Store) Document(ctx context.Context, accountID, documentID string) (cam
 
 // AnyDocument returns documentID whatever its account, deleted ones too.
 func (s *Store) AnyDocument(ctx context.Context, documentID string) (campaign.Document, error) {
-	var d documentDoc
-	err := s.documents.FindOne(ctx, bson.D{{Key: "_id", Value: documentID}}).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return campaign.Document{}, campaign.ErrNotFound
-	}
+	d, err := s.record(ctx, documentID)
 	if err != nil {
-		return campaign.Document{}, fmt.Errorf("find document %s: %w", documentID, mongox.Classify(err))
+		return campaign.Document{}, err
 	}
 	return d.document(), nil
 }
@@ -112,7 +442,7 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 		case errors.Is(err, campaign.ErrNotFound):
 			// Not held yet: insert. Another replica inserting it
 			// meanwhile makes this a compare-and-set lost: read again.
-			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Borrower: borrowerOf(doc.Borrower), Version: doc.Version, UpdatedAt: now.UTC()})
+			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Borrower: borrowerOf(doc.Borrower), Version: doc.Version, UpdatedAt: now.UTC(), Revision: 1})
 			if mongox.IsDuplicateKey(err) {
 				continue
 			}
@@ -125,15 +455,17 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 		case doc.Version <= held.Version:
 			return false, nil
 		}
-		// Set the fields, keeping the campaign list; only if no other
-		// replica applied a version meanwhile.
+		// Set the fields, keeping what the platform holds of the
+		// document; only if no other replica applied a version meanwhile.
+		// The revision rises too: a command that read the loan before
+		// this write loses its compare-and-set and reads it again.
 		res, err := s.documents.UpdateOne(ctx,
 			byRevision(doc.ID, "version", held.Version),
 			bson.D{{Key: "$set", Value: bson.D{
 				{Key: "accountId", Value: doc.AccountID}, {Key: "loan", Value: loan}, {Key: "borrower", Value: borrowerOf(doc.Borrower)},
 				{Key: "version", Value: doc.Version},
 				{Key: "deleted", Value: false}, {Key: "updatedAt", Value: now.UTC()},
-			}}})
+			}}, {Key: "$inc", Value: bson.D{{Key: "revision", Value: 1}}}})
 		if err != nil {
 			return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, mongox.Classify(err))
 		}
@@ -142,40 +474,6 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 		}
 	}
 	return false, fmt.Errorf("apply document %s v%d: %w", doc.ID, doc.Version, ErrConflict)
-}
-
-// addCampaign records campaignID in its document's campaign list, once
-// however often a start is retried. It takes the document's lock, so that
-// one process sends one update of a document at a time.
-func (s *Store) addCampaign(ctx context.Context, documentID, campaignID string) error {
-	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	// Upsert: a document the read model has not seen yet gets its list
-	// first and its fields when its update arrives (version 0 is older
-	// than any).
-	_, err = s.documents.UpdateOne(ctx, bson.D{{Key: "_id", Value: documentID}},
-		bson.D{{Key: "$addToSet", Value: bson.D{{Key: "campaignIds", Value: campaignID}}}},
-		options.UpdateOne().SetUpsert(true))
-	if err != nil {
-		return fmt.Errorf("index campaign %s on %s: %w", campaignID, documentID, mongox.Classify(err))
-	}
-	return nil
-}
-
-// campaignIDs returns the ids of documentID's campaigns, oldest first.
-func (s *Store) campaignIDs(ctx context.Context, documentID string) ([]string, error) {
-	var d documentDoc
-	err := s.documents.FindOne(ctx, bson.D{{Key: "_id", Value: documentID}}).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("campaigns of %s: %w", documentID, mongox.Classify(err))
-	}
-	return d.CampaignIDs, nil
 }
 
 // DeleteDocument marks documentID deleted (a tombstone), keeping its
@@ -204,7 +502,8 @@ func (s *Store) DeleteDocument(ctx context.Context, documentID string, now time.
 			return false, nil
 		}
 		res, err := s.documents.UpdateOne(ctx, byRevision(documentID, "version", held.Version),
-			bson.D{{Key: "$set", Value: bson.D{{Key: "deleted", Value: true}, {Key: "updatedAt", Value: now.UTC()}}}})
+			bson.D{{Key: "$set", Value: bson.D{{Key: "deleted", Value: true}, {Key: "updatedAt", Value: now.UTC()}}},
+				{Key: "$inc", Value: bson.D{{Key: "revision", Value: 1}}}})
 		if err != nil {
 			return false, fmt.Errorf("delete document %s: %w", documentID, mongox.Classify(err))
 		}

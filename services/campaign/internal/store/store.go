@@ -1,9 +1,14 @@
 // Package store keeps campaigns and the documents read model in MongoDB.
-// Every command is one single-document write that changes a campaign and
-// appends its events to that document's outbox, so state and event can
-// never part. Writes to one campaign or one document are serialized by a
+// The document is the consistency boundary: its record (collection
+// documents, _id = the document id) holds the document as its owners
+// published it, its consent, the changing state of each of its campaigns
+// and the outbox of their events. Every command is one write of one
+// record that changes its state and appends the command's events to its
+// outbox, so state and event can never part; a campaign's static fields
+// (collection campaigns) are written once, before the record write that
+// makes the campaign exist. Writes to one record are serialized by a
 // per-key lock in the process, and every write that replaces what it read
-// carries a compare-and-set of the revision (or version) in its filter, so
+// carries a compare-and-set of the record's revision in its filter, so
 // that two replicas never overwrite each other. There is one write path,
 // whatever the store.
 package store
@@ -30,9 +35,9 @@ const (
 	DocumentsCollection = "documents"
 )
 
-// ErrConflict means the document kept changing between read and write
+// ErrConflict means the record kept changing between read and write
 // until the write's context ended; the caller may try again.
-var ErrConflict = errors.New("campaign changed concurrently")
+var ErrConflict = errors.New("document changed concurrently")
 
 // ErrExists means a campaign with that id was already written: a retried
 // start whose first attempt wrote it.
@@ -82,9 +87,9 @@ func retryPause(ctx context.Context, attempt int) error {
 
 // EnsureIndexes creates the indexes the queries rely on.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
-	// Reads go by _id (the document's campaign list); the sweep's query
-	// for pending events is the one other.
-	err := mongox.EnsureIndexes(ctx, s.campaigns,
+	// Reads go by _id (a document's record, a campaign's static fields);
+	// the sweep's query for pending events is the one other.
+	err := mongox.EnsureIndexes(ctx, s.documents,
 		mongox.Index{Keys: bson.D{{Key: "outbox.id", Value: 1}}},
 	)
 	if err != nil {
@@ -113,39 +118,54 @@ type outboxDoc struct {
 	Traceparent string    `bson:"traceparent,omitempty"`
 }
 
+// campaignDoc is what never changes of a campaign, in the campaigns
+// collection: written before the write of its document's record that
+// makes the campaign exist. A campaign doc without its entry in the
+// record (a start cut short between the two) is invisible.
 type campaignDoc struct {
-	ID             string      `bson:"_id"`
-	AccountID      string      `bson:"accountId"`
-	DocumentID     string      `bson:"documentId"`
-	SMS            bool        `bson:"sms"`
-	Email          bool        `bson:"email"`
-	Call           bool        `bson:"call"`
-	Tone           string      `bson:"tone"`
-	Cadence        string      `bson:"cadence"`
-	Notes          string      `bson:"notes,omitempty"`
-	Active         bool        `bson:"active"`
-	ActiveChannels []string    `bson:"activeChannels"`
-	OptOuts        []optOutDoc `bson:"optOuts"`
-	CreatedBy      string      `bson:"createdBy"`
-	CreatedAt      time.Time   `bson:"createdAt"`
-	UpdatedAt      time.Time   `bson:"updatedAt"`
-	EndedAt        *time.Time  `bson:"endedAt,omitempty"`
-	EndReason      string      `bson:"endReason,omitempty"`
-	Revision       int64       `bson:"revision"`
-	Outbox         []outboxDoc `bson:"outbox"`
+	ID         string    `bson:"_id"`
+	AccountID  string    `bson:"accountId"`
+	DocumentID string    `bson:"documentId"`
+	SMS        bool      `bson:"sms"`
+	Email      bool      `bson:"email"`
+	Call       bool      `bson:"call"`
+	Tone       string    `bson:"tone"`
+	Cadence    string    `bson:"cadence"`
+	Notes      string    `bson:"notes,omitempty"`
+	CreatedBy  string    `bson:"createdBy"`
+	CreatedAt  time.Time `bson:"createdAt"`
 }
 
-func toDoc(c campaign.Campaign) campaignDoc {
-	d := campaignDoc{
+// stateDoc is what changes of a campaign, kept in its document's record
+// with the document's consent, so that an opt-out changes both in one
+// write. It repeats the channels the campaign was started with: the rules
+// that read the record need them.
+type stateDoc struct {
+	ID        string      `bson:"id"`
+	AccountID string      `bson:"accountId"`
+	SMS       bool        `bson:"sms"`
+	Email     bool        `bson:"email"`
+	Call      bool        `bson:"call"`
+	Active    bool        `bson:"active"`
+	OptOuts   []optOutDoc `bson:"optOuts"`
+	UpdatedAt time.Time   `bson:"updatedAt"`
+	EndedAt   *time.Time  `bson:"endedAt,omitempty"`
+	EndReason string      `bson:"endReason,omitempty"`
+}
+
+func staticOf(c campaign.Campaign) campaignDoc {
+	return campaignDoc{
 		ID: c.ID, AccountID: c.AccountID, DocumentID: c.DocumentID,
 		SMS: c.SMS, Email: c.Email, Call: c.Call,
 		Tone: c.Tone, Cadence: c.Cadence, Notes: c.Notes,
-		Active: c.Active, ActiveChannels: []string{}, OptOuts: []optOutDoc{},
-		CreatedBy: c.CreatedBy, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
-		EndReason: c.EndReason, Outbox: []outboxDoc{},
+		CreatedBy: c.CreatedBy, CreatedAt: c.CreatedAt,
 	}
-	for _, ch := range c.ActiveChannels {
-		d.ActiveChannels = append(d.ActiveChannels, string(ch))
+}
+
+func stateOf(c campaign.Campaign) stateDoc {
+	d := stateDoc{
+		ID: c.ID, AccountID: c.AccountID, SMS: c.SMS, Email: c.Email, Call: c.Call,
+		Active: c.Active, OptOuts: []optOutDoc{}, UpdatedAt: c.UpdatedAt, EndReason: c.EndReason,
 	}
 	for _, o := range c.OptOuts {
 		d.OptOuts = append(d.OptOuts, optOutDoc{EventID: o.EventID, Channel: string(o.Channel), Notes: o.Notes, RecordedAt: o.RecordedAt, RequestKey: o.RequestKey})
@@ -157,16 +177,19 @@ func toDoc(c campaign.Campaign) campaignDoc {
 	return d
 }
 
-func (d campaignDoc) campaign() campaign.Campaign {
+// campaign returns the campaign of state d on documentID, its static
+// fields those of static (nil: only what the record holds), with the
+// document's consent.
+func (d stateDoc) campaign(documentID string, static *campaignDoc, consent events.Consent) campaign.Campaign {
 	c := campaign.Campaign{
-		ID: d.ID, AccountID: d.AccountID, DocumentID: d.DocumentID,
+		ID: d.ID, AccountID: d.AccountID, DocumentID: documentID,
 		SMS: d.SMS, Email: d.Email, Call: d.Call,
-		Tone: d.Tone, Cadence: d.Cadence, Notes: d.Notes,
-		Active: d.Active, CreatedBy: d.CreatedBy,
-		CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), EndReason: d.EndReason,
+		Active: d.Active, UpdatedAt: d.UpdatedAt.UTC(), EndReason: d.EndReason,
+		Consent: consent,
 	}
-	for _, ch := range d.ActiveChannels {
-		c.ActiveChannels = append(c.ActiveChannels, campaign.Channel(ch))
+	if static != nil {
+		c.Tone, c.Cadence, c.Notes = static.Tone, static.Cadence, static.Notes
+		c.CreatedBy, c.CreatedAt = static.CreatedBy, static.CreatedAt.UTC()
 	}
 	for _, o := range d.OptOuts {
 		c.OptOuts = append(c.OptOuts, campaign.OptOut{EventID: o.EventID, Channel: campaign.Channel(o.Channel), Notes: o.Notes, RecordedAt: o.RecordedAt.UTC(), RequestKey: o.RequestKey})
@@ -174,6 +197,7 @@ func (d campaignDoc) campaign() campaign.Campaign {
 	if d.EndedAt != nil {
 		c.EndedAt = d.EndedAt.UTC()
 	}
+	c.Refresh()
 	return c
 }
 
@@ -202,26 +226,59 @@ func (o outboxDoc) message() events.Message {
 	return events.Message{ID: o.ID, Type: o.Type, AccountID: o.AccountID, Subject: o.Subject, Time: o.Time.UTC(), Data: []byte(o.Data), Traceparent: o.Traceparent}
 }
 
-// Create inserts a new campaign with its campaign_started event in the
-// outbox, in one write, and returns the event as it will be published.
-func (s *Store) Create(ctx context.Context, c campaign.Campaign, e events.Event) (events.Message, error) {
-	outbox, msgs, err := outboxOf(ctx, []events.Event{e})
+// Create writes a new campaign with its campaign_started event e in the
+// outbox of its document's record, and returns the campaign and the event
+// as written (see campaign.Admit: fitted to the document's consent). The
+// static fields go first to the campaigns collection; the write of the
+// record that lists the campaign's state is the one that makes it exist,
+// under the record's revision compare-and-set. ErrExists means the
+// campaign was written already (a retried start whose first attempt wrote
+// it); campaign.ErrAllRevoked means nothing was written.
+func (s *Store) Create(ctx context.Context, c campaign.Campaign, e events.Event) (campaign.Campaign, events.Message, error) {
+	staticWritten := false
+	var admitted campaign.Campaign
+	msgs, err := s.modify(ctx, c.DocumentID, true, func(r *documentDoc) ([]events.Event, error) {
+		if r.state(c.ID) >= 0 {
+			return nil, fmt.Errorf("insert campaign %s: %w", c.ID, ErrExists)
+		}
+		var err error
+		if admitted, e, err = campaign.Admit(c, e, r.consent()); err != nil {
+			return nil, err
+		}
+		if !staticWritten {
+			if c, err = s.insertStatic(ctx, c); err != nil {
+				return nil, err
+			}
+			staticWritten = true
+			if admitted, e, err = campaign.Admit(c, e, r.consent()); err != nil {
+				return nil, err
+			}
+		}
+		r.Campaigns = append(r.Campaigns, stateOf(admitted))
+		return []events.Event{e}, nil
+	})
 	if err != nil {
-		return events.Message{}, err
+		return campaign.Campaign{}, events.Message{}, err
 	}
-	if err := s.addCampaign(ctx, c.DocumentID, c.ID); err != nil {
-		return events.Message{}, err
-	}
-	d := toDoc(c)
-	d.Outbox = outbox
-	_, err = s.campaigns.InsertOne(ctx, d)
+	return admitted, msgs[0], nil
+}
+
+// insertStatic writes c's static fields, or, when an earlier attempt of
+// the same start wrote them, returns c with what that attempt wrote.
+func (s *Store) insertStatic(ctx context.Context, c campaign.Campaign) (campaign.Campaign, error) {
+	_, err := s.campaigns.InsertOne(ctx, staticOf(c))
 	if mongox.IsDuplicateKey(err) {
-		return events.Message{}, fmt.Errorf("insert campaign %s: %w", c.ID, ErrExists)
+		held, err := s.get(ctx, c.ID)
+		if err != nil {
+			return c, err
+		}
+		c.CreatedAt, c.UpdatedAt, c.CreatedBy = held.CreatedAt.UTC(), held.CreatedAt.UTC(), held.CreatedBy
+		return c, nil
 	}
 	if err != nil {
-		return events.Message{}, fmt.Errorf("insert campaign %s: %w", c.ID, mongox.Classify(err))
+		return c, fmt.Errorf("insert campaign %s: %w", c.ID, mongox.Classify(err))
 	}
-	return msgs[0], nil
+	return c, nil
 }
 
 // Get returns the campaign id of account, or campaign.ErrNotFound when it
@@ -235,7 +292,15 @@ func (s *Store) Get(ctx context.Context, accountID, id string) (campaign.Campaig
 	if d.AccountID != accountID {
 		return campaign.Campaign{}, campaign.ErrNotFound
 	}
-	return d.campaign(), nil
+	r, err := s.record(ctx, d.DocumentID)
+	if err != nil {
+		return campaign.Campaign{}, err
+	}
+	i := r.state(id)
+	if i < 0 {
+		return campaign.Campaign{}, campaign.ErrNotFound
+	}
+	return r.Campaigns[i].campaign(r.ID, &d, r.consent()), nil
 }
 
 // get finds by _id alone: the one filter every store serves from an index.
@@ -251,99 +316,78 @@ func (s *Store) get(ctx context.Context, id string) (campaignDoc, error) {
 	return d, nil
 }
 
-// Mutation changes a campaign and returns the events the change produced.
-// Returning an error leaves the campaign unchanged.
+// Mutation changes a campaign (and, through c.Consent, its document's
+// consent) and returns the events the change produced. Returning an error
+// leaves both unchanged.
 type Mutation func(c *campaign.Campaign) ([]events.Event, error)
 
-// Update applies fn to the campaign id of account in one write that also
-// appends fn's events to the outbox, and returns the updated campaign and
-// the events as they will be published. Writes to one campaign are
-// serialized in the process; the revision compare-and-set in the filter
-// catches a writer in another process, and fn is then run again on the
-// fresh state, until ctx ends (then ErrConflict).
+// Update applies fn to the campaign id of account in one write of its
+// document's record, which also writes the document's consent as fn left
+// it and appends fn's events to the record's outbox, and returns the
+// updated campaign and the events as they will be published. Writes to
+// one record are serialized in the process; the revision compare-and-set
+// in the filter catches a writer in another process, and fn is then run
+// again on the fresh state, until ctx ends (then ErrConflict).
 func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (campaign.Campaign, []events.Message, error) {
-	unlock, err := s.locks.Lock(ctx, "campaign/"+id)
+	static, err := s.get(ctx, id)
 	if err != nil {
 		return campaign.Campaign{}, nil, err
 	}
-	defer unlock()
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if attempt > 0 {
-			if err := retryPause(ctx, attempt); err != nil {
-				break
-			}
+	if static.AccountID != accountID {
+		return campaign.Campaign{}, nil, campaign.ErrNotFound
+	}
+	var c campaign.Campaign
+	msgs, err := s.modify(ctx, static.DocumentID, false, func(r *documentDoc) ([]events.Event, error) {
+		i := r.state(id)
+		if i < 0 {
+			return nil, campaign.ErrNotFound
 		}
-		d, err := s.get(ctx, id)
-		if err != nil {
-			return campaign.Campaign{}, nil, err
-		}
-		if d.AccountID != accountID {
-			return campaign.Campaign{}, nil, campaign.ErrNotFound
-		}
-		c := d.campaign()
+		c = r.Campaigns[i].campaign(r.ID, &static, r.consent())
 		evs, err := fn(&c)
 		if err != nil {
-			return campaign.Campaign{}, nil, err
+			return nil, err
 		}
-		if len(evs) == 0 {
-			return c, nil, nil
-		}
-		outbox, msgs, err := outboxOf(ctx, evs)
-		if err != nil {
-			return campaign.Campaign{}, nil, err
-		}
-		next := toDoc(c)
-		res, err := s.campaigns.UpdateOne(ctx,
-			byRevision(id, "revision", d.Revision),
-			bson.D{
-				{Key: "$set", Value: bson.D{
-					{Key: "active", Value: next.Active},
-					{Key: "activeChannels", Value: next.ActiveChannels},
-					{Key: "optOuts", Value: next.OptOuts},
-					{Key: "updatedAt", Value: next.UpdatedAt},
-					{Key: "endedAt", Value: next.EndedAt},
-					{Key: "endReason", Value: next.EndReason},
-					{Key: "revision", Value: d.Revision + 1},
-				}},
-				{Key: "$push", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}}}},
-			})
-		if err != nil {
-			return campaign.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", id, mongox.Classify(err))
-		}
-		if res.MatchedCount == 1 {
-			return c, msgs, nil
-		}
+		c.Refresh()
+		r.Campaigns[i] = stateOf(c)
+		r.Consent = consentDocOf(c.Consent)
+		return evs, nil
+	})
+	if err != nil {
+		return campaign.Campaign{}, nil, err
 	}
-	return campaign.Campaign{}, nil, fmt.Errorf("update campaign %s: %w", id, ErrConflict)
+	return c, msgs, nil
 }
 
 // ListByDocument returns up to limit campaigns of account on documentID,
 // newest first, starting after the campaign id before ("" for the first
-// page). It reads the document's campaign list and each campaign by _id.
+// page). It reads the document's record and each campaign by _id.
 func (s *Store) ListByDocument(ctx context.Context, accountID, documentID, before string, limit int) ([]campaign.Campaign, error) {
-	ids, err := s.campaignIDs(ctx, documentID)
+	r, err := s.record(ctx, documentID)
+	if errors.Is(err, campaign.ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	end := len(ids)
+	end := len(r.Campaigns)
 	if before != "" {
-		end = slices.Index(ids, before)
+		end = r.state(before)
 		if end < 0 {
 			return nil, nil
 		}
 	}
+	consent := r.consent()
 	out := make([]campaign.Campaign, 0, min(limit, end))
 	for i := end - 1; i >= 0 && len(out) < limit; i-- {
-		d, err := s.get(ctx, ids[i])
-		if errors.Is(err, campaign.ErrNotFound) {
-			continue // listed by a start that failed before its write
+		st := r.Campaigns[i]
+		if st.AccountID != accountID {
+			continue
 		}
+		d, err := s.get(ctx, st.ID)
 		if err != nil {
 			return nil, err
 		}
-		if d.AccountID == accountID {
-			out = append(out, d.campaign())
-		}
+		out = append(out, st.campaign(r.ID, &d, consent))
 	}
 	return out, nil
 }
@@ -374,28 +418,30 @@ func (s *Store) PageByDocument(ctx context.Context, accountID, documentID, curso
 
 // HasCampaigns reports whether account has any campaign on documentID.
 func (s *Store) HasCampaigns(ctx context.Context, accountID, documentID string) (bool, error) {
-	some, err := s.ListByDocument(ctx, accountID, documentID, "", 1)
-	return len(some) > 0, err
+	r, err := s.record(ctx, documentID)
+	if errors.Is(err, campaign.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(r.Campaigns, func(st stateDoc) bool { return st.AccountID == accountID }), nil
 }
 
 // ActiveOnDocument returns the active campaigns on documentID, whatever
-// their account.
+// their account, as its record holds them (no static fields).
 func (s *Store) ActiveOnDocument(ctx context.Context, documentID string) ([]campaign.Campaign, error) {
-	ids, err := s.campaignIDs(ctx, documentID)
+	r, err := s.record(ctx, documentID)
+	if errors.Is(err, campaign.ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	var out []campaign.Campaign
-	for _, id := range ids {
-		d, err := s.get(ctx, id)
-		if errors.Is(err, campaign.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if d.Active {
-			out = append(out, campaign.Campaign{ID: d.ID, AccountID: d.AccountID, DocumentID: d.DocumentID})
+	for _, st := range r.Campaigns {
+		if st.Active {
+			out = append(out, st.campaign(r.ID, nil, r.consent()))
 		}
 	}
 	return out, nil

@@ -46,11 +46,17 @@ func behind(id, account string) campaign.Document {
 
 func start(t *testing.T, s *store.Store, doc campaign.Document) campaign.Campaign {
 	t.Helper()
-	c, e, err := campaign.Start(campaign.StartInput{SMS: true, Email: true, Call: true, Tone: "t", Cadence: "c"}, doc, user, gen.New, time.Now())
+	return startWith(t, s, doc, campaign.StartInput{SMS: true, Email: true, Call: true, Tone: "t", Cadence: "c"})
+}
+
+func startWith(t *testing.T, s *store.Store, doc campaign.Document, in campaign.StartInput) campaign.Campaign {
+	t.Helper()
+	c, e, err := campaign.Start(in, doc, user, gen.New, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(context.Background(), c, e); err != nil {
+	c, _, err = s.Create(context.Background(), c, e)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -170,7 +176,7 @@ func TestRemoveFromOutbox(t *testing.T) {
 		t.Fatalf("got pending %v, want the start then the opt-out", pending)
 	}
 	// As the sweep read it from the store.
-	if err := s.RemoveFromOutbox(ctx, c.ID, []events.Message{pending[0].Message}); err != nil {
+	if err := s.RemoveFromOutbox(ctx, c.DocumentID, []events.Message{pending[0].Message}); err != nil {
 		t.Fatal(err)
 	}
 	pending, err = s.Pending(ctx)
@@ -184,7 +190,7 @@ func TestRemoveFromOutbox(t *testing.T) {
 		t.Fatalf("stored event: %v", err)
 	}
 	// As the command handed it to the relay.
-	if err := s.RemoveFromOutbox(ctx, c.ID, msgs); err != nil {
+	if err := s.RemoveFromOutbox(ctx, c.DocumentID, msgs); err != nil {
 		t.Fatal(err)
 	}
 	if pending, err = s.Pending(ctx); err != nil || len(pending) != 0 {
@@ -410,10 +416,10 @@ func TestCampaignListedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create(ctx, c, e); err != nil {
+	if _, _, err := s.Create(ctx, c, e); err != nil {
 		t.Fatal(err)
 	}
-	_, again := s.Create(ctx, c, e)
+	_, _, again := s.Create(ctx, c, e)
 	listed, err := s.ListByDocument(ctx, "org_once", doc.ID, "", 10)
 	if err != nil {
 		t.Fatal(err)
