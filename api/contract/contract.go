@@ -23,6 +23,10 @@ const (
 	MsgTooManyRequests    = "Too many requests. Retry later."
 	MsgKeyReused          = "Idempotency-Key already used with a different request."
 	MsgKeyInProgress      = "A request with this Idempotency-Key is still in progress. Retry later."
+	MsgAllOptedOut        = "Every requested channel is opted out for this document."
+	MsgContactNotAllowed  = "Contact not permitted."
+	MsgOutcomeRecorded    = "Outcome already recorded."
+	MsgAttemptNotFound    = "Attempt not found or access denied."
 )
 
 // Limits of a command's strings, in Unicode code points of the value
