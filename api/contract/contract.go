@@ -24,7 +24,7 @@ const (
 	MsgKeyReused          = "Idempotency-Key already used with a different request."
 	MsgKeyInProgress      = "A request with this Idempotency-Key is still in progress. Retry later."
 	MsgAllOptedOut        = "Every requested channel is opted out for this document."
-	MsgContactNotAllowed  = "Contact not permitted."
+	MsgNotPermitted       = "Contact not permitted."
 	MsgOutcomeRecorded    = "Outcome already recorded."
 	MsgAttemptNotFound    = "Attempt not found or access denied."
 )
