@@ -63,6 +63,10 @@ chaos: build
 fuzz:
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseStart$$' -fuzztime $(FUZZTIME) ./internal/api
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseOptOut$$' -fuzztime $(FUZZTIME) ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseConsent$$' -fuzztime $(FUZZTIME) ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseAttempt$$' -fuzztime $(FUZZTIME) ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseOutcome$$' -fuzztime $(FUZZTIME) ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseClearance$$' -fuzztime $(FUZZTIME) ./internal/api
 	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/auth
 
 tidy:

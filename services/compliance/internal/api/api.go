@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
@@ -35,24 +36,9 @@ type page struct {
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
-	q := r.URL.Query()
-	limit, err := httpx.PageLimit(r)
+	query, err := parseQuery(r)
 	if err != nil {
 		return err
-	}
-	query := ledger.Query{Limit: limit, Cursor: q.Get("cursor"), DocumentID: q.Get("documentId"), CampaignID: q.Get("campaignId")}
-	switch q.Get("order") {
-	case "", "desc":
-	case "asc":
-		query.Ascending = true
-	default:
-		return httpx.ErrInvalidQuery.With("reason", "order must be asc or desc")
-	}
-	query.EventType = q.Get("eventType")
-	switch query.EventType {
-	case "", events.TypeCampaignStarted, events.TypeOptOut, events.TypeCampaignEnded:
-	default:
-		return httpx.ErrInvalidQuery.With("reason", "eventType must be campaign_started, opt_out or campaign_ended")
 	}
 	pg, err := h.Ledger.Page(ctx, p.AccountID, query)
 	if errors.Is(err, ledger.ErrInvalidCursor) {
@@ -63,6 +49,28 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteJSON(w, http.StatusOK, page{Entries: pg.Entries, NextCursor: pg.NextCursor})
 	return nil
+}
+
+// parseQuery reads a page's filters, order, limit and cursor.
+func parseQuery(r *http.Request) (ledger.Query, error) {
+	q := r.URL.Query()
+	limit, err := httpx.PageLimit(r)
+	if err != nil {
+		return ledger.Query{}, err
+	}
+	query := ledger.Query{Limit: limit, Cursor: q.Get("cursor"), DocumentID: q.Get("documentId"), CampaignID: q.Get("campaignId")}
+	switch q.Get("order") {
+	case "", "desc":
+	case "asc":
+		query.Ascending = true
+	default:
+		return ledger.Query{}, httpx.ErrInvalidQuery.With("reason", "order must be asc or desc")
+	}
+	query.EventType = q.Get("eventType")
+	if query.EventType != "" && !events.Known(query.EventType) {
+		return ledger.Query{}, httpx.ErrInvalidQuery.With("reason", "eventType must be one of "+strings.Join(events.Types(), ", "))
+	}
+	return query, nil
 }
 
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) error {

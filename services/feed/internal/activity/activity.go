@@ -125,9 +125,75 @@ func Summary(e events.Event) (string, error) {
 			}
 			return "Campaign ended: the loan status changed", nil
 		}
+	case events.TypeConsentChanged:
+		s := consentSubject(e.Channel) + " " + e.Status
+		if e.Basis != "" {
+			s += ": " + e.Basis
+		}
+		return s, nil
+	case events.TypeContactAttempted:
+		if e.Direction == events.DirectionInbound {
+			return "Inbound " + channelName(e.Channel) + " recorded", nil
+		}
+		if e.Channel == contract.ChannelCall {
+			return "Call placed", nil
+		}
+		return title(channelName(e.Channel)) + " sent", nil
+	case events.TypeContactBlocked:
+		s := title(channelName(e.Channel)) + " blocked: " + blockedReason(e)
+		if e.NextAllowedAt != nil {
+			if at, err := events.ParseTime(*e.NextAllowedAt); err == nil {
+				s += "; next allowed " + at.Format("Mon 2 Jan 15:04 MST")
+			}
+		}
+		return s, nil
+	case events.TypeContactOutcome:
+		return title(channelName(e.Channel)) + " outcome: " + strings.ReplaceAll(e.Outcome, "_", " "), nil
 	default:
-		return "", fmt.Errorf("%w: no activity for event type %q", events.ErrMalformed, e.EventType)
+		return "", fmt.Errorf("%w: no activity for event type %q", events.ErrUnknownType, e.EventType)
 	}
+}
+
+// consentSubject names whose consent a consent change is about.
+func consentSubject(channel string) string {
+	if channel == contract.ChannelAll {
+		return "Consent for all channels"
+	}
+	return title(channelName(channel)) + " consent"
+}
+
+// blockedReason says in words why a contact was blocked. It names the
+// rules' figures (7 calls, 7 days) rather than counting: the event does
+// not carry the count.
+func blockedReason(e events.Event) string {
+	switch e.Reason {
+	case events.ReasonCampaignInactive:
+		return "the campaign is not active"
+	case events.ReasonLoanNotBehind:
+		return "the loan is not BEHIND"
+	case events.ReasonOptedOut:
+		return "the borrower opted out of " + channelName(e.Channel)
+	case events.ReasonChannelNotInCampaign:
+		return "the campaign was not started with " + channelName(e.Channel)
+	case events.ReasonOutsideContactHours:
+		return "outside the borrower's contact hours (8 a.m. to 9 p.m.)"
+	case events.ReasonCallFrequencyLimit:
+		return "7 calls in the last 7 days"
+	case events.ReasonConversationCooldown:
+		return "a conversation in the last 7 days"
+	case events.ReasonStateFrequencyLimit:
+		return "the borrower's state limit of contacts in 7 days"
+	default:
+		return strings.ReplaceAll(e.Reason, "_", " ")
+	}
+}
+
+// title capitalizes a channel's name for the start of a sentence.
+func title(s string) string {
+	if s == "" || s == "SMS" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }
 
 func channelName(ch string) string {

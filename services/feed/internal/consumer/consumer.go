@@ -8,10 +8,12 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
@@ -73,19 +75,28 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 	return c
 }
 
-// accountItem is an item of an event and the event's account.
+// accountItem is an item of an event and the event's account; skip marks
+// an event of a type added after this consumer was built, which it
+// ignores rather than parks.
 type accountItem struct {
 	account string
 	item    activity.Item
+	skip    bool
 }
 
 // decode reads the item of an event record.
 func decode(r *kgo.Record) (accountItem, error) {
 	e, err := kafkarec.Decode(r)
+	if errors.Is(err, events.ErrUnknownType) {
+		return accountItem{skip: true}, nil
+	}
 	if err != nil {
 		return accountItem{}, err
 	}
 	it, err := activity.FromEvent(e)
+	if errors.Is(err, events.ErrUnknownType) {
+		return accountItem{skip: true}, nil
+	}
 	if err != nil {
 		return accountItem{}, err
 	}
@@ -119,6 +130,9 @@ func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[a
 	)
 	for _, d := range batch {
 		ai := d.Value
+		if ai.skip {
+			continue
+		}
 		if seen[ai.item.ID] {
 			// The producer sent it twice; it is stored once either way,
 			// and a batch without repeats keeps seqlog on its fast path.

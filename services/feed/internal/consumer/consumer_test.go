@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -331,5 +332,39 @@ func TestHandleParksOnceWhenRetried(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.consumer.replayed); got != 1 {
 		t.Fatalf("replays counted %v, want 1: the redelivery found the stored item", got)
+	}
+}
+
+// TestHandleIgnoresUnknownTypes: an event of a type added after this
+// consumer was built is skipped, neither stored nor parked; the new
+// contact events are stored with their summaries.
+func TestHandleIgnoresUnknownTypes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, nil)
+	before, after := f.record(t, "org_a"), f.record(t, "org_a")
+	unknown := f.record(t, "org_a")
+	unknown.Value = bytes.Replace(unknown.Value, []byte(`"eventType":"opt_out"`), []byte(`"eventType":"campaign_paused"`), 1)
+	for i, h := range unknown.Headers {
+		if h.Key == kafkarec.HeaderType {
+			unknown.Headers[i].Value = []byte(events.CEType("campaign_paused"))
+		}
+	}
+	e := events.NewContactAttempted(events.Head{EventID: f.gen.New(ids.EventPrefix), AccountID: "org_a", DocumentID: "doc_1",
+		CampaignID: f.gen.New(ids.CampaignPrefix), Actor: events.Actor{Type: events.ActorUser, ID: "user_1"}, At: time.Now()},
+		events.ContactAttemptedData{AttemptID: "att_01jsz8k5w4q4c7f3x1y2z3a4b7", Channel: "call", Direction: events.DirectionOutbound, AttemptedAt: time.Now()})
+	m, err := events.NewMessage(e, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempt := kafkarec.Record(m, events.Topic)
+	if err := f.consumer.Handle(ctx, events.Topic, 0, []*kgo.Record{before, unknown, attempt, after}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.stored(t, "org_a"), []string{eventID(before), e.EventID, eventID(after)}; !slices.Equal(got, want) {
+		t.Fatalf("stored %v, want %v", got, want)
+	}
+	if len(f.dlq.reasons) != 0 {
+		t.Fatalf("got dead letters %v, want none", f.dlq.reasons)
 	}
 }

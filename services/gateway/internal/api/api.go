@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/api/contract"
@@ -38,6 +39,12 @@ func (h *Handler) Routes(r chi.Router) {
 	r.With(httpx.LimitBody(contract.MaxBody)).Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
 	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
 	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
+	r.Get("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
+	r.With(httpx.LimitBody(contract.MaxBody)).Post("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.consent))
+	r.With(httpx.LimitBody(contract.MaxBody)).Post("/v1/documents/{documentID}/contact-attempts", httpx.Handle(h.Logger, h.attempt))
+	r.With(httpx.LimitBody(contract.MaxBody)).Post("/v1/documents/{documentID}/contact-attempts/{attemptID}/outcome", httpx.Handle(h.Logger, h.outcome))
+	r.Get("/v1/documents/{documentID}/contact-attempts", httpx.Handle(h.Logger, h.forward(h.Campaign, httpx.ErrNotFound)))
+	r.Get("/v1/documents/{documentID}/contact-clearance", httpx.Handle(h.Logger, h.clearance))
 	r.Get("/v1/compliance-log", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
 	r.Get("/v1/compliance-log/verify", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
 	r.Get("/v1/activity", httpx.Handle(h.Logger, h.forward(h.Feed, httpx.ErrNotFound)))
@@ -69,46 +76,76 @@ func checkIdempotencyKey(r *http.Request) error {
 	return nil
 }
 
+// command returns the handler of a command to the campaign service: the
+// Idempotency-Key and the body checked by parse, in the contract's order,
+// then a path whose ids cannot exist answered as notFound, then the
+// normalized body forwarded.
+func command[T any](h *Handler, parse func(map[string]json.RawMessage) (T, error), notFound *httpx.Error) httpx.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := checkIdempotencyKey(r); err != nil {
+			return err
+		}
+		m, err := httpx.ReadJSONObject(r)
+		if err != nil {
+			return err
+		}
+		cmd, err := parse(m)
+		if err != nil {
+			return err
+		}
+		return h.send(w, r, h.Campaign, notFound, cmd)
+	}
+}
+
 func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
-	if err := checkIdempotencyKey(r); err != nil {
-		return err
-	}
-	m, err := httpx.ReadJSONObject(r)
-	if err != nil {
-		return err
-	}
-	cmd, err := ParseStart(m)
-	if err != nil {
-		return err
-	}
-	return h.send(w, r, h.Campaign, httpx.ErrNotFound, cmd)
+	return command(h, ParseStart, httpx.ErrNotFound)(w, r)
 }
 
 func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
-	if err := checkIdempotencyKey(r); err != nil {
-		return err
-	}
-	m, err := httpx.ReadJSONObject(r)
-	if err != nil {
-		return err
-	}
-	cmd, err := ParseOptOut(m)
-	if err != nil {
-		return err
-	}
-	return h.send(w, r, h.Campaign, httpx.ErrCampaignNotFound, cmd)
+	return command(h, ParseOptOut, httpx.ErrCampaignNotFound)(w, r)
 }
 
-// send forwards cmd as the request's body to svc at the same path.
-func (h *Handler) send(w http.ResponseWriter, r *http.Request, svc *upstream.Service, notFound *httpx.Error, cmd any) error {
+func (h *Handler) consent(w http.ResponseWriter, r *http.Request) error {
+	return command(h, ParseConsent, httpx.ErrNotFound)(w, r)
+}
+
+func (h *Handler) attempt(w http.ResponseWriter, r *http.Request) error {
+	return command(h, ParseAttempt, httpx.ErrCampaignNotFound)(w, r)
+}
+
+func (h *Handler) outcome(w http.ResponseWriter, r *http.Request) error {
+	return command(h, ParseOutcome, errAttemptNotFound)(w, r)
+}
+
+// clearance checks the query, then the ids, and forwards the normalized
+// query: the range of at is checked here, against the gateway's clock.
+func (h *Handler) clearance(w http.ResponseWriter, r *http.Request) error {
+	q, err := ParseClearance(r.URL.Query(), time.Now())
+	if err != nil {
+		return err
+	}
 	if !idPattern.MatchString(chi.URLParam(r, "documentID")) {
-		return notFound
+		return httpx.ErrNotFound
+	}
+	if q.HasCampaign && !idPattern.MatchString(q.CampaignID) {
+		return httpx.ErrCampaignNotFound
+	}
+	return h.do(w, r, h.Campaign, q.Encode(), nil)
+}
+
+// send forwards cmd as the request's body to svc at the same path. A path
+// id that cannot exist is notFound.
+func (h *Handler) send(w http.ResponseWriter, r *http.Request, svc *upstream.Service, notFound *httpx.Error, cmd any) error {
+	for _, k := range []string{"documentID", "attemptID"} {
+		if v := chi.URLParam(r, k); (k == "documentID" || v != "") && !idPattern.MatchString(v) {
+			return notFound
+		}
 	}
 	body, err := json.Marshal(cmd)
 	if err != nil {
 		return err
 	}
-	return h.do(w, r, svc, body)
+	return h.do(w, r, svc, r.URL.RawQuery, body)
 }
 
 // forward passes a read through to svc.
@@ -119,16 +156,16 @@ func (h *Handler) forward(svc *upstream.Service, notFound *httpx.Error) httpx.Ha
 				return notFound
 			}
 		}
-		return h.do(w, r, svc, nil)
+		return h.do(w, r, svc, r.URL.RawQuery, nil)
 	}
 }
 
-func (h *Handler) do(w http.ResponseWriter, r *http.Request, svc *upstream.Service, body []byte) error {
+func (h *Handler) do(w http.ResponseWriter, r *http.Request, svc *upstream.Service, rawQuery string, body []byte) error {
 	p, ok := principal.From(r.Context())
 	if !ok {
 		return httpx.ErrMissingToken
 	}
-	req, err := svc.Request(r, p, (&url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}).EscapedPath(), r.URL.RawQuery, body)
+	req, err := svc.Request(r, p, (&url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}).EscapedPath(), rawQuery, body)
 	if err != nil {
 		return err
 	}
