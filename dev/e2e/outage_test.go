@@ -22,8 +22,13 @@ import (
 func TestBrokerOutage(t *testing.T) {
 	acct := newAccount(t, "org")
 	tok := token(t, acct)
-	doc := "doc_outage_" + acct
-	putDoc(t, doc, acct, "BEHIND", 1)
+	// One document per campaign: an opt-out of all revokes every channel
+	// on its document, and a start of revoked channels only is refused.
+	docs := make([]string, 5)
+	for i := range docs {
+		docs[i] = fmt.Sprintf("doc_outage_%s_%d", acct, i)
+		putDoc(t, docs[i], acct, "BEHIND", 1)
+	}
 	sub := subscribe(t, tok)
 
 	stk.StopKafka()
@@ -38,6 +43,7 @@ func TestBrokerOutage(t *testing.T) {
 	sent, accepted := 0, 0
 	for i := 0; i < starts; i++ {
 		sent++
+		doc := docs[i]
 		id := startCampaign(t, tok, doc, startBody())["id"].(string)
 		accepted++
 		want = append(want, "campaign_started:"+id)
