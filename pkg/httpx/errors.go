@@ -86,4 +86,8 @@ var (
 	ErrKeyReused          = &Error{Status: http.StatusUnprocessableEntity, Message: contract.MsgKeyReused}
 	ErrKeyInProgress      = &Error{Status: http.StatusConflict, Message: contract.MsgKeyInProgress, RetryAfter: time.Second}
 	ErrInvalidLastEventID = &Error{Status: http.StatusBadRequest, Message: contract.MsgInvalidLastEventID}
+	ErrAllOptedOut        = &Error{Status: http.StatusConflict, Message: contract.MsgAllOptedOut}
+	ErrNotPermitted       = &Error{Status: http.StatusConflict, Message: contract.MsgNotPermitted}
+	ErrOutcomeRecorded    = &Error{Status: http.StatusConflict, Message: contract.MsgOutcomeRecorded}
+	ErrAttemptNotFound    = &Error{Status: http.StatusNotFound, Message: contract.MsgAttemptNotFound}
 )

@@ -78,6 +78,7 @@ func TestErrorsAreOpenAPIs(t *testing.T) {
 		ErrMissingToken, ErrInvalidToken, ErrInvalidBody, ErrNoChannel, ErrLoanRule, ErrNotFound,
 		ErrCampaignNotFound, ErrBodyTooLarge, ErrUnavailable, ErrInvalidQuery, ErrInvalidLastEventID,
 		ErrIdempotencyKey, ErrTooManyRequests, ErrKeyReused, ErrKeyInProgress,
+		ErrAllOptedOut, ErrNotPermitted, ErrOutcomeRecorded, ErrAttemptNotFound,
 	}
 	for _, e := range contractErrs {
 		if got := statuses[e.Message]; len(got) != 1 || got[0] != e.Status {

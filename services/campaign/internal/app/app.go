@@ -9,11 +9,9 @@ package app
 import (
 	"errors"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
@@ -71,10 +69,10 @@ func New(cfg Config) *Campaigns {
 
 // Contract errors of consent and contact clearance.
 var (
-	ErrAllOptedOut     = &httpx.Error{Status: http.StatusConflict, Message: contract.MsgAllOptedOut}
-	ErrNotPermitted    = &httpx.Error{Status: http.StatusConflict, Message: contract.MsgNotPermitted}
-	ErrOutcomeRecorded = &httpx.Error{Status: http.StatusConflict, Message: contract.MsgOutcomeRecorded}
-	ErrAttemptNotFound = &httpx.Error{Status: http.StatusNotFound, Message: contract.MsgAttemptNotFound}
+	ErrAllOptedOut     = httpx.ErrAllOptedOut
+	ErrNotPermitted    = httpx.ErrNotPermitted
+	ErrOutcomeRecorded = httpx.ErrOutcomeRecorded
+	ErrAttemptNotFound = httpx.ErrAttemptNotFound
 )
 
 // Request is how a command arrived: who sent it and, when it came with an

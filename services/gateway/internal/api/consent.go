@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -28,7 +27,7 @@ const (
 
 // errAttemptNotFound is the 404 of an attempt that is not the caller's,
 // or whose id cannot be one.
-var errAttemptNotFound = &httpx.Error{Status: http.StatusNotFound, Message: contract.MsgAttemptNotFound}
+var errAttemptNotFound = httpx.ErrAttemptNotFound
 
 // ConsentCommand is a validated, normalized consent change: what the
 // gateway forwards to the campaign service.
