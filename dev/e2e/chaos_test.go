@@ -61,7 +61,7 @@ const (
 
 const (
 	chaosAccounts = 3
-	chaosDocs     = 2 // per account
+	chaosDocs     = 30 // per account: opt-outs revoke channels on their documents, and a start of revoked channels only is refused
 	chaosWorkers  = 12
 )
 
