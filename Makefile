@@ -61,13 +61,13 @@ chaos: build
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
-	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseStart$$' -fuzztime $(FUZZTIME) ./internal/api
-	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseOptOut$$' -fuzztime $(FUZZTIME) ./internal/api
-	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseConsent$$' -fuzztime $(FUZZTIME) ./internal/api
-	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseAttempt$$' -fuzztime $(FUZZTIME) ./internal/api
-	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseOutcome$$' -fuzztime $(FUZZTIME) ./internal/api
-	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseClearance$$' -fuzztime $(FUZZTIME) ./internal/api
-	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/auth
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseStart$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseOptOut$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseConsent$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseAttempt$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseOutcome$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzParseClearance$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/api
+	cd services/gateway && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/auth
 
 tidy:
 	@for d in $(MODULES); do (cd $$d && $(GO) mod tidy) || exit 1; done
