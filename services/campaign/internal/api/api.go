@@ -5,6 +5,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -79,28 +80,48 @@ type startBody struct {
 }
 
 func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
+	return command(h, w, r, func(b startBody) (app.StartInput, bool) {
+		in := app.StartInput{DocumentID: chi.URLParam(r, "documentID")}
+		if b.SMS == nil || b.Email == nil || b.Call == nil || b.Tone == nil || b.Cadence == nil {
+			return in, false
+		}
+		in.StartInput = campaign.StartInput{SMS: *b.SMS, Email: *b.Email, Call: *b.Call, Tone: *b.Tone, Cadence: *b.Cadence, Notes: deref(b.Notes)}
+		return in, true
+	}, h.Campaigns.Start)
+}
+
+// command serves a command: the readiness gate, the gateway's normalized
+// body decoded strictly into B, the use case's input built from it (false
+// when a required field is missing), the use case run and its answer
+// written.
+func command[B, I any](h *Handler, w http.ResponseWriter, r *http.Request, input func(B) (I, bool),
+	run func(context.Context, app.Request, I) (app.Answer, error)) error {
 	if err := h.ready(); err != nil {
 		return err
 	}
-	var b startBody
+	var b B
 	raw, err := decodeStrict(r, &b)
 	if err != nil {
 		return err
 	}
-	if b.SMS == nil || b.Email == nil || b.Call == nil || b.Tone == nil || b.Cadence == nil {
+	in, ok := input(b)
+	if !ok {
 		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
 	}
-	in := app.StartInput{DocumentID: chi.URLParam(r, "documentID"),
-		StartInput: campaign.StartInput{SMS: *b.SMS, Email: *b.Email, Call: *b.Call, Tone: *b.Tone, Cadence: *b.Cadence}}
-	if b.Notes != nil {
-		in.Notes = *b.Notes
-	}
-	ans, err := h.Campaigns.Start(r.Context(), request(r, raw), in)
+	ans, err := run(r.Context(), request(r, raw), in)
 	if err != nil {
 		return err
 	}
 	writeAnswer(w, ans)
 	return nil
+}
+
+// deref is the optional field's value, "" when absent.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // HeaderReplayed marks an answer replayed for an Idempotency-Key.
@@ -131,27 +152,26 @@ type optOutBody struct {
 }
 
 func (h *Handler) optOut(w http.ResponseWriter, r *http.Request) error {
-	if err := h.ready(); err != nil {
-		return err
+	return command(h, w, r, func(b optOutBody) (app.OptOutInput, bool) {
+		if b.CampaignID == nil || b.Channel == nil {
+			return app.OptOutInput{}, false
+		}
+		return app.OptOutInput{DocumentID: chi.URLParam(r, "documentID"), CampaignID: *b.CampaignID,
+			Channel: campaign.Channel(*b.Channel), Notes: deref(b.Notes)}, true
+	}, h.Campaigns.OptOut)
+}
+
+// pageQuery reads a list's cursor, which must be of the shape the list
+// hands out, and its page size.
+func pageQuery(r *http.Request, cursorShape *regexp.Regexp) (cursor string, limit int, err error) {
+	if limit, err = httpx.PageLimit(r); err != nil {
+		return "", 0, err
 	}
-	var b optOutBody
-	raw, err := decodeStrict(r, &b)
-	if err != nil {
-		return err
+	cursor = r.URL.Query().Get("cursor")
+	if cursor != "" && !cursorShape.MatchString(cursor) {
+		return "", 0, httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
 	}
-	if b.CampaignID == nil || b.Channel == nil {
-		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
-	}
-	in := app.OptOutInput{DocumentID: chi.URLParam(r, "documentID"), CampaignID: *b.CampaignID, Channel: campaign.Channel(*b.Channel)}
-	if b.Notes != nil {
-		in.Notes = *b.Notes
-	}
-	ans, err := h.Campaigns.OptOut(r.Context(), request(r, raw), in)
-	if err != nil {
-		return err
-	}
-	writeAnswer(w, ans)
-	return nil
+	return cursor, limit, nil
 }
 
 var cursorPattern = regexp.MustCompile(`^rcm_[0-9a-hjkmnp-tv-z]{26}$`)
@@ -159,13 +179,9 @@ var cursorPattern = regexp.MustCompile(`^rcm_[0-9a-hjkmnp-tv-z]{26}$`)
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
-	limit, err := httpx.PageLimit(r)
+	cursor, limit, err := pageQuery(r, cursorPattern)
 	if err != nil {
 		return err
-	}
-	cursor := r.URL.Query().Get("cursor")
-	if cursor != "" && !cursorPattern.MatchString(cursor) {
-		return httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
 	}
 	page, err := h.Campaigns.List(ctx, p, chi.URLParam(r, "documentID"), cursor, limit)
 	if err != nil {
@@ -212,27 +228,13 @@ type consentBody struct {
 }
 
 func (h *Handler) changeConsent(w http.ResponseWriter, r *http.Request) error {
-	if err := h.ready(); err != nil {
-		return err
-	}
-	var b consentBody
-	raw, err := decodeStrict(r, &b)
-	if err != nil {
-		return err
-	}
-	if b.Channel == nil || b.Status == nil || b.Basis == nil {
-		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
-	}
-	in := app.ConsentInput{DocumentID: chi.URLParam(r, "documentID"), Channel: *b.Channel, Status: *b.Status, Basis: *b.Basis}
-	if b.Notes != nil {
-		in.Notes = *b.Notes
-	}
-	ans, err := h.Campaigns.ChangeConsent(r.Context(), request(r, raw), in)
-	if err != nil {
-		return err
-	}
-	writeAnswer(w, ans)
-	return nil
+	return command(h, w, r, func(b consentBody) (app.ConsentInput, bool) {
+		if b.Channel == nil || b.Status == nil || b.Basis == nil {
+			return app.ConsentInput{}, false
+		}
+		return app.ConsentInput{DocumentID: chi.URLParam(r, "documentID"), Channel: *b.Channel, Status: *b.Status,
+			Basis: *b.Basis, Notes: deref(b.Notes)}, true
+	}, h.Campaigns.ChangeConsent)
 }
 
 type attemptBody struct {
@@ -243,32 +245,13 @@ type attemptBody struct {
 }
 
 func (h *Handler) contactAttempt(w http.ResponseWriter, r *http.Request) error {
-	if err := h.ready(); err != nil {
-		return err
-	}
-	var b attemptBody
-	raw, err := decodeStrict(r, &b)
-	if err != nil {
-		return err
-	}
-	if b.Channel == nil {
-		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
-	}
-	in := app.AttemptInput{DocumentID: chi.URLParam(r, "documentID"), Channel: *b.Channel}
-	for _, f := range []struct {
-		dst *string
-		src *string
-	}{{&in.CampaignID, b.CampaignID}, {&in.Direction, b.Direction}, {&in.Notes, b.Notes}} {
-		if f.src != nil {
-			*f.dst = *f.src
+	return command(h, w, r, func(b attemptBody) (app.AttemptInput, bool) {
+		if b.Channel == nil {
+			return app.AttemptInput{}, false
 		}
-	}
-	ans, err := h.Campaigns.ContactAttempt(r.Context(), request(r, raw), in)
-	if err != nil {
-		return err
-	}
-	writeAnswer(w, ans)
-	return nil
+		return app.AttemptInput{DocumentID: chi.URLParam(r, "documentID"), Channel: *b.Channel,
+			CampaignID: deref(b.CampaignID), Direction: deref(b.Direction), Notes: deref(b.Notes)}, true
+	}, h.Campaigns.ContactAttempt)
 }
 
 type outcomeBody struct {
@@ -277,27 +260,13 @@ type outcomeBody struct {
 }
 
 func (h *Handler) outcome(w http.ResponseWriter, r *http.Request) error {
-	if err := h.ready(); err != nil {
-		return err
-	}
-	var b outcomeBody
-	raw, err := decodeStrict(r, &b)
-	if err != nil {
-		return err
-	}
-	if b.Outcome == nil {
-		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
-	}
-	in := app.OutcomeInput{DocumentID: chi.URLParam(r, "documentID"), AttemptID: chi.URLParam(r, "attemptID"), Outcome: *b.Outcome}
-	if b.Notes != nil {
-		in.Notes = *b.Notes
-	}
-	ans, err := h.Campaigns.RecordOutcome(r.Context(), request(r, raw), in)
-	if err != nil {
-		return err
-	}
-	writeAnswer(w, ans)
-	return nil
+	return command(h, w, r, func(b outcomeBody) (app.OutcomeInput, bool) {
+		if b.Outcome == nil {
+			return app.OutcomeInput{}, false
+		}
+		return app.OutcomeInput{DocumentID: chi.URLParam(r, "documentID"), AttemptID: chi.URLParam(r, "attemptID"),
+			Outcome: *b.Outcome, Notes: deref(b.Notes)}, true
+	}, h.Campaigns.RecordOutcome)
 }
 
 var attemptCursor = regexp.MustCompile(`^att_[0-9a-hjkmnp-tv-z]{26}$`)
@@ -305,13 +274,9 @@ var attemptCursor = regexp.MustCompile(`^att_[0-9a-hjkmnp-tv-z]{26}$`)
 func (h *Handler) attempts(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
-	limit, err := httpx.PageLimit(r)
+	cursor, limit, err := pageQuery(r, attemptCursor)
 	if err != nil {
 		return err
-	}
-	cursor := r.URL.Query().Get("cursor")
-	if cursor != "" && !attemptCursor.MatchString(cursor) {
-		return httpx.ErrInvalidQuery.With("reason", "cursor is not a cursor this API returned")
 	}
 	page, err := h.Campaigns.Attempts(ctx, p, chi.URLParam(r, "documentID"), cursor, limit)
 	if err != nil {
