@@ -67,14 +67,6 @@ func New(cfg Config) *Campaigns {
 	}
 }
 
-// Contract errors of consent and contact clearance.
-var (
-	ErrAllOptedOut     = httpx.ErrAllOptedOut
-	ErrNotPermitted    = httpx.ErrNotPermitted
-	ErrOutcomeRecorded = httpx.ErrOutcomeRecorded
-	ErrAttemptNotFound = httpx.ErrAttemptNotFound
-)
-
 // Request is how a command arrived: who sent it and, when it came with an
 // Idempotency-Key, the key and a fingerprint of what it asks (see
 // idempotency.Fingerprint).
@@ -99,7 +91,7 @@ func contractError(err error, notFound *httpx.Error) error {
 	case errors.Is(err, campaign.ErrLoanRule):
 		return httpx.ErrLoanRule
 	case errors.Is(err, campaign.ErrAllRevoked):
-		return ErrAllOptedOut
+		return httpx.ErrAllOptedOut
 	case errors.Is(err, campaign.ErrNotFound):
 		return notFound
 	case errors.Is(err, store.ErrConflict):

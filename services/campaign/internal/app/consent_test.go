@@ -182,7 +182,7 @@ func TestStartOnRevokedChannels(t *testing.T) {
 		sms, call  bool
 		want       error
 	}{
-		{"every requested channel revoked", "doc_r", true, true, app.ErrAllOptedOut},
+		{"every requested channel revoked", "doc_r", true, true, httpx.ErrAllOptedOut},
 		{"the loan rule first", "doc_r_current", true, true, httpx.ErrLoanRule},
 		{"no channel first", "doc_r", false, false, httpx.ErrNoChannel},
 	}

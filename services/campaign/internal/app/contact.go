@@ -167,7 +167,7 @@ func (a *Campaigns) ContactAttempt(ctx context.Context, req Request, in AttemptI
 				slog.String("reason", out.Reason))
 		}
 		if out.Decision == events.DecisionBlocked {
-			return 0, nil, ErrNotPermitted.With("reason", out.Reason).With("nextAllowedAt", nullTime(out.NextAllowedAt)).With("attemptId", out.ID)
+			return 0, nil, httpx.ErrNotPermitted.With("reason", out.Reason).With("nextAllowedAt", nullTime(out.NextAllowedAt)).With("attemptId", out.ID)
 		}
 		return http.StatusCreated, map[string]any{"attempt": attemptRecord(in.DocumentID, out)}, nil
 	})
@@ -222,18 +222,18 @@ func (a *Campaigns) RecordOutcome(ctx context.Context, req Request, in OutcomeIn
 		return Answer{}, httpx.ErrInvalidBody.With("reason", fmt.Sprintf("outcome %q is not one an attempt takes", in.Outcome))
 	}
 	if err := checkText("notes", in.Notes, 0, contract.MaxNotes); err != nil {
-		return Answer{}, contractError(err, ErrAttemptNotFound)
+		return Answer{}, contractError(err, httpx.ErrAttemptNotFound)
 	}
 	p := req.Principal
 	return a.once(ctx, req, in.AttemptID, func(attemptID string, _ bool) (int, any, error) {
 		if !ids.Valid(ids.AttemptPrefix, attemptID) {
-			return 0, nil, ErrAttemptNotFound
+			return 0, nil, httpx.ErrAttemptNotFound
 		}
 		var out store.Attempt
 		_, msgs, err := a.store.UpdateDocument(ctx, p.AccountID, in.DocumentID, func(r *store.Record) ([]events.Event, error) {
 			i := slices.IndexFunc(r.Attempts, func(at store.Attempt) bool { return at.ID == attemptID })
 			if i < 0 || r.Attempts[i].Decision != events.DecisionAllowed {
-				return nil, ErrAttemptNotFound
+				return nil, httpx.ErrAttemptNotFound
 			}
 			at := r.Attempts[i]
 			switch {
@@ -243,7 +243,7 @@ func (a *Campaigns) RecordOutcome(ctx context.Context, req Request, in OutcomeIn
 				out = at // set already: nothing to record
 				return nil, nil
 			case at.Outcome != "":
-				return nil, ErrOutcomeRecorded
+				return nil, httpx.ErrOutcomeRecorded
 			}
 			now := a.now().UTC().Truncate(time.Millisecond)
 			at.Outcome, at.OutcomeAt, at.OutcomeNotes = in.Outcome, now, in.Notes
@@ -254,7 +254,7 @@ func (a *Campaigns) RecordOutcome(ctx context.Context, req Request, in OutcomeIn
 				Outcome: at.Outcome, OutcomeAt: now, Notes: in.Notes})}, nil
 		})
 		if err != nil {
-			return 0, nil, contractError(err, ErrAttemptNotFound)
+			return 0, nil, contractError(err, httpx.ErrAttemptNotFound)
 		}
 		if len(msgs) > 0 {
 			a.relay.Enqueue(in.DocumentID, msgs...)

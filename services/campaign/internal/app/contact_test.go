@@ -301,12 +301,12 @@ func TestOutcomes(t *testing.T) {
 		name, attempt, outcome string
 		want                   error
 	}{
-		{"another outcome", callID, "voicemail", app.ErrOutcomeRecorded},
+		{"another outcome", callID, "voicemail", httpx.ErrOutcomeRecorded},
 		{"an outcome of another channel", callID, "delivered", httpx.ErrInvalidBody},
 		{"an outcome no channel takes", callID, "maybe", httpx.ErrInvalidBody},
-		{"a blocked attempt", blockedID, "delivered", app.ErrAttemptNotFound},
-		{"an unknown attempt", ids.NewGenerator(time.Now).New(ids.AttemptPrefix), "delivered", app.ErrAttemptNotFound},
-		{"not an attempt id", "att_nope", "delivered", app.ErrAttemptNotFound},
+		{"a blocked attempt", blockedID, "delivered", httpx.ErrAttemptNotFound},
+		{"an unknown attempt", ids.NewGenerator(time.Now).New(ids.AttemptPrefix), "delivered", httpx.ErrAttemptNotFound},
+		{"not an attempt id", "att_nope", "delivered", httpx.ErrAttemptNotFound},
 	} {
 		if _, err := outcome(tt.attempt, tt.outcome); !errors.Is(err, tt.want) {
 			t.Fatalf("%s: got %v, want %v", tt.name, err, tt.want)

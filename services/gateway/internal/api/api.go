@@ -114,7 +114,7 @@ func (h *Handler) attempt(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) outcome(w http.ResponseWriter, r *http.Request) error {
-	return command(h, ParseOutcome, errAttemptNotFound)(w, r)
+	return command(h, ParseOutcome, httpx.ErrAttemptNotFound)(w, r)
 }
 
 // clearance checks the query, then the ids, and forwards the normalized

@@ -25,10 +25,6 @@ const (
 	clearanceFuture = 366 * 24 * time.Hour
 )
 
-// errAttemptNotFound is the 404 of an attempt that is not the caller's,
-// or whose id cannot be one.
-var errAttemptNotFound = httpx.ErrAttemptNotFound
-
 // ConsentCommand is a validated, normalized consent change: what the
 // gateway forwards to the campaign service.
 type ConsentCommand struct {
