@@ -6,7 +6,7 @@
 // to many subscribers and how the store holds up as it grows, then prints
 // the figures as markdown and writes them to BENCHMARKS.md.
 //
-//	bin/rcmbench                          # every scenario, about six minutes
+//	bin/rcmbench                          # every scenario, about seven minutes
 //	bin/rcmbench -scenarios start,growth  # some of them
 //	bin/rcmbench -pprof .data/pprof       # CPU profiles of the measured phases
 package main

@@ -93,7 +93,7 @@ type Config struct {
 	Progress io.Writer
 }
 
-// DefaultConfig is a full run of about six minutes on two cores.
+// DefaultConfig is a full run of about seven minutes on two cores.
 func DefaultConfig() Config {
 	return Config{
 		Scenarios:          Scenarios,
