@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"io/fs"
 	"path"
 	"slices"
@@ -142,5 +143,33 @@ func TestAsyncAPIListsEveryEvent(t *testing.T) {
 	}
 	if got := payloads["rcm.consent.v1"]; !slices.Equal(got, []string{"schemas/consent.v1.json"}) {
 		t.Errorf("rcm.consent.v1 messages have payloads %v, want schemas/consent.v1.json", got)
+	}
+}
+
+// TestCampaignResponsesCarrySuppressedChannels: the campaign service sends
+// suppressedChannels on every campaign it answers with ([] when none), so
+// a campaign response without it does not match the description.
+func TestCampaignResponsesCarrySuppressedChannels(t *testing.T) {
+	t.Parallel()
+	doc, err := apitest.LoadOpenAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := doc.Components.Schemas["Campaign"].Value
+	record := func(extra string) any {
+		var v any
+		raw := `{"id": "rcm_01m8t0000000000000000000aa", "documentId": "doc_1", "sms": true, "email": false, "call": false,
+			"tone": "kind", "cadence": "weekly", "active": true, "activeChannels": ["sms"], "optOuts": [],
+			"createdBy": "user_1", "createdAt": "2026-05-01T12:00:00.000Z", "updatedAt": "2026-05-01T12:00:00.000Z"` + extra + `}`
+		if err := json.Unmarshal([]byte(raw), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := schema.VisitJSON(record(`, "suppressedChannels": []`)); err != nil {
+		t.Fatalf("a campaign with suppressedChannels: %v", err)
+	}
+	if err := schema.VisitJSON(record("")); err == nil {
+		t.Fatal("a campaign without suppressedChannels matches, want it required")
 	}
 }

@@ -175,6 +175,27 @@ func NewTopic(t testing.TB, partitions int32) string {
 	return name
 }
 
+// FreshTopicName returns a topic name no other test uses, for a topic the
+// code under test is to create itself, and deletes that topic, if it was
+// created, when the test ends.
+func FreshTopicName(t testing.TB) string {
+	t.Helper()
+	name := topicName(t.Name())
+	adm := kadm.NewClient(newClient(t, Brokers(t)))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := adm.DeleteTopic(ctx, name)
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil && !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			t.Errorf("kafkatest: delete topic %s: %v", name, err)
+		}
+	})
+	return name
+}
+
 // waitForLeaders polls until the topic's metadata shows partitions
 // partitions, each with a leader: a real cluster creates topics
 // asynchronously.

@@ -113,10 +113,13 @@ func (s *Service) Consume(cl *kgo.Client, maxRecords int, handle kafkax.BatchHan
 	return func(ctx context.Context) error { return kafkax.ConsumeLoop(ctx, cl, maxRecords, handle, s.Logger) }
 }
 
-// Topics is the start-up step that creates the service's topics unless
-// RCM_KAFKA_CREATE_TOPICS is false: partitioned ones with
-// RCM_KAFKA_PARTITIONS partitions, the dead-letter topic with one.
-func (s *Service) Topics(partitioned []string, deadLetter string) Step {
+// Topics is the start-up step that creates the service's topics that do
+// not exist yet, unless RCM_KAFKA_CREATE_TOPICS is false: partitioned ones
+// with RCM_KAFKA_PARTITIONS partitions, the dead-letter topic with one,
+// and compacted ones (cleanup.policy=compact: the latest value per key is
+// kept, whatever its age) with RCM_KAFKA_PARTITIONS partitions. A topic
+// that exists is left as it is.
+func (s *Service) Topics(partitioned []string, deadLetter string, compacted ...string) Step {
 	return Step{Name: "topics", Do: func(ctx context.Context) error {
 		if !s.kafka.CreateTopics {
 			return nil
@@ -124,6 +127,11 @@ func (s *Service) Topics(partitioned []string, deadLetter string) Step {
 		topics := []kafkax.Topic{{Name: deadLetter, Partitions: 1}}
 		for _, name := range partitioned {
 			topics = append(topics, kafkax.Topic{Name: name, Partitions: int32(s.kafka.Partitions)})
+		}
+		compact := "compact"
+		for _, name := range compacted {
+			topics = append(topics, kafkax.Topic{Name: name, Partitions: int32(s.kafka.Partitions),
+				Configs: map[string]*string{"cleanup.policy": &compact}})
 		}
 		s.mu.Lock()
 		cl := s.clients[0]

@@ -276,3 +276,55 @@ func TestRefusesToStartWithoutSecret(t *testing.T) {
 		t.Fatalf("got %v, want an error naming RCM_INTERNAL_SECRET", err)
 	}
 }
+
+// TestTopicsCreatesCompactedTopics: the topics step creates each kind of
+// topic with its partitions, and the compacted ones with
+// cleanup.policy=compact, the others with the broker's default.
+func TestTopicsCreatesCompactedTopics(t *testing.T) {
+	t.Parallel()
+	partitioned, deadLetter, compacted := kafkatest.FreshTopicName(t), kafkatest.FreshTopicName(t), kafkatest.FreshTopicName(t)
+	vars := servicetest.Env(t, map[string]string{"RCM_KAFKA_PARTITIONS": "3"})
+	var cfg config
+	svc, err := service.Start(t.Context(), "test", func(k string) string { return vars[k] }, io.Discard, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	if _, err := svc.Producer("test-producer"); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Topics([]string{partitioned}, deadLetter, compacted).Do(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		partitions int
+		policy     string
+	}{partitioned: {3, "delete"}, deadLetter: {1, "delete"}, compacted: {3, "compact"}}
+	adm := kadm.NewClient(kafkatest.Client(t))
+	details, err := adm.ListTopics(t.Context(), partitioned, deadLetter, compacted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs, err := adm.DescribeTopicConfigs(t.Context(), partitioned, deadLetter, compacted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range want {
+		if d, ok := details[name]; !ok || d.Err != nil || len(d.Partitions) != w.partitions {
+			t.Errorf("%s: got %+v, want a topic of %d partitions", name, d, w.partitions)
+		}
+		rc, err := configs.On(name, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		policy := "delete" // the broker's default
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" && c.Value != nil {
+				policy = *c.Value
+			}
+		}
+		if policy != w.policy {
+			t.Errorf("%s: cleanup.policy=%s, want %s", name, policy, w.policy)
+		}
+	}
+}

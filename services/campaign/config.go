@@ -13,8 +13,9 @@ type config struct {
 	service.Kafka
 	service.Mongo
 	EventsTopic string `env:"RCM_EVENTS_TOPIC, overwrite"`
-	// ConsentTopic is compacted; the local stack and the deploy files
-	// create it (cleanup.policy=compact), the service does not.
+	// ConsentTopic is compacted (cleanup.policy=compact), as the service
+	// creates it when it creates its topics, and as the local stack and
+	// the deploy files do.
 	ConsentTopic   string        `env:"RCM_CONSENT_TOPIC, default=rcm.consent.v1"`
 	DocumentsTopic string        `env:"RCM_DOCUMENTS_TOPIC, default=documents.v1"`
 	DocumentsDLQ   string        `env:"RCM_DOCUMENTS_DLQ_TOPIC"` // default: rcm.<documents topic>.dlq

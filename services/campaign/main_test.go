@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -92,5 +94,48 @@ func TestRunInProcess(t *testing.T) {
 	})
 	if want := "campaign_started " + started.Campaign.ID; len(got) != 1 || got[0] != want {
 		t.Fatalf("events topic holds %q, want [%q]", got, want)
+	}
+}
+
+// TestRunCreatesTheConsentTopicCompacted: a service that creates its
+// topics creates the consent topic compacted, as the deploy files do: it
+// holds the latest consent state per document, forever.
+func TestRunCreatesTheConsentTopicCompacted(t *testing.T) {
+	t.Parallel()
+	consent := kafkatest.FreshTopicName(t)
+	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
+		"RCM_EVENTS_TOPIC":        kafkatest.NewTopic(t, 1),
+		"RCM_DOCUMENTS_TOPIC":     kafkatest.NewTopic(t, 1),
+		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
+		"RCM_CONSENT_TOPIC":       consent,
+		"RCM_KAFKA_PARTITIONS":    "2",
+	}))
+	servicetest.Eventually(t, 20*time.Second, "the campaign service ready", func() bool {
+		return slices.Contains(inst.Logs.Messages(), "campaign ready")
+	})
+	adm := kadm.NewClient(kafkatest.Client(t))
+	topics, err := adm.ListTopics(t.Context(), consent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := topics[consent]; !ok || d.Err != nil || len(d.Partitions) != 2 {
+		t.Fatalf("consent topic: got %+v, want a topic of 2 partitions", d)
+	}
+	configs, err := adm.DescribeTopicConfigs(t.Context(), consent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := configs.On(consent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := "delete" // the broker's default
+	for _, c := range rc.Configs {
+		if c.Key == "cleanup.policy" && c.Value != nil {
+			got = *c.Value
+		}
+	}
+	if got != "compact" {
+		t.Fatalf("consent topic: cleanup.policy=%s, want compact", got)
 	}
 }

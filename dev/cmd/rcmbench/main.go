@@ -1,11 +1,12 @@
 // Command rcmbench runs the platform's benchmarks (`make bench`): it starts
 // a stack of its own from the built binaries, measures start-campaign
 // through the gateway against the campaign service and the raw store,
-// the pipeline's latency, the compliance log's append rate, SSE fan-out
+// the contact clearance beside a plain read of the document, the
+// pipeline's latency, the compliance log's append rate, SSE fan-out
 // to many subscribers and how the store holds up as it grows, then prints
 // the figures as markdown and writes them to BENCHMARKS.md.
 //
-//	bin/rcmbench                          # every scenario, about six minutes
+//	bin/rcmbench                          # every scenario, about seven minutes
 //	bin/rcmbench -scenarios start,growth  # some of them
 //	bin/rcmbench -pprof .data/pprof       # CPU profiles of the measured phases
 package main
@@ -74,6 +75,8 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "start-campaign measurement time, per path and round")
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds of the start-campaign paths (gateway and direct alternate, each on a fresh stack)")
 	fs.DurationVar(&cfg.RawDuration, "raw-duration", cfg.RawDuration, "raw single-insert measurement time")
+	fs.IntVar(&cfg.ClearanceAccounts, "clearance-accounts", cfg.ClearanceAccounts, "accounts (one document each) of the clearance measurement")
+	fs.DurationVar(&cfg.ClearanceDuration, "clearance-duration", cfg.ClearanceDuration, "clearance and plain read measurement time, per path and round")
 	fs.Float64Var(&cfg.PipelineRate, "pipeline-rate", cfg.PipelineRate, "steady start-campaign rate of the pipeline latency measurement, per second")
 	fs.DurationVar(&cfg.PipelineDuration, "pipeline-duration", cfg.PipelineDuration, "pipeline latency measurement time")
 	fs.IntVar(&cfg.PipelineAccounts, "pipeline-accounts", cfg.PipelineAccounts, "accounts (and SSE streams) of the pipeline measurement")

@@ -31,6 +31,7 @@ import (
 // Scenario names, in the order they run.
 const (
 	ScenarioStart      = "start"
+	ScenarioClearance  = "clearance"
 	ScenarioPipeline   = "pipeline"
 	ScenarioCompliance = "compliance"
 	ScenarioFanOut     = "fanout"
@@ -38,7 +39,7 @@ const (
 )
 
 // Scenarios lists every scenario in run order.
-var Scenarios = []string{ScenarioStart, ScenarioPipeline, ScenarioCompliance, ScenarioFanOut, ScenarioGrowth}
+var Scenarios = []string{ScenarioStart, ScenarioClearance, ScenarioPipeline, ScenarioCompliance, ScenarioFanOut, ScenarioGrowth}
 
 // Config is what to run and how hard.
 type Config struct {
@@ -57,6 +58,12 @@ type Config struct {
 	Rounds int
 	// RawDuration of the raw single-insert baseline.
 	RawDuration time.Duration
+
+	// ClearanceAccounts have one document each, the clearance and the
+	// plain read spread over them; ClearanceDuration is each path's time
+	// per round (Rounds rounds).
+	ClearanceAccounts int
+	ClearanceDuration time.Duration
 
 	PipelineRate     float64
 	PipelineDuration time.Duration
@@ -86,7 +93,7 @@ type Config struct {
 	Progress io.Writer
 }
 
-// DefaultConfig is a full run of about six minutes on two cores.
+// DefaultConfig is a full run of about seven minutes on two cores.
 func DefaultConfig() Config {
 	return Config{
 		Scenarios:          Scenarios,
@@ -96,6 +103,8 @@ func DefaultConfig() Config {
 		Duration:           10 * time.Second,
 		Rounds:             2,
 		RawDuration:        10 * time.Second,
+		ClearanceAccounts:  100,
+		ClearanceDuration:  10 * time.Second,
 		PipelineRate:       25,
 		PipelineDuration:   30 * time.Second,
 		PipelineAccounts:   50,
@@ -126,9 +135,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("rounds %d: want at least 1", c.Rounds)
 	case c.Concurrency < 1:
 		return fmt.Errorf("concurrency %d: want at least 1", c.Concurrency)
-	case c.Accounts < 1 || c.PipelineAccounts < 1 || c.ComplianceAccounts < 1 || c.SubscriberAccounts < 1:
+	case c.Accounts < 1 || c.ClearanceAccounts < 1 || c.PipelineAccounts < 1 || c.ComplianceAccounts < 1 || c.SubscriberAccounts < 1:
 		return fmt.Errorf("every account count must be at least 1")
-	case c.Duration <= 0 || c.RawDuration <= 0 || c.PipelineDuration <= 0 || c.GrowthDuration <= 0:
+	case c.Duration <= 0 || c.RawDuration <= 0 || c.ClearanceDuration <= 0 || c.PipelineDuration <= 0 || c.GrowthDuration <= 0:
 		return fmt.Errorf("every duration must be positive")
 	case c.PipelineRate <= 0 || c.FanOutRate <= 0 || c.FanOutBurst <= 0:
 		return fmt.Errorf("every rate must be positive")
@@ -167,6 +176,16 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.runs(ScenarioStart) {
 		sec, err := startCampaign(ctx, cfg)
 		if err := add(ScenarioStart, sec, err); err != nil {
+			return rep, err
+		}
+	}
+	if cfg.runs(ScenarioClearance) {
+		err := withEnv(ctx, cfg, "clearance", func(e *env) error {
+			e.logf("== %s", ScenarioClearance)
+			sec, err := clearance(ctx, e)
+			return add(ScenarioClearance, sec, err)
+		})
+		if err != nil {
 			return rep, err
 		}
 	}
@@ -222,8 +241,9 @@ type env struct {
 	pprof  map[string]string // service -> pprof address
 	logger *slog.Logger
 
-	// started counts the campaigns started through the API on this
-	// stack: events the campaign service's relay must publish.
+	// started counts the events the campaign service's relay must
+	// publish on this stack: one per campaign started through the API,
+	// and those of the other commands a scenario sent.
 	started int
 }
 

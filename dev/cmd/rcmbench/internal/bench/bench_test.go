@@ -66,3 +66,19 @@ func TestMarkdownTable(t *testing.T) {
 		}
 	}
 }
+
+func TestAfternoonZoneIsInContactHoursAllDay(t *testing.T) {
+	t.Parallel()
+	day := time.Date(2026, 3, 8, 0, 30, 0, 0, time.UTC)
+	for h := range 24 {
+		now := day.Add(time.Duration(h) * time.Hour)
+		zone := afternoonZone(now)
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatalf("%s: zone %q: %v", now, zone, err)
+		}
+		if got := now.In(loc).Hour(); got != 14 {
+			t.Errorf("%s in %s is %02d:30 local, want 14:30", now.Format(time.Kitchen), zone, got)
+		}
+	}
+}

@@ -9,11 +9,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/cmd/rcmbench/internal/load"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -92,6 +94,9 @@ func growth(ctx context.Context, e *env) (*Section, error) {
 	if err := e.settle(ctx); err != nil {
 		return nil, err
 	}
+	if err := e.checkSeeded(ctx, cfg.GrowthCampaigns); err != nil {
+		return nil, err
+	}
 
 	e.logf("growth: the seeded store")
 	fullReads, fullStart, err := e.growthStep(ctx, ops, "growth-full")
@@ -127,7 +132,7 @@ func growth(ctx context.Context, e *env) (*Section, error) {
 		"start-campaign through the gateway, %d closed-loop workers for %s over %d accounts. \"Empty\" holds only the "+
 		"accounts read here.", timedRepeats, idleWindow, cfg.Concurrency, cfg.GrowthDuration, cfg.Accounts)
 	sec.note("Seeded straight into the services' collections with InsertMany, in the services' own document shapes: %s "+
-		"campaigns (100 per account, on one document that lists them, events already published) in %s (%s), and %s "+
+		"campaigns (100 per account, on one document whose record holds their state, events already published; the layout the campaign service's store tests check) in %s (%s), and %s "+
 		"hash-chained log entries (100 per "+
 		"account, with their head records) in %s (%s). The chain read and verified (%s) verified ok on both sizes.",
 		fmtInt(cfg.GrowthCampaigns), fmtDur(campaignsTook), fmtRate(float64(cfg.GrowthCampaigns)/campaignsTook.Seconds()),
@@ -198,7 +203,7 @@ func (e *env) quiesce(ctx context.Context) error {
 	if err := e.settle(ctx); err != nil {
 		return err
 	}
-	res, err := e.mongo.Database(campaignDB).Collection(campaignsColl).UpdateMany(ctx,
+	res, err := e.mongo.Database(campaignseed.Database).Collection(campaignseed.DocumentsCollection).UpdateMany(ctx,
 		bson.D{{Key: "outbox.0", Value: bson.D{{Key: "$exists", Value: true}}}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "outbox", Value: bson.A{}}}}})
 	if err != nil {
@@ -324,50 +329,86 @@ func (e *env) timeList(ctx context.Context) (time.Duration, error) {
 }
 
 // seedCampaigns inserts n campaigns, 100 per account on one document of
-// the account, in the campaign service's document shape, their events
-// already published, and the documents listing them.
+// the account, in the campaign service's own layout (campaignseed): each
+// campaign's static fields, and each document's record with the state of
+// its campaigns, their events already published.
 func (e *env) seedCampaigns(ctx context.Context, n int) error {
-	db := e.mongo.Database(campaignDB)
-	campaigns, documents := db.Collection(campaignsColl), db.Collection(documentsColl)
+	db := e.mongo.Database(campaignseed.Database)
+	campaigns, documents := db.Collection(campaignseed.CampaignsCollection), db.Collection(campaignseed.DocumentsCollection)
 	now := time.Now()
 	batch := make([]any, 0, 1000)
-	var docs []any
-	var ids []string
-	flush := func() error {
-		if len(batch) == 0 {
+	var records []any
+	var onDoc []campaignseed.Campaign
+	flush := func(coll *mongo.Collection, docs []any) error {
+		if len(docs) == 0 {
 			return nil
 		}
-		_, err := campaigns.InsertMany(ctx, batch, options.InsertMany().SetOrdered(false))
-		batch = batch[:0]
+		_, err := coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 		return err
 	}
 	for i := range n {
 		a := fmt.Sprintf("user_gs%05d", i/100)
-		ev := startedEvent(e.ids, a, docOf(a), now)
-		c, err := campaignDoc(ev, false)
+		c, err := seedCampaign(startedEvent(e.ids, a, docOf(a), now))
 		if err != nil {
 			return err
 		}
-		batch = append(batch, c)
-		ids = append(ids, ev.CampaignID)
+		batch = append(batch, campaignseed.Static(c))
+		onDoc = append(onDoc, c)
 		if i%100 == 99 || i == n-1 {
-			docs = append(docs, documentDoc(docOf(a), a, ids, now))
-			ids = nil
+			records = append(records, campaignseed.Record(campaignseed.Document{
+				ID: docOf(a), AccountID: a, LoanStatus: "BEHIND", Version: 1, UpdatedAt: c.CreatedAt, Campaigns: onDoc,
+			}))
+			onDoc = nil
 		}
 		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
+			if err := flush(campaigns, batch); err != nil {
 				return err
 			}
+			batch = batch[:0]
+		}
+		if len(records) == 100 {
+			if err := flush(documents, records); err != nil {
+				return err
+			}
+			records = records[:0]
 		}
 	}
-	if err := flush(); err != nil {
+	if err := flush(campaigns, batch); err != nil {
 		return err
 	}
-	if len(docs) == 0 {
+	return flush(documents, records)
+}
+
+// checkSeeded reads the first seeded document's campaigns through the
+// gateway: the service must see what was seeded as its own.
+func (e *env) checkSeeded(ctx context.Context, n int) error {
+	if n == 0 {
 		return nil
 	}
-	_, err := documents.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	return err
+	a := "user_gs00000"
+	tok, err := e.token(a)
+	if err != nil {
+		return err
+	}
+	var page struct {
+		Campaigns []struct {
+			Active         bool     `json:"active"`
+			ActiveChannels []string `json:"activeChannels"`
+		} `json:"campaigns"`
+	}
+	if err := e.getJSON(ctx, startPath(docOf(a))+"?limit=50", tok, &page); err != nil {
+		return fmt.Errorf("read the seeded campaigns: %w", err)
+	}
+	want := min(n, 50)
+	if len(page.Campaigns) != want {
+		return fmt.Errorf("the service lists %d seeded campaigns of %s, want %d", len(page.Campaigns), docOf(a), want)
+	}
+	for _, c := range page.Campaigns {
+		if !c.Active || !slices.Equal(c.ActiveChannels, []string{"sms", "email"}) {
+			return fmt.Errorf("a seeded campaign of %s reads as %+v, want active on sms and email", docOf(a), c)
+		}
+	}
+	return nil
 }
 
 // seedEntries writes each account's events as its hash-chained log, from

@@ -99,8 +99,8 @@ func (r *Report) Markdown(command string, m Machine) string {
 		"its next request when the previous one answered, HTTP keep-alive, every latency kept and sorted\n" +
 		"(exact nearest-rank percentiles). Steady-rate measurements use an open-loop pacer instead, so\n" +
 		"that a slow answer does not hide the requests queued behind it. The start-campaign paths, the\n" +
-		"pipeline/compliance/fan-out scenarios and the growth scenario each run on a stack of their own,\n" +
-		"so that the work one leaves behind does not slow the next.\n")
+		"clearance scenario, the pipeline/compliance/fan-out scenarios and the growth scenario each run\n" +
+		"on a stack of their own, so that the work one leaves behind does not slow the next.\n")
 	if r.Config.PprofDir != "" {
 		b.WriteString("\n**CPU profiling was on during this run** (`-pprof`): it slows the embedded store, and the figures\n" +
 			"are lower than without it.\n")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"
@@ -17,9 +18,6 @@ import (
 
 // Where the services keep their data, and where the raw baselines write.
 const (
-	campaignDB         = "rcm_campaign"
-	campaignsColl      = "campaigns"
-	documentsColl      = "documents"
 	complianceDB       = "rcm_compliance"
 	scratchDB          = "rcmbench_scratch"
 	benchTone          = "professional and empathetic"
@@ -43,65 +41,48 @@ func startedEvent(gen *ids.Generator, account, doc string, at time.Time) events.
 	}
 	e.Campaign = &events.CampaignRecord{
 		ID: e.CampaignID, DocumentID: doc, SMS: true, Email: true, Tone: benchTone, Cadence: benchCadence, Notes: benchNotes,
-		Active: true, ActiveChannels: []string{"sms", "email"}, OptOuts: []events.OptOutRecord{},
+		Active: true, ActiveChannels: []string{"sms", "email"}, Suppressed: []events.SuppressedChannel{}, OptOuts: []events.OptOutRecord{},
 		CreatedBy: account, CreatedAt: now, UpdatedAt: now,
 	}
 	return e
 }
 
-// campaignDoc is a campaign as the campaign service stores it
-// (services/campaign/internal/store: campaignDoc), with the event of its
-// start still in the outbox when pending is set, as the service inserts
-// it, or already published (an empty outbox) otherwise.
-func campaignDoc(e events.Event, pending bool) (bson.D, error) {
+// seedCampaign is the campaign of e as campaignseed stores it.
+func seedCampaign(e events.Event) (campaignseed.Campaign, error) {
 	at, err := e.Time()
 	if err != nil {
-		return nil, err
+		return campaignseed.Campaign{}, err
 	}
-	outbox := bson.A{}
-	if pending {
-		m, err := events.NewMessage(e, "")
-		if err != nil {
-			return nil, err
-		}
-		outbox = append(outbox, bson.D{
-			{Key: "id", Value: m.ID}, {Key: "type", Value: m.Type}, {Key: "accountId", Value: m.AccountID},
-			{Key: "subject", Value: m.Subject}, {Key: "time", Value: m.Time}, {Key: "data", Value: string(m.Data)},
-		})
-	}
-	return bson.D{
-		{Key: "_id", Value: e.CampaignID},
-		{Key: "accountId", Value: e.AccountID},
-		{Key: "documentId", Value: e.DocumentID},
-		{Key: "sms", Value: true}, {Key: "email", Value: true}, {Key: "call", Value: false},
-		{Key: "tone", Value: benchTone}, {Key: "cadence", Value: benchCadence}, {Key: "notes", Value: benchNotes},
-		{Key: "active", Value: true},
-		{Key: "activeChannels", Value: bson.A{"sms", "email"}},
-		{Key: "optOuts", Value: bson.A{}},
-		{Key: "createdBy", Value: e.AccountID},
-		{Key: "createdAt", Value: at}, {Key: "updatedAt", Value: at},
-		{Key: "revision", Value: int64(0)},
-		{Key: "outbox", Value: outbox},
+	c := e.Campaign
+	return campaignseed.Campaign{
+		ID: c.ID, AccountID: e.AccountID, DocumentID: c.DocumentID, SMS: c.SMS, Email: c.Email, Call: c.Call,
+		Tone: c.Tone, Cadence: c.Cadence, Notes: c.Notes, CreatedBy: c.CreatedBy, CreatedAt: at,
 	}, nil
 }
 
-// ensureCampaignIndexes creates the index the campaign service creates on
-// its collection (services/campaign/internal/store: EnsureIndexes), so
-// that a raw insert pays for the same index.
-func ensureCampaignIndexes(ctx context.Context, coll *mongo.Collection) error {
-	return mongox.EnsureIndexes(ctx, coll, mongox.Index{Keys: bson.D{{Key: "outbox.id", Value: 1}}})
+// pendingRecord is the record of a BEHIND document on which e started a
+// campaign, its event still in the outbox: what a start writes, as the
+// campaign service stores it.
+func pendingRecord(e events.Event) (bson.D, error) {
+	c, err := seedCampaign(e)
+	if err != nil {
+		return nil, err
+	}
+	m, err := events.NewMessage(e, "")
+	if err != nil {
+		return nil, err
+	}
+	return campaignseed.Record(campaignseed.Document{
+		ID: e.DocumentID, AccountID: e.AccountID, LoanStatus: "BEHIND", Version: 1, UpdatedAt: c.CreatedAt,
+		Campaigns: []campaignseed.Campaign{c}, Outbox: []events.Message{m},
+	}), nil
 }
 
-// documentDoc is a document of the campaign service's read model
-// (services/campaign/internal/store: documentDoc): a BEHIND loan, and the
-// ids of its campaigns in creation order.
-func documentDoc(id, account string, campaignIDs []string, at time.Time) bson.D {
-	return bson.D{
-		{Key: "_id", Value: id}, {Key: "accountId", Value: account},
-		{Key: "loan", Value: bson.D{{Key: "status", Value: "BEHIND"}}},
-		{Key: "version", Value: int64(1)}, {Key: "deleted", Value: false}, {Key: "updatedAt", Value: at},
-		{Key: "campaignIds", Value: campaignIDs},
-	}
+// ensureRecordIndexes creates the index the campaign service creates on
+// its documents' records (services/campaign/internal/store:
+// EnsureIndexes), so that a raw insert pays for the same index.
+func ensureRecordIndexes(ctx context.Context, coll *mongo.Collection) error {
+	return mongox.EnsureIndexes(ctx, coll, mongox.Index{Keys: bson.D{{Key: "outbox.id", Value: 1}}})
 }
 
 // chain returns the compliance entries of evs, all of one account,

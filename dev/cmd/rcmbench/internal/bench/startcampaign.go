@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/cmd/rcmbench/internal/load"
 	"github.com/rcm-platform/rcm/dev/stack"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -103,7 +104,7 @@ func (s *startOps) measure(ctx context.Context, phase string, d time.Duration, o
 // pathRuns are the rounds of one start-campaign path.
 type pathRuns struct {
 	rounds  []load.Result
-	backlog int // outbox events still waiting for removal, summed
+	backlog int // events still in outboxes, waiting for removal, summed
 	started int
 }
 
@@ -185,61 +186,72 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	}
 	add("gateway → campaign → store (POST /v1/documents/{id}/rcm)", &gwTotal, gw.rates())
 	add("campaign service directly (principal signed as the gateway signs it)", &directTotal, direct.rates())
-	add("raw InsertOne of a campaign-like document", &raw, fmtRate(raw.Rate()))
+	add("raw InsertOne of a document's record as a start leaves it", &raw, fmtRate(raw.Rate()))
 
 	sec.note("%d closed-loop workers for %s per round (after a %s warm-up), over %d accounts with one BEHIND document each; "+
 		"%d rounds, gateway and direct alternating, each round on a fresh stack; the rate is all rounds' requests over all "+
 		"rounds' time, the percentiles are of all their latencies. The raw baseline ran %s. All in one run.",
 		cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Accounts, cfg.Rounds, cfg.RawDuration)
 	sec.note("A start is one request through the gateway (token check, body validation, signed forward) to the campaign " +
-		"service, which reads the document by _id, adds the campaign's id to the document's list, inserts the campaign " +
-		"with its event in the outbox and reads the document again; off the request path the relay publishes the event " +
-		"and rewrites the campaign without it, and compliance and feed each append it. All of that shares the one store " +
-		"(and the two cores) with the requests.")
-	sec.note("Raw: InsertOne of the campaign service's document shape (its event in the outbox) into a scratch database of " +
-		"the same embedded store, with the same secondary index, the services idle.")
+		"service, which reads the document's record by _id, inserts the campaign's static fields, and writes the record " +
+		"once under its revision compare-and-set: the campaign's state added, its event appended to the outbox; off the " +
+		"request path the relay publishes the event and pulls it from the outbox, and compliance and feed each append " +
+		"it. All of that shares the one store (and the two cores) with the requests.")
+	sec.note("Raw: InsertOne of a document's record as a start leaves it (campaignseed: one campaign's state, its event in " +
+		"the outbox), each on a document of its own, into a scratch database of the same embedded store, with the same " +
+		"secondary index, the services idle.")
 	sec.note("Every event was published and recorded by compliance and feed (checked: the relay's publish count, and "+
-		"consumer lag 0) before each stack was stopped. At that point %s of the %s campaigns started through the gateway "+
-		"(warm-ups included) and %s of %s started directly still held their published event in the outbox, waiting for "+
-		"the relay's clean-up.", fmtInt(gw.backlog), fmtInt(gw.started), fmtInt(direct.backlog), fmtInt(direct.started))
+		"consumer lag 0) before each stack was stopped. At that point %s of the events of the %s campaigns started through "+
+		"the gateway (warm-ups included) and %s of %s started directly were still in their documents' outboxes, waiting "+
+		"for the relay's clean-up.", fmtInt(gw.backlog), fmtInt(gw.started), fmtInt(direct.backlog), fmtInt(direct.started))
 	if gwTotal.Errors+directTotal.Errors+raw.Errors > 0 {
 		sec.note("First errors: gateway %v; direct %v; raw %v.", gwTotal.FirstErr, directTotal.FirstErr, raw.FirstErr)
 	}
 	return sec, nil
 }
 
-// rawInsertOne measures single inserts of campaign-like documents.
+// rawInsertOne measures single inserts of documents' records as a start
+// leaves them: one campaign's state and its event in the outbox.
 func (e *env) rawInsertOne(ctx context.Context) (load.Result, error) {
-	coll := e.mongo.Database(scratchDB).Collection(campaignsColl)
-	if err := ensureCampaignIndexes(ctx, coll); err != nil {
+	coll := e.mongo.Database(scratchDB).Collection(campaignseed.DocumentsCollection)
+	if err := ensureRecordIndexes(ctx, coll); err != nil {
 		return load.Result{}, err
 	}
 	accounts := names("user_raw", e.cfg.Accounts)
 	return e.closedLoop(ctx, "start-raw", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
 		a := accounts[i%len(accounts)]
-		doc, err := campaignDoc(startedEvent(e.ids, a, docOf(a), time.Now()), true)
+		// A document of its own each time: a record's _id is its document's.
+		rec, err := pendingRecord(startedEvent(e.ids, a, e.ids.New("doc_"), time.Now()))
 		if err != nil {
 			return err
 		}
-		_, err = coll.InsertOne(ctx, doc)
+		_, err = coll.InsertOne(ctx, rec)
 		return err
 	})
 }
 
-// outboxBacklog counts the campaigns whose outbox still holds an event.
-// The filter is not on _id, so the store scans the collection: a
-// measurement tool's one-off, not a service's query.
+// outboxBacklog counts the events still in the documents' outboxes. The
+// filter is not on _id, so the store scans the collection: a measurement
+// tool's one-off, not a service's query.
 func (e *env) outboxBacklog(ctx context.Context) (int, error) {
-	cur, err := e.mongo.Database(campaignDB).Collection(campaignsColl).Find(ctx,
+	cur, err := e.mongo.Database(campaignseed.Database).Collection(campaignseed.DocumentsCollection).Find(ctx,
 		bson.D{{Key: "outbox.0", Value: bson.D{{Key: "$exists", Value: true}}}},
-		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+		options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}, {Key: "outbox.id", Value: 1}}))
 	if err != nil {
 		return 0, err
 	}
 	defer cur.Close(ctx)
 	n := 0
 	for cur.Next(ctx) {
-		n++
+		var rec struct {
+			Outbox []struct {
+				ID string `bson:"id"`
+			} `bson:"outbox"`
+		}
+		if err := cur.Decode(&rec); err != nil {
+			return n, err
+		}
+		n += len(rec.Outbox)
 	}
 	return n, cur.Err()
 }
