@@ -232,7 +232,7 @@ func (s *Stack) StartKafka(ctx context.Context) error {
 		Topics: []kafkax.Topic{
 			{Name: events.Topic, Partitions: s.cfg.Partitions},
 			{Name: events.DLQTopic, Partitions: 1},
-			{Name: DocumentsTopic, Partitions: s.cfg.Partitions},
+			{Name: DocumentsTopic, Partitions: s.cfg.Partitions, Configs: map[string]*string{"cleanup.policy": &compact}},
 			{Name: "rcm." + DocumentsTopic + ".dlq", Partitions: 1},
 			{Name: events.ConsentTopic, Partitions: s.cfg.Partitions, Configs: map[string]*string{"cleanup.policy": &compact}},
 		},

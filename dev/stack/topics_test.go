@@ -28,7 +28,7 @@ func TestKafkaTopics(t *testing.T) {
 	}
 	t.Cleanup(cl.Close)
 	adm := kadm.NewClient(cl)
-	want := map[string]string{events.Topic: "delete", events.ConsentTopic: "compact"}
+	want := map[string]string{events.Topic: "delete", events.ConsentTopic: "compact", DocumentsTopic: "compact"}
 	var names []string
 	for name := range want {
 		names = append(names, name)

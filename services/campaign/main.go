@@ -57,7 +57,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Handler: svc.Internal(15*time.Second, h.Routes),
 		Prepare: []service.Step{
 			{Name: "store", Do: st.EnsureIndexes},
-			svc.Topics([]string{cfg.EventsTopic, cfg.DocumentsTopic}, cfg.documentsDLQ(), cfg.ConsentTopic),
+			svc.Topics([]string{cfg.EventsTopic}, cfg.documentsDLQ(), cfg.DocumentsTopic, cfg.ConsentTopic),
 			{Name: "outbox", Do: func(ctx context.Context) error { return rl.Sweep(ctx, 0) }},
 		},
 		Background: []service.Loop{

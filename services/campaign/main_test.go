@@ -98,14 +98,14 @@ func TestRunInProcess(t *testing.T) {
 }
 
 // TestRunCreatesTheConsentTopicCompacted: a service that creates its
-// topics creates the consent topic compacted, as the deploy files do: it
-// holds the latest consent state per document, forever.
+// topics creates the consent and documents topics compacted, as the deploy
+// files do: each holds the latest state per document, forever.
 func TestRunCreatesTheConsentTopicCompacted(t *testing.T) {
 	t.Parallel()
-	consent := kafkatest.FreshTopicName(t)
+	consent, documents := kafkatest.FreshTopicName(t), kafkatest.FreshTopicName(t)
 	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
 		"RCM_EVENTS_TOPIC":        kafkatest.NewTopic(t, 1),
-		"RCM_DOCUMENTS_TOPIC":     kafkatest.NewTopic(t, 1),
+		"RCM_DOCUMENTS_TOPIC":     documents,
 		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
 		"RCM_CONSENT_TOPIC":       consent,
 		"RCM_KAFKA_PARTITIONS":    "2",
@@ -114,28 +114,30 @@ func TestRunCreatesTheConsentTopicCompacted(t *testing.T) {
 		return slices.Contains(inst.Logs.Messages(), "campaign ready")
 	})
 	adm := kadm.NewClient(kafkatest.Client(t))
-	topics, err := adm.ListTopics(t.Context(), consent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d, ok := topics[consent]; !ok || d.Err != nil || len(d.Partitions) != 2 {
-		t.Fatalf("consent topic: got %+v, want a topic of 2 partitions", d)
-	}
-	configs, err := adm.DescribeTopicConfigs(t.Context(), consent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := configs.On(consent, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := "delete" // the broker's default
-	for _, c := range rc.Configs {
-		if c.Key == "cleanup.policy" && c.Value != nil {
-			got = *c.Value
+	for _, topic := range []string{consent, documents} {
+		topics, err := adm.ListTopics(t.Context(), topic)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if got != "compact" {
-		t.Fatalf("consent topic: cleanup.policy=%s, want compact", got)
+		if d, ok := topics[topic]; !ok || d.Err != nil || len(d.Partitions) != 2 {
+			t.Fatalf("%s: got %+v, want a topic of 2 partitions", topic, d)
+		}
+		configs, err := adm.DescribeTopicConfigs(t.Context(), topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := configs.On(topic, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := "delete" // the broker's default
+		for _, c := range rc.Configs {
+			if c.Key == "cleanup.policy" && c.Value != nil {
+				got = *c.Value
+			}
+		}
+		if got != "compact" {
+			t.Fatalf("%s: cleanup.policy=%s, want compact", topic, got)
+		}
 	}
 }
