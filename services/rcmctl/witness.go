@@ -31,7 +31,7 @@ func witnessCmd(ctx context.Context, args []string, getenv func(string) string, 
 	listen := fs.String("listen", env(getenv, "RCM_HTTP_ADDR", "127.0.0.1:8084"), "address to serve on")
 	stateDir := fs.String("state-dir", filepath.Join(env(getenv, "RCM_DATA_DIR", ".data"), "witness"),
 		"directory of the witness's key and its per-origin state")
-	name := fs.String("name", DefaultWitnessName, "the witness key's name, used when it generates its key on first start")
+	name := fs.String("name", DefaultWitnessName, "the witness key's name, given to the key it generates on first start")
 	logKey := fs.String("log-key", getenv("RCM_LOG_PUBLIC_KEY"),
 		"the log's key: a note verifier key of any account, or the base64 Ed25519 public key, or a file holding either (required)")
 	prefix := fs.String("origin-prefix", env(getenv, "RCM_LOG_ORIGIN", "rcm.local/compliance"),
@@ -40,7 +40,18 @@ func witnessCmd(ctx context.Context, args []string, getenv func(string) string, 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	key, err := witness.LoadOrCreateKey(*stateDir, *name)
+	// --name names a new key; a key already there keeps its name unless
+	// --name asks for another.
+	named := ""
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "name" {
+			named = *name
+		}
+	})
+	if _, err := os.Stat(filepath.Join(*stateDir, witness.KeyFile)); named == "" && errors.Is(err, os.ErrNotExist) {
+		named = *name
+	}
+	key, err := witness.LoadOrCreateKey(*stateDir, named)
 	if err != nil {
 		return err
 	}
