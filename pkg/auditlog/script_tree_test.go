@@ -188,4 +188,3 @@ func TestAuditorScriptChecksTreeAndCheckpoint(t *testing.T) {
 		}
 	}
 }
-
