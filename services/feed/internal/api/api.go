@@ -224,14 +224,17 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 			if err := s.comment("heartbeat"); err != nil {
 				return nil
 			}
-		case e, ok := <-sub.C():
-			if !ok {
-				h.cfg.Logger.Info("stream subscriber dropped", slog.String("request_id", httpx.RequestID(ctx)),
-					slog.String("account_id", account), slog.Any("reason", sub.Err()))
-				return nil
+		case <-sub.Ready():
+			entries, dropped := sub.Take()
+			for _, e := range entries {
+				if err := st.Live(ctx, e.Item, e.JSON, send); err != nil {
+					return h.endStream(ctx, account, err)
+				}
 			}
-			if err := st.Live(ctx, e.Item, e.JSON, send); err != nil {
-				return h.endStream(ctx, account, err)
+			if dropped != nil {
+				h.cfg.Logger.Info("stream subscriber dropped", slog.String("request_id", httpx.RequestID(ctx)),
+					slog.String("account_id", account), slog.Any("reason", dropped))
+				return nil
 			}
 		}
 	}

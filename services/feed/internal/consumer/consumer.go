@@ -120,7 +120,8 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 }
 
 // storeAndPublish stores the batch's items, each account's in offset
-// order, and publishes every stored item. It rejects nothing: whatever
+// order and all accounts' in the same few commands, and publishes every
+// stored item in one produce call. It rejects nothing: whatever
 // decodes is an item.
 func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
 	var (
@@ -147,9 +148,20 @@ func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[a
 		}
 		b.items = append(b.items, ai.item)
 	}
+	if len(batches) == 0 {
+		return nil, nil
+	}
+	toStore := make([]store.Batch, len(batches))
+	for i, b := range batches {
+		toStore[i] = store.Batch{Account: b.account, Items: b.items}
+	}
+	results, err := c.store.AppendBatches(ctx, toStore)
+	if err != nil {
+		return nil, err
+	}
 	var out []*kgo.Record
-	for _, b := range batches {
-		recs, err := c.storeItems(ctx, b)
+	for i, b := range batches {
+		recs, err := c.records(b, results[i])
 		if err != nil {
 			return nil, err
 		}
@@ -163,13 +175,9 @@ func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[a
 	return nil, nil
 }
 
-// storeItems appends b's items to the account's sequence and returns the
-// activity records of every item whose place is known.
-func (c *Consumer) storeItems(ctx context.Context, b *accountBatch) ([]*kgo.Record, error) {
-	results, err := c.store.Append(ctx, b.account, b.items)
-	if err != nil {
-		return nil, err
-	}
+// records returns the activity records of b's stored items whose place
+// is known.
+func (c *Consumer) records(b *accountBatch, results []store.Appended) ([]*kgo.Record, error) {
 	out := make([]*kgo.Record, 0, len(results))
 	for i, res := range results {
 		it := b.items[i]

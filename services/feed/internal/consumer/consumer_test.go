@@ -26,7 +26,9 @@ import (
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
@@ -366,5 +368,90 @@ func TestHandleIgnoresUnknownTypes(t *testing.T) {
 	}
 	if len(f.dlq.reasons) != 0 {
 		t.Fatalf("got dead letters %v, want none", f.dlq.reasons)
+	}
+}
+
+// commandCounter counts the commands a client sends, by name.
+type commandCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *commandCounter) started(_ context.Context, e *event.CommandStartedEvent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[e.CommandName]++
+}
+
+func (c *commandCounter) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.counts
+	c.counts = map[string]int{}
+	return out
+}
+
+func total(counts map[string]int) int {
+	n := 0
+	for _, v := range counts {
+		n += v
+	}
+	return n
+}
+
+// A batch spreads over many accounts; storing it costs a few commands for
+// the whole batch once the heads are known, not a write or two per
+// account, and a batch that repeats stored events among new ones (a
+// redelivery after a crash) stores each event once, in order.
+func TestHandleBatchesTheStoreWritesOfManyAccounts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	counter := &commandCounter{counts: map[string]int{}}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(&event.CommandMonitor{Started: counter.started}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	f := newFixture(t, cl.Database(mongotest.NewDatabase(t)))
+	const accounts = 40
+	account := func(i int) string { return fmt.Sprintf("org_%02d", i) }
+	var first []*kgo.Record
+	for i := range accounts {
+		first = append(first, f.record(t, account(i)))
+	}
+	if err := f.consumer.Handle(ctx, events.Topic, 0, first); err != nil {
+		t.Fatal(err)
+	}
+	counter.take() // the first batch looks every head up
+
+	var second []*kgo.Record
+	for i := range accounts {
+		second = append(second, f.record(t, account(i)), f.record(t, account(i)))
+	}
+	if err := f.consumer.Handle(ctx, events.Topic, 0, second); err != nil {
+		t.Fatal(err)
+	}
+	// One insert of the 80 items and one write of the 40 heads' hints.
+	if got := counter.take(); total(got) > 2 {
+		t.Fatalf("a batch of %d items over %d accounts with known heads sent %d commands (%v), want at most 2",
+			len(second), accounts, total(got), got)
+	}
+
+	// Redelivered: the second batch again, with new events between.
+	var third []*kgo.Record
+	var fresh []*kgo.Record
+	for i := range accounts {
+		r := f.record(t, account(i))
+		fresh = append(fresh, r)
+		third = append(third, second[2*i], r, second[2*i+1])
+	}
+	if err := f.consumer.Handle(ctx, events.Topic, 0, third); err != nil {
+		t.Fatal(err)
+	}
+	for i := range accounts {
+		want := []string{eventID(first[i]), eventID(second[2*i]), eventID(second[2*i+1]), eventID(fresh[i])}
+		if got := f.stored(t, account(i)); !slices.Equal(got, want) {
+			t.Fatalf("%s: got %v, want %v", account(i), got, want)
+		}
 	}
 }

@@ -44,8 +44,8 @@ type Hub struct {
 	published   prometheus.Counter
 }
 
-// New returns a Hub giving each subscriber a buffer of buffer items
-// (DefaultBuffer when 0), with its metrics registered on reg.
+// New returns a Hub letting each subscriber have up to buffer items
+// waiting (DefaultBuffer when 0), with its metrics registered on reg.
 func New(buffer int, reg prometheus.Registerer) *Hub {
 	if buffer <= 0 {
 		buffer = DefaultBuffer
@@ -67,20 +67,34 @@ func New(buffer int, reg prometheus.Registerer) *Hub {
 	return h
 }
 
-// Subscription is one subscriber's live items of one account.
+// Subscription is one subscriber's live items of one account. What it
+// costs while it waits is a few words: the items waiting are pointers to
+// the entry every subscriber of the account shares, in a slice grown only
+// when items wait, and a one-slot channel says that there are some.
 type Subscription struct {
 	hub     *Hub
 	account string
-	ch      chan Entry
-	err     error // why ch was closed; set before closing it
+	ready   chan struct{} // holds a token when waiting or err is new
+
+	mu      sync.Mutex
+	waiting []*Entry
+	err     error // why the hub dropped the subscriber
 }
 
-// C delivers the account's items in the order the hub received them. It is
-// closed when the hub drops the subscriber; Err then says why.
-func (s *Subscription) C() <-chan Entry { return s.ch }
+// Ready receives when items wait or the subscriber was dropped: then
+// Take tells which.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
 
-// Err is why C was closed; only meaningful once it is.
-func (s *Subscription) Err() error { return s.err }
+// Take returns the items waiting, in the order the hub received them,
+// and, once the hub dropped the subscriber, why: the items it had before
+// come with the reason, and nothing comes after.
+func (s *Subscription) Take() ([]*Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.waiting
+	s.waiting = nil
+	return out, s.err
+}
 
 // Close unsubscribes. It is safe to call more than once, also after the hub
 // dropped the subscriber.
@@ -92,7 +106,7 @@ func (s *Subscription) Close() {
 
 // Subscribe returns a subscription to account's items from now on.
 func (h *Hub) Subscribe(account string) *Subscription {
-	s := &Subscription{hub: h, account: account, ch: make(chan Entry, h.buffer)}
+	s := &Subscription{hub: h, account: account, ready: make(chan struct{}, 1)}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	set := h.subs[account]
@@ -105,8 +119,7 @@ func (h *Hub) Subscribe(account string) *Subscription {
 	return s
 }
 
-// remove drops s, closing its channel with err when err is not nil. h.mu
-// must be held.
+// remove drops s, telling it err when err is not nil. h.mu must be held.
 func (h *Hub) remove(s *Subscription, err error) {
 	set := h.subs[s.account]
 	if _, ok := set[s]; !ok {
@@ -118,24 +131,42 @@ func (h *Hub) remove(s *Subscription, err error) {
 	}
 	h.subscribers.Dec()
 	if err != nil {
+		s.mu.Lock()
 		s.err = err
-		close(s.ch)
+		s.mu.Unlock()
+		s.signal()
+	}
+}
+
+// signal makes Ready receive, once however many items came meanwhile.
+func (s *Subscription) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
 	}
 }
 
 // Publish hands e to every subscriber of account without waiting for any:
-// a subscriber whose buffer is full is dropped with ErrSlow.
+// a subscriber that already has the buffer's worth of items waiting is
+// dropped with ErrSlow.
 func (h *Hub) Publish(account string, e Entry) {
 	h.published.Inc()
+	shared := &e
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs[account] {
-		select {
-		case s.ch <- e:
-		default:
+		s.mu.Lock()
+		full := len(s.waiting) >= h.buffer
+		if !full {
+			s.waiting = append(s.waiting, shared)
+		}
+		s.mu.Unlock()
+		if full {
 			h.remove(s, ErrSlow)
 			h.dropped.Inc()
+			continue
 		}
+		s.signal()
 	}
 }
 

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -14,20 +15,26 @@ import (
 
 func entry(seq int64) Entry { return Entry{Item: activity.Item{Seq: seq}} }
 
-// drain returns the seqs waiting in s without blocking.
-func drain(s *Subscription) []int64 {
+// drain returns the seqs waiting in s without blocking, and why s was
+// dropped, if it was.
+func drain(s *Subscription) ([]int64, error) {
 	var out []int64
-	for {
-		select {
-		case e, ok := <-s.C():
-			if !ok {
-				return out
-			}
-			out = append(out, e.Item.Seq)
-		default:
-			return out
-		}
+	select {
+	case <-s.Ready():
+	default:
+		return nil, nil
 	}
+	entries, err := s.Take()
+	for _, e := range entries {
+		out = append(out, e.Item.Seq)
+	}
+	return out, err
+}
+
+// seqs is drain without the reason.
+func seqs(s *Subscription) []int64 {
+	out, _ := drain(s)
+	return out
 }
 
 func TestPublishReachesOnlyTheAccount(t *testing.T) {
@@ -51,14 +58,14 @@ func TestPublishReachesOnlyTheAccount(t *testing.T) {
 		{"b", b, []int64{7}},
 	}
 	for _, tt := range tests {
-		if got := drain(tt.sub); !slices.Equal(got, tt.want) {
+		if got := seqs(tt.sub); !slices.Equal(got, tt.want) {
 			t.Fatalf("%s: got %v, want %v", tt.name, got, tt.want)
 		}
 	}
 	a1.Close()
 	a1.Close()
 	h.Publish("org_a", entry(3))
-	if got := drain(a2); !slices.Equal(got, []int64{3}) {
+	if got := seqs(a2); !slices.Equal(got, []int64{3}) {
 		t.Fatalf("after the other closed: got %v, want [3]", got)
 	}
 	if got := testutil.ToFloat64(h.subscribers); got != 2 {
@@ -72,21 +79,18 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 	slow, fast := h.Subscribe("org_a"), h.Subscribe("org_a")
 	for seq := int64(1); seq <= 2; seq++ {
 		h.Publish("org_a", entry(seq))
-		drain(fast)
+		seqs(fast)
 	}
 	h.Publish("org_a", entry(3)) // slow's buffer is full: dropped, without waiting
-	if got := drain(fast); !slices.Equal(got, []int64{3}) {
+	if got := seqs(fast); !slices.Equal(got, []int64{3}) {
 		t.Fatalf("fast: got %v, want [3]", got)
 	}
-	var got []int64
-	for e := range slow.C() { // closed after what it had
-		got = append(got, e.Item.Seq)
-	}
+	got, err := drain(slow) // what it had, and then why it ends
 	if !slices.Equal(got, []int64{1, 2}) {
-		t.Fatalf("slow: got %v, want [1 2] then closed", got)
+		t.Fatalf("slow: got %v, want [1 2] then dropped", got)
 	}
-	if !errors.Is(slow.Err(), ErrSlow) {
-		t.Fatalf("got reason %v, want ErrSlow", slow.Err())
+	if !errors.Is(err, ErrSlow) {
+		t.Fatalf("got reason %v, want ErrSlow", err)
 	}
 	slow.Close() // after the drop: does nothing
 	if got := testutil.ToFloat64(h.dropped); got != 1 {
@@ -94,6 +98,31 @@ func TestSlowSubscriberIsDropped(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(h.subscribers); got != 1 {
 		t.Fatalf("got %v subscribers, want 1", got)
+	}
+}
+
+// A subscriber waiting for items holds next to nothing: the buffer bounds
+// how many items it may have waiting, it is not allocated up front, and a
+// waiting item is the one entry every subscriber shares.
+func TestSubscriberIsSmall(t *testing.T) {
+	const n = 2000
+	h := New(DefaultBuffer, prometheus.NewRegistry())
+	subs := make([]*Subscription, 0, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
+		subs = append(subs, h.Subscribe("org_a"))
+	}
+	h.Publish("org_a", entry(1))
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 512 {
+		t.Fatalf("a subscriber with one item waiting took %d bytes, want at most 512", per)
+	}
+	for _, s := range subs {
+		if got := seqs(s); !slices.Equal(got, []int64{1}) {
+			t.Fatalf("got %v, want [1]", got)
+		}
 	}
 }
 
@@ -108,8 +137,12 @@ func BenchmarkFanOut(b *testing.B) {
 	for range subscribers {
 		s := h.Subscribe("org_a")
 		g.Go(func() error {
-			for range s.C() {
-				received.Add(1)
+			for range s.Ready() {
+				entries, err := s.Take()
+				received.Add(int64(len(entries)))
+				if err != nil {
+					return nil
+				}
 			}
 			return nil
 		})

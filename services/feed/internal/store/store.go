@@ -56,20 +56,44 @@ func (s *Store) Forget() { s.log.Forget() }
 // Appended says where an item is stored and whether it was already.
 type Appended = seqlog.Result
 
+// Batch is one account's items to store, in order, not yet numbered.
+type Batch struct {
+	Account string
+	Items   []activity.Item
+}
+
 // Append stores items, all of account and not yet numbered, in order,
 // each event once, and says where each is.
 func (s *Store) Append(ctx context.Context, account string, items []activity.Item) ([]Appended, error) {
-	now := s.now().UTC()
-	seqItems := make([]seqlog.Item, len(items))
-	for i, it := range items {
-		seqItems[i] = seqlog.Item{EventID: it.ID, Build: func(seq int64, _ string) (any, string, error) {
-			it.Seq = seq
-			return activity.Record{Key: seqlog.Key(account, seq), AccountID: account, Item: it, StoredAt: now}, "", nil
-		}}
-	}
-	res, err := s.log.Append(ctx, account, seqItems)
+	res, err := s.AppendBatches(ctx, []Batch{{Account: account, Items: items}})
 	if err != nil {
-		return nil, fmt.Errorf("store %d items of %s: %w", len(items), account, err)
+		return nil, err
+	}
+	return res[0], nil
+}
+
+// AppendBatches stores the batches of several accounts, at most one batch
+// per account, each in order and each event once, in a few commands for
+// all of them (seqlog.AppendBatches), and says where each item is.
+func (s *Store) AppendBatches(ctx context.Context, batches []Batch) ([][]Appended, error) {
+	now := s.now().UTC()
+	seqBatches := make([]seqlog.Batch, len(batches))
+	n := 0
+	for b, batch := range batches {
+		account := batch.Account
+		seqItems := make([]seqlog.Item, len(batch.Items))
+		for i, it := range batch.Items {
+			seqItems[i] = seqlog.Item{EventID: it.ID, Build: func(seq int64, _ string) (any, string, error) {
+				it.Seq = seq
+				return activity.Record{Key: seqlog.Key(account, seq), AccountID: account, Item: it, StoredAt: now}, "", nil
+			}}
+		}
+		seqBatches[b] = seqlog.Batch{Account: account, Items: seqItems}
+		n += len(seqItems)
+	}
+	res, err := s.log.AppendBatches(ctx, seqBatches)
+	if err != nil {
+		return nil, fmt.Errorf("store %d items of %d accounts: %w", n, len(batches), err)
 	}
 	return res, nil
 }
