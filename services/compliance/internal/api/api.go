@@ -1,5 +1,7 @@
 // Package api is the compliance service's internal HTTP API: the account's
-// log, filtered and paged by seq, and the verification of its chain.
+// log, filtered and paged by seq, the verification of its chain and tree,
+// and its signed checkpoints with inclusion and consistency proofs
+// (spec/transparency.md).
 package api
 
 import (
@@ -19,6 +21,8 @@ import (
 // Handler serves the compliance routes.
 type Handler struct {
 	Ledger *ledger.Ledger
+	// Log serves the checkpoints and proofs of the account's tree.
+	Log    Log
 	Logger *slog.Logger
 }
 
@@ -26,6 +30,7 @@ type Handler struct {
 func (h *Handler) Routes(r chi.Router) {
 	r.Get("/v1/compliance-log", httpx.Handle(h.Logger, h.list))
 	r.Get("/v1/compliance-log/verify", httpx.Handle(h.Logger, h.verify))
+	h.logRoutes(r)
 }
 
 type page struct {
