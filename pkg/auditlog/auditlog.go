@@ -92,6 +92,34 @@ func ComputeHash(e Entry) (string, error) {
 	return hex.EncodeToString(sum.Sum(nil)), nil
 }
 
+// LeafData returns entry e as a leaf of the account's Merkle tree
+// (spec/transparency.md): the RFC 8785 canonical JSON of exactly its
+// fields eventId, accountId, seq, eventType, documentId, campaignId,
+// actor, data, occurredAt, recordedAt, prevHash and hash, the fields the
+// chain hashes plus its two links. The leaf hash is SHA-256(0x00 ‖ data),
+// tlog.RecordHash.
+func LeafData(e Entry) ([]byte, error) {
+	// A struct of its own, so that a field added to Entry later (one the
+	// export may carry) does not change the leaves.
+	raw, err := json.Marshal(struct {
+		hashed
+		PrevHash string `json:"prevHash"`
+		Hash     string `json:"hash"`
+	}{hashed{
+		EventID: e.EventID, AccountID: e.AccountID, Seq: e.Seq, EventType: e.EventType,
+		DocumentID: e.DocumentID, CampaignID: e.CampaignID, Actor: e.Actor, Data: e.Data,
+		OccurredAt: e.OccurredAt, RecordedAt: e.RecordedAt,
+	}, e.PrevHash, e.Hash})
+	if err != nil {
+		return nil, fmt.Errorf("leaf %d: %w", e.Seq, err)
+	}
+	canon, err := Canonical(raw)
+	if err != nil {
+		return nil, fmt.Errorf("leaf %d: %w", e.Seq, err)
+	}
+	return canon, nil
+}
+
 // Seal sets e.PrevHash to prev and e.Hash to the entry's hash.
 func Seal(e *Entry, prev string) error {
 	e.PrevHash = prev
