@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -20,11 +21,15 @@ import (
 // Tree is the ledger's Merkle tree, as the signing loop reads it.
 type Tree interface {
 	// TreeHead catches account's tree up with its entries and returns
-	// its size and root.
+	// its size and root; an error that wraps ErrTreeInconsistent says
+	// the stored tree contradicts the entries or what the process built.
 	TreeHead(ctx context.Context, account string) (int64, tlog.Hash, error)
 	// ProveTree returns the consistency proof from size from to size to.
 	ProveTree(ctx context.Context, account string, to, from int64) (tlog.TreeProof, error)
 }
+
+// ErrTreeInconsistent is the ledger's: a tree it refuses to serve.
+var ErrTreeInconsistent = ledger.ErrTreeInconsistent
 
 // PublishFunc publishes one account's checkpoint text.
 type PublishFunc func(ctx context.Context, account string, text []byte) error
@@ -180,7 +185,14 @@ func (e *InconsistentError) Error() string {
 // logged and counted, and nothing signed), stores the new checkpoint,
 // collects the witnesses' cosignatures and publishes it.
 func (l *Loop) Sign(ctx context.Context, account string) error {
+	if !l.cfg.Key.ValidAccount(account) {
+		l.cfg.Logger.WarnContext(ctx, "account id cannot name a checkpoint origin: not signed", slog.String("account_id", account))
+		return nil
+	}
 	size, root, err := l.cfg.Tree.TreeHead(ctx, account)
+	if errors.Is(err, ErrTreeInconsistent) {
+		return l.refuse(ctx, account, &InconsistentError{Account: account, Reason: err.Error()})
+	}
 	if err != nil || size == 0 {
 		return err
 	}
@@ -193,9 +205,10 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 	}
 	if found {
 		if err := l.check(ctx, account, last, size, root); err != nil {
-			l.cfg.Metrics.consistencyFailures.Inc()
-			l.cfg.Logger.ErrorContext(ctx, "compliance log tree inconsistent with its last checkpoint: not signed",
-				slog.String("account_id", account), slog.Int64("checkpoint_size", last.Size), slog.Int64("tree_size", size), slog.Any("err", err))
+			var inc *InconsistentError
+			if errors.As(err, &inc) {
+				return l.refuse(ctx, account, inc)
+			}
 			return err
 		}
 	}
@@ -236,6 +249,14 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 	return nil
 }
 
+// refuse counts and logs a tree the log does not sign.
+func (l *Loop) refuse(ctx context.Context, account string, inc *InconsistentError) error {
+	l.cfg.Metrics.consistencyFailures.Inc()
+	l.cfg.Logger.ErrorContext(ctx, "compliance log tree inconsistent with its last checkpoint: not signed",
+		slog.String("account_id", account), slog.Int64("checkpoint_size", inc.LastSize), slog.Int64("tree_size", inc.Size), slog.String("reason", inc.Reason))
+	return inc
+}
+
 // check proves the tree of size with root consistent with the stored
 // checkpoint last, whose root is the one the log signed.
 func (l *Loop) check(ctx context.Context, account string, last *stored, size int64, root tlog.Hash) error {
@@ -250,10 +271,14 @@ func (l *Loop) check(ctx context.Context, account string, last *stored, size int
 	}
 	start := l.cfg.Now()
 	proof, err := l.cfg.Tree.ProveTree(ctx, account, size, last.Size)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrTreeInconsistent) {
 		return err
 	}
 	l.cfg.Metrics.Proofs.WithLabelValues("consistency").Observe(l.cfg.Now().Sub(start).Seconds())
+	if errors.Is(err, ErrTreeInconsistent) {
+		inc.Reason = err.Error()
+		return inc
+	}
 	if err := tlog.CheckTree(proof, size, root, last.Size, last.Root); err != nil {
 		inc.Reason = err.Error()
 		return inc
