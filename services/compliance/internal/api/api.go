@@ -98,7 +98,11 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) error {
 	p, _ := principal.From(ctx)
 	var given *checkpointCheck
 	var givenRoot tlog.Hash
-	if q := r.URL.Query(); q.Has("checkpoint") {
+	q, err := query(r)
+	if err != nil {
+		return err
+	}
+	if q.Has("checkpoint") {
 		msg, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(q.Get("checkpoint"), "="))
 		if err != nil {
 			return httpx.ErrInvalidQuery.With("reason", "checkpoint must be the base64url of a checkpoint note")

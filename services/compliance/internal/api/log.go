@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,15 @@ func (h *Handler) logRoutes(r chi.Router) {
 	r.Get("/v1/compliance-log/entries/{seq}/proof", httpx.Handle(h.Logger, h.proof))
 	r.Get("/v1/compliance-log/consistency", httpx.Handle(h.Logger, h.consistency))
 	r.Get("/v1/compliance-log/verifier-key", httpx.Handle(h.Logger, h.verifierKey))
+}
+
+// query parses the request's query, which must be well formed.
+func query(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, httpx.ErrInvalidQuery.With("reason", "the query is not well formed")
+	}
+	return q, nil
 }
 
 func writeText(w http.ResponseWriter, body []byte) {
@@ -91,8 +101,11 @@ func (h *Handler) proof(w http.ResponseWriter, r *http.Request) error {
 	}
 	var cp checkpoint.Checkpoint
 	var found bool
-	var err error
-	if q := r.URL.Query(); q.Has("size") {
+	q, err := query(r)
+	if err != nil {
+		return err
+	}
+	if q.Has("size") {
 		size, ok := parseSize(q.Get("size"))
 		if !ok {
 			return httpx.ErrInvalidQuery.With("reason", "size must be a tree size")
@@ -142,7 +155,10 @@ type consistencyProof struct {
 func (h *Handler) consistency(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	p, _ := principal.From(ctx)
-	q := r.URL.Query()
+	q, err := query(r)
+	if err != nil {
+		return err
+	}
 	from, okFrom := parseSize(q.Get("from"))
 	to, okTo := parseSize(q.Get("to"))
 	if !okFrom || !okTo || from < 1 || from > to {
