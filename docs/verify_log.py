@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Re-verify an exported RCM compliance log offline.
 
-Usage: python3 verify_log.py EXPORT.jsonl
+Usage: python3 verify_log.py EXPORT.jsonl [--key VKEY] [--checkpoint FILE]...
+                                          [--witness WVKEY]...
 
 EXPORT.jsonl is what `rcmctl log export` writes: one entry a line. For each
 account in the file, the entries must come in seq order 1, 2, 3..., each
@@ -10,21 +11,40 @@ each hash must equal
 
     sha256(prevHash + canonical(entry without prevHash and hash))
 
+The script also computes each account's RFC 6962 Merkle tree: leaf i is
+canonical(entry seq i+1 with exactly its 12 fields, prevHash and hash
+included), leaf hash sha256(0x00 + leaf), node hash sha256(0x01 + left +
+right). With --key (the log's verifier key, <name>+<id>+base64(0x01 + key),
+from GET /v1/compliance-log/verifier-key) it checks each checkpoint given
+with --checkpoint, or ACCOUNT.checkpoint beside the export: the Ed25519
+signature of the log under the checkpoint's origin (<prefix>/<accountId>)
+and that the export's tree at the checkpoint's size has the checkpoint's
+root, i.e. the export holds the history the checkpoint signed, perhaps
+extended. With --witness (a witness verifier key, type 0x04) each checkpoint
+must also carry that witness's cosignature/v1. Ed25519 comes from the
+`cryptography` package (pip install cryptography, or Debian's
+python3-cryptography); the rest is the standard library.
+
 where canonical is RFC 8785 JSON (the JSON Canonicalization Scheme): object
 keys sorted by their UTF-16 code units, no whitespace, strings as
 json.dumps(..., ensure_ascii=False) writes them, and numbers as IEEE 754
 doubles written the way ECMAScript's Number.prototype.toString writes them
 (see number() below). Prints one line per account and exits 1 if any chain
-is broken.
+is broken or any checkpoint fails.
 """
+import argparse
+import base64
 import decimal
 import hashlib
 import json
 import math
+import os
+import struct
 import sys
 
 HASHED = ("eventId", "accountId", "seq", "eventType", "documentId",
           "campaignId", "actor", "data", "occurredAt", "recordedAt")
+LEAF = HASHED + ("prevHash", "hash")
 
 
 def number(x):
@@ -74,14 +94,119 @@ def unique_keys(pairs):
     return obj
 
 
-def main(path):
-    chains = {}
+def leaf_hash(e):
+    data = canonical({k: e[k] for k in LEAF}).encode("utf-8")
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def tree_root(leaves):
+    """RFC 6962 Merkle tree hash of a list of leaf hashes."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    level = list(leaves)
+    while len(level) > 1:
+        # Pairing from the left, carrying an odd last node up unchanged,
+        # builds exactly RFC 6962's tree (split at the largest power of 2).
+        nxt = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest()
+               for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def key_id(name, key_bytes):
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + key_bytes).digest()[:4]
+
+
+def parse_vkey(vkey, alg):
+    """(name, public key) of a note verifier key <name>+<id hex>+<base64>."""
+    name, kid, b64 = vkey.strip().split("+", 2)
+    raw = base64.b64decode(b64, validate=True)
+    if len(raw) != 33 or raw[0] != alg:
+        raise ValueError(f"not an Ed25519 verifier key of type {alg:#04x}")
+    if key_id(name, raw).hex() != kid:
+        raise ValueError("the key id does not match the key")
+    return name, raw[1:]
+
+
+def ed25519_ok(pub, sig, msg):
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, msg)
+        return True
+    except InvalidSignature:
+        return False
+
+
+def signatures(note):
+    """The text of a signed note and its signature lines as (name, raw)."""
+    text, sep, sigs = note.partition("\n\n")
+    if not sep:
+        raise ValueError("no signature lines")
+    text += "\n"
+    out = []
+    for line in sigs.splitlines():
+        if not line.startswith("\u2014 "):
+            raise ValueError("a signature line does not start with an em dash")
+        name, b64 = line[2:].rsplit(" ", 1)
+        out.append((name, base64.b64decode(b64, validate=True)))
+    return text, out
+
+
+def check_checkpoint(path, log_pub, witnesses, trees):
+    """(account or None, reason or None) of one checkpoint file."""
     with open(path, encoding="utf-8") as f:
+        note = f.read()
+    text, sigs = signatures(note)
+    lines = text.split("\n")
+    origin, size, root = lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True)
+    account = origin.rsplit("/", 1)[-1]
+    if "/" not in origin or account not in trees:
+        return None, f"origin {origin!r} is of no account in the export"
+    kid = key_id(origin, b"\x01" + log_pub)
+    if not any(n == origin and raw[:4] == kid and ed25519_ok(log_pub, raw[4:], text.encode("utf-8"))
+               for n, raw in sigs):
+        return account, "no valid signature of the log's key"
+    for wname, wpub in witnesses:
+        wid = key_id(wname, b"\x04" + wpub)
+        ok = False
+        for n, raw in sigs:
+            if n == wname and raw[:4] == wid and len(raw) == 4 + 8 + 64:
+                t = struct.unpack(">Q", raw[4:12])[0]
+                msg = f"cosignature/v1\ntime {t}\n{text}".encode("utf-8")
+                ok = ok or ed25519_ok(wpub, raw[12:], msg)
+        if not ok:
+            return account, f"no valid cosignature of witness {wname}"
+    leaves = trees[account]
+    if size > len(leaves):
+        return account, f"the export holds {len(leaves)} entries, fewer than the checkpoint's {size}"
+    if tree_root(leaves[:size]) != root:
+        return account, f"the export's tree at size {size} is not the checkpoint's: the log was rewritten"
+    return account, None
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description="Re-verify an exported RCM compliance log offline.")
+    ap.add_argument("export")
+    ap.add_argument("--key", help="the log's verifier key (or a file holding it)")
+    ap.add_argument("--checkpoint", action="append", default=[])
+    ap.add_argument("--witness", action="append", default=[], help="a witness verifier key (or file)")
+    args = ap.parse_args(argv)
+
+    chains, trees = {}, {}
+    with open(args.export, encoding="utf-8") as f:
         for line in f:
             if not line.strip():
                 continue
             e = json.loads(line, object_pairs_hook=unique_keys)
             c = chains.setdefault(e["accountId"], {"seq": 0, "hash": "0" * 64, "broken": None})
+            leaves = trees.setdefault(e["accountId"], [])
+            try:
+                leaves.append(leaf_hash(e))
+            except (ValueError, KeyError):
+                c["broken"] = c["broken"] or e.get("seq", c["seq"] + 1)
             if c["broken"] is not None:
                 continue
             want = c["seq"] + 1
@@ -94,17 +219,43 @@ def main(path):
                 c["broken"] = min(e["seq"], want)
                 continue
             c["seq"], c["hash"] = e["seq"], e["hash"]
-    broken = 0
+
+    def read_key(v):
+        return open(v, encoding="utf-8").read().strip() if os.path.isfile(v) else v
+
+    checkpoints = list(args.checkpoint)
+    if not checkpoints:
+        here = os.path.dirname(args.export)
+        checkpoints = [p for p in (os.path.join(here, a + ".checkpoint") for a in chains) if os.path.exists(p)]
+        if checkpoints and not args.key:
+            print(f"not checked without --key: {', '.join(checkpoints)}", file=sys.stderr)
+            checkpoints = []
+    elif not args.key:
+        sys.exit("--checkpoint needs --key, the log's verifier key")
+    failed = 0
+    results = {}
+    if checkpoints:
+        _, log_pub = parse_vkey(read_key(args.key), 0x01)
+        witnesses = [parse_vkey(read_key(w), 0x04) for w in args.witness]
+        for path in checkpoints:
+            account, reason = check_checkpoint(path, log_pub, witnesses, trees)
+            if reason:
+                failed += 1
+                print(f"{path}: FAILED: {reason}")
+            results.setdefault(account, []).append((path, reason))
+
     for account, c in chains.items():
+        root = base64.b64encode(tree_root(trees[account])).decode()
         if c["broken"] is None:
-            print(f"{account}: ok, {c['seq']} entries, head {c['hash']}")
+            print(f"{account}: ok, {c['seq']} entries, head {c['hash']}, tree {len(trees[account])} root {root}")
         else:
-            broken += 1
+            failed += 1
             print(f"{account}: BROKEN at seq {c['broken']}")
-    return 1 if broken else 0
+        for path, reason in results.get(account, []):
+            if reason is None:
+                print(f"{account}: checkpoint {path} ok: the export matches or extends it")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

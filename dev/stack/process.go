@@ -20,6 +20,8 @@ import (
 // backoff (see Restart), and the launcher logs each restart.
 type Process struct {
 	name  string
+	bin   string   // the binary under BinDir: the service's name, or rcmctl for the witness
+	args  []string // its arguments
 	stack *Stack
 
 	mu       sync.Mutex
@@ -56,11 +58,16 @@ func (r Restart) withDefaults() Restart {
 }
 
 func (s *Stack) newProcess(name string) (*Process, error) {
-	bin := filepath.Join(s.cfg.BinDir, name)
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("service binary %s: %w (run make build)", bin, err)
+	return s.newCommand(name, name)
+}
+
+// newCommand is the process name running binary bin (under BinDir) with args.
+func (s *Stack) newCommand(name, bin string, args ...string) (*Process, error) {
+	path := filepath.Join(s.cfg.BinDir, bin)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("service binary %s: %w (run make build)", path, err)
 	}
-	return &Process{name: name, stack: s}, nil
+	return &Process{name: name, bin: bin, args: args, stack: s}, nil
 }
 
 // Start starts the service, waits until its /readyz answers 200 and from
@@ -101,7 +108,7 @@ func (p *Process) Start(ctx context.Context) error {
 
 // spawnLocked starts the binary; p.mu is held.
 func (p *Process) spawnLocked() (chan struct{}, error) {
-	cmd := exec.Command(filepath.Join(p.stack.cfg.BinDir, p.name))
+	cmd := exec.Command(filepath.Join(p.stack.cfg.BinDir, p.bin), p.args...)
 	cmd.Env = p.stack.env(p.name)
 	var out io.Writer = p.stack.cfg.Logs
 	var logf *os.File

@@ -17,6 +17,9 @@ package stack
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +29,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +54,19 @@ const (
 
 // Services lists the services in start order.
 var Services = []string{Campaign, Compliance, Feed, Gateway}
+
+// Witness is the compliance log's witness, `rcmctl witness`, started
+// before the services (it is not one of Services).
+const Witness = "witness"
+
+// LogSigningKeyPath is where the development key that signs the
+// compliance log's checkpoints lives under the data dir (the base64
+// Ed25519 seed, RCM_LOG_SIGNING_KEY); WitnessStateDir is the witness's
+// key and state.
+const (
+	LogSigningKeyPath = "compliance/log-signing-key"
+	WitnessStateDir   = "witness"
+)
 
 // Topics of the platform.
 const (
@@ -98,12 +115,15 @@ type Stack struct {
 	cfg    Config
 	logger *slog.Logger
 
-	mu     sync.Mutex
-	kafka  *embedded.Kafka
-	mongo  *embedded.Mongo
-	jwks   *devjwks.Server
-	procs  map[string]*Process
-	addrs  map[string]string
+	mu    sync.Mutex
+	kafka *embedded.Kafka
+	mongo *embedded.Mongo
+	jwks  *devjwks.Server
+	procs map[string]*Process
+	addrs map[string]string
+	// wired is each service's environment that the stack derives (the
+	// log's keys, the witness), before Config.Env and ServiceEnv.
+	wired  map[string]map[string]string
 	kport  int
 	mongoA string
 }
@@ -137,7 +157,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 func (s *Stack) start(ctx context.Context) error {
 	fixed := map[string]string{
 		Gateway: "127.0.0.1:8080", Campaign: "127.0.0.1:8081", Compliance: "127.0.0.1:8082", Feed: "127.0.0.1:8083",
-		"jwks": "127.0.0.1:8090", "mongo": "127.0.0.1:27017",
+		Witness: "127.0.0.1:8084", "jwks": "127.0.0.1:8090", "mongo": "127.0.0.1:27017",
 	}
 	s.kport = 9092
 	if s.cfg.RandomPorts {
@@ -169,6 +189,9 @@ func (s *Stack) start(ctx context.Context) error {
 	s.jwks = jwks
 	s.logger.Info("dev JWKS ready", slog.String("url", jwks.JWKSURL()))
 
+	if err := s.startWitness(ctx); err != nil {
+		return err
+	}
 	for _, name := range Services {
 		p, err := s.newProcess(name)
 		if err != nil {
@@ -204,6 +227,9 @@ func (s *Stack) env(name string) []string {
 		// restarted (or killed and restarted) service takes its
 		// partitions back at once.
 		"RCM_KAFKA_INSTANCE_ID": name,
+	}
+	for k, v := range s.wired[name] {
+		env[k] = v
 	}
 	for k, v := range s.cfg.Env {
 		env[k] = v
@@ -366,6 +392,11 @@ func (s *Stack) Close() error {
 			}
 		}
 	}
+	if p := s.procs[Witness]; p != nil {
+		if err := p.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if s.jwks != nil {
 		s.jwks.Close()
 	}
@@ -493,6 +524,64 @@ func waitReady(ctx context.Context, url string, exited <-chan struct{}) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// startWitness creates the log's development signing key when there is
+// none, starts `rcmctl witness` with the log's public key, and gives the
+// compliance service the key (RCM_LOG_SIGNING_KEY) and the witness
+// (RCM_LOG_WITNESSES, <url>|<witness verifier key>).
+func (s *Stack) startWitness(ctx context.Context) error {
+	keyPath := filepath.Join(s.cfg.DataDir, LogSigningKeyPath)
+	pub, err := loadOrCreateLogKey(keyPath)
+	if err != nil {
+		return fmt.Errorf("log signing key: %w", err)
+	}
+	stateDir := filepath.Join(s.cfg.DataDir, WitnessStateDir)
+	s.wired = map[string]map[string]string{
+		Witness:    {"RCM_LOG_PUBLIC_KEY": base64.StdEncoding.EncodeToString(pub)},
+		Compliance: {"RCM_LOG_SIGNING_KEY": keyPath},
+	}
+	p, err := s.newCommand(Witness, "rcmctl", "witness", "--state-dir", stateDir)
+	if err != nil {
+		return err
+	}
+	s.procs[Witness] = p
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	vkey, err := os.ReadFile(filepath.Join(stateDir, "witness.vkey"))
+	if err != nil {
+		return fmt.Errorf("witness verifier key: %w", err)
+	}
+	s.wired[Compliance]["RCM_LOG_WITNESSES"] = s.URL(Witness) + "|" + strings.TrimSpace(string(vkey))
+	s.logger.Info("witness ready", slog.String("addr", s.addrs[Witness]), slog.String("verifier_key", strings.TrimSpace(string(vkey))))
+	return nil
+}
+
+// loadOrCreateLogKey reads the base64 Ed25519 seed at path, or writes a
+// new one there (mode 0600), and returns its public key.
+func loadOrCreateLogKey(path string) (ed25519.PublicKey, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		seed := make([]byte, ed25519.SeedSize)
+		if _, err := rand.Read(seed); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		raw = []byte(base64.StdEncoding.EncodeToString(seed) + "\n")
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			return nil, err
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	seed, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("%s holds no base64 32-byte seed", path)
+	}
+	return ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey), nil
 }
 
 // DataDir is the stack's absolute data directory.

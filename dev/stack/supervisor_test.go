@@ -40,7 +40,7 @@ func binaries(t *testing.T) string {
 	t.Helper()
 	if dir := os.Getenv("RCM_BIN_DIR"); dir != "" {
 		ok := true
-		for _, s := range Services {
+		for _, s := range binaryNames() {
 			if _, err := os.Stat(filepath.Join(dir, s)); err != nil {
 				ok = false
 			}
@@ -52,7 +52,7 @@ func binaries(t *testing.T) string {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	dir := t.TempDir()
-	for _, s := range Services {
+	for _, s := range binaryNames() {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, s), "./services/"+s)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -61,6 +61,9 @@ func binaries(t *testing.T) string {
 	}
 	return dir
 }
+
+// binaryNames are the binaries a stack runs: the services and rcmctl (the witness).
+func binaryNames() []string { return append(append([]string{}, Services...), "rcmctl") }
 
 func poll(t *testing.T, within time.Duration, what string, cond func() error) {
 	t.Helper()

@@ -39,15 +39,30 @@ const usage = `rcmctl: the RCM platform's command line
       --tz and --state are the borrower's IANA time zone and two-letter state
   rcmctl documents delete --id ID
       publish a tombstone for the document and wait until it was applied
-  rcmctl log export --account ACCOUNT [--out FILE]
-      write the account's compliance log as JSON lines, read from its database
-  rcmctl log verify FILE
-      re-verify an exported log's hash chains offline; exit status 1 when broken
+  rcmctl log export --account ACCOUNT [--out FILE] [--token TOKEN] [--gateway URL]
+      read the account's latest signed checkpoint from the gateway, then write its
+      compliance log as JSON lines, read from its database (at least up to the
+      checkpoint's size), and the checkpoint beside it as ACCOUNT.checkpoint
+  rcmctl log verify FILE [--key VKEY] [--checkpoint C]... [--witness WVKEY]...
+      re-verify an exported log offline: its hash chains and Merkle trees, and each
+      checkpoint (default: ACCOUNT.checkpoint beside FILE) signed by VKEY and matched
+      or extended by the export; exit status 1 when anything fails
+  rcmctl log proof --account ACCOUNT --seq N [--size S] [--token TOKEN] [--gateway URL]
+      print the entry's receipt, a c2sp.org/tlog-proof: its leaf, inclusion proof
+      and the signed checkpoint (of size S, default the latest)
+  rcmctl witness --log-key KEY [--listen 127.0.0.1:8084] [--state-dir DIR] [--origin-prefix P] [--name N]
+      run a C2SP tlog-witness of the compliance log: it cosigns each account's checkpoint
+      (origin P/<account>, signed by KEY) only when consistent with the last it cosigned;
+      its key and state live in DIR (default $RCM_DATA_DIR/witness)
+  rcmctl witness --print-key [--state-dir DIR]
+      print the witness's verifier key, generating its key on first use
 
 Environment: RCM_DATA_DIR (default .data), RCM_KAFKA_BROKERS (127.0.0.1:9092),
 RCM_CLERK_ISSUER (http://127.0.0.1:8090), RCM_DOCUMENTS_TOPIC (documents.v1),
 RCM_DOCUMENTS_GROUP (rcm-campaign), RCM_MONGODB_URI (mongodb://127.0.0.1:27017/),
-RCM_COMPLIANCE_DATABASE (rcm_compliance).
+RCM_COMPLIANCE_DATABASE (rcm_compliance), RCM_GATEWAY_URL (http://127.0.0.1:8080),
+RCM_TOKEN (a session token; on the local stack a development token is minted),
+RCM_LOG_ORIGIN (rcm.local/compliance), RCM_LOG_PUBLIC_KEY (the witness's --log-key).
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -77,6 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch args[1] {
 		case "export":
 			return logExport(ctx, args[2:], getenv, stdout, stderr)
+		case "proof":
+			return logProof(ctx, args[2:], getenv, stdout, stderr)
 		case "verify":
 			err := logVerify(args[2:], stdout, stderr)
 			if err != nil && !errors.Is(err, flag.ErrHelp) {
@@ -84,6 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			return err
 		}
+	case "witness":
+		return witnessCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,6 +1,7 @@
 // Command rcmstack runs the platform locally with nothing installed: the
 // embedded Kafka broker and MongoDB server, the development JWKS endpoint,
-// and the four services as separate processes. A service that exits or is
+// the compliance log's witness (rcmctl witness) and the four services as
+// separate processes. A service that exits or is
 // killed is restarted (100 ms backoff doubling to 5 s, reset after 30 s up)
 // and the restart logged. Ctrl-C stops everything.
 package main
@@ -53,6 +54,7 @@ RCM is ready.
   campaign    %s   compliance %s   feed %s
   kafka       %s   mongodb %s
   JWKS        %s
+  witness     %s   (key and state in %s)
   logs        %s
 
   TOKEN=$(bin/rcmctl token --sub %s)
@@ -62,7 +64,8 @@ RCM is ready.
 
 Ctrl-C stops everything.
 `, s.GatewayURL(), s.URL(stack.Campaign), s.URL(stack.Compliance), s.URL(stack.Feed),
-		s.KafkaAddr(), s.MongoURI(), s.JWKS().JWKSURL(), filepath.Join(dataDir, "logs"),
+		s.KafkaAddr(), s.MongoURI(), s.JWKS().JWKSURL(), s.URL(stack.Witness), filepath.Join(dataDir, stack.WitnessStateDir),
+		filepath.Join(dataDir, "logs"),
 		stack.DemoAccount, s.GatewayURL())
 
 	<-ctx.Done()
