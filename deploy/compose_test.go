@@ -29,6 +29,7 @@ func composeEnv() map[string]string {
 		"RCM_CLERK_JWKS_URL":           "https://clerk.example.test/.well-known/jwks.json",
 		"RCM_CLERK_ISSUER":             "https://clerk.example.test",
 		"RCM_CLERK_AUTHORIZED_PARTIES": "https://app.example.test",
+		"RCM_LOG_SIGNING_KEY_FILE":     "/run/keys/rcm_log_signing_key",
 	}
 }
 

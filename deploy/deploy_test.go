@@ -43,12 +43,13 @@ var services = []struct {
 // Topics and their partition counts, as the services expect them
 // (RCM_KAFKA_PARTITIONS defaults to 6; dead-letter topics have one).
 var topics = map[string]int{
-	"rcm.campaign-events.v1":     6,
-	"rcm.campaign-events.v1.dlq": 1,
-	"documents.v1":               6,
-	"rcm.documents.v1.dlq":       1,
-	"rcm.activity.v1":            6,
-	"rcm.consent.v1":             6,
+	"rcm.campaign-events.v1":        6,
+	"rcm.campaign-events.v1.dlq":    1,
+	"documents.v1":                  6,
+	"rcm.documents.v1.dlq":          1,
+	"rcm.activity.v1":               6,
+	"rcm.consent.v1":                6,
+	"rcm.compliance-checkpoints.v1": 6,
 }
 
 // compacted are the topics that keep the latest value per key.
@@ -65,6 +66,11 @@ var (
 		"rcm_compliance_appends_total",
 		"rcm_compliance_dead_letters_total",
 		"rcm_compliance_replays_total",
+		"rcm_log_checkpoints_signed_total",
+		"rcm_log_checkpoints_published_total",
+		"rcm_log_cosignatures_total",
+		"rcm_log_witness_rejections_total",
+		"rcm_log_consistency_failures_total",
 		"rcm_feed_deliveries_total",
 		"rcm_feed_dropped_subscribers_total",
 		"rcm_feed_items_stored_total",
@@ -110,6 +116,7 @@ var (
 		"rcm_outbox_publish_duration_seconds",
 		"rcm_compliance_append_batch_duration_seconds",
 		"rcm_compliance_event_to_appended_seconds",
+		"rcm_log_proof_duration_seconds",
 		"rcm_feed_delivery_latency_seconds",
 		"rcm_mongodb_command_duration_seconds",
 		"rcm_kafka_request_duration_e2e_seconds",

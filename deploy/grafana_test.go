@@ -122,6 +122,12 @@ func TestDashboardCoverage(t *testing.T) {
 		"rcm_feed_deliveries_total",
 		"rcm_feed_dropped_subscribers_total",
 		"rcm_contact_decisions_total",
+		"rcm_log_checkpoints_signed_total",
+		"rcm_log_checkpoints_published_total",
+		"rcm_log_cosignatures_total",
+		"rcm_log_witness_rejections_total",
+		"rcm_log_consistency_failures_total",
+		"rcm_log_proof_duration_seconds_bucket",
 	} {
 		if !strings.Contains(all.String(), m) {
 			t.Errorf("no panel queries %s", m)

@@ -100,6 +100,8 @@ func TestAlertsPresent(t *testing.T) {
 		"RCMDeadLetters":                 "rcm_compliance_dead_letters_total",
 		"RCMFeedDeliveryLatencyHigh":     "rcm_feed_delivery_latency_seconds_bucket",
 		"RCMComplianceAppendLatencyHigh": "rcm_compliance_event_to_appended_seconds_bucket",
+		"RCMWitnessRejections":           "rcm_log_witness_rejections_total",
+		"RCMLogConsistencyFailures":      "rcm_log_consistency_failures_total",
 		"RCMContactOptOutBlocksSpike":    `rcm_contact_decisions_total{job="campaign", decision="blocked", reason="opted_out"}`,
 	} {
 		if !strings.Contains(have[alert], metric) {

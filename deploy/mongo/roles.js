@@ -32,6 +32,11 @@ function ensureUser(name, password, role) {
 ensureRole("rcmCompliance", [
   { resource: { db: "rcm_compliance", collection: "entries" }, actions: ["find", "insert"] },
   { resource: { db: "rcm_compliance", collection: "entry_heads" }, actions: ["find", "insert", "update"] },
+  // Signed checkpoints and their cosignatures are insert-only too; the
+  // hint of each account's latest checkpoint is upserted.
+  { resource: { db: "rcm_compliance", collection: "checkpoints" }, actions: ["find", "insert"] },
+  { resource: { db: "rcm_compliance", collection: "checkpoint_cosignatures" }, actions: ["find", "insert"] },
+  { resource: { db: "rcm_compliance", collection: "checkpoint_heads" }, actions: ["find", "insert", "update"] },
 ]);
 
 // Campaigns and the documents read model change in place (one write per
@@ -58,11 +63,15 @@ ensureRole("rcmFeed", [
 ensureRole("rcmComplianceReader", [
   { resource: { db: "rcm_compliance", collection: "entries" }, actions: ["find"] },
   { resource: { db: "rcm_compliance", collection: "entry_heads" }, actions: ["find"] },
+  { resource: { db: "rcm_compliance", collection: "checkpoints" }, actions: ["find"] },
+  { resource: { db: "rcm_compliance", collection: "checkpoint_cosignatures" }, actions: ["find"] },
+  { resource: { db: "rcm_compliance", collection: "checkpoint_heads" }, actions: ["find"] },
 ]);
 
 const compliance = db.getSiblingDB("rcm_compliance");
 compliance.entries.createIndex({ accountId: 1, eventId: 1 }, { unique: true });
 compliance.entries.createIndex({ accountId: 1, seq: 1 }, { unique: true });
+compliance.checkpoints.createIndex({ accountId: 1, size: 1 }, { unique: true });
 
 ensureUser("rcm-campaign", process.env.RCM_CAMPAIGN_PASSWORD, "rcmCampaign");
 ensureUser("rcm-compliance", process.env.RCM_COMPLIANCE_PASSWORD, "rcmCompliance");

@@ -148,6 +148,11 @@ type Result struct {
 	Entries  int64  `json:"entries"`
 	HeadSeq  int64  `json:"headSeq"`
 	HeadHash string `json:"headHash"`
+	// TreeSize is the size of the account's Merkle tree as stored, and
+	// RootHash its root in standard base64 (spec/transparency.md); they
+	// are filled by whoever checks the tree.
+	TreeSize int64  `json:"treeSize"`
+	RootHash string `json:"rootHash"`
 	// FirstBrokenSeq is the lowest seq at which the chain does not hold:
 	// an entry edited, missing, out of place, or not linked to the one
 	// before. Nil when OK.

@@ -6,6 +6,7 @@ require github.com/rcm-platform/rcm/pkg v0.0.0
 
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
+	filippo.io/mldsa v0.0.0-20260215214346-43d0283efc3e // indirect
 	github.com/AlekSi/pointer v1.2.0 // indirect
 	github.com/FerretDB/FerretDB v1.24.0 // indirect
 	github.com/FerretDB/wire v0.0.7 // indirect
@@ -89,9 +90,12 @@ require (
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rcm-platform/rcm/dev v0.0.0
+	github.com/transparency-dev/formats v0.1.1
+	github.com/transparency-dev/merkle v0.0.2
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.20.0
 	go.mongodb.org/mongo-driver/v2 v2.10.0
+	golang.org/x/mod v0.43.0
 	golang.org/x/sync v0.23.0
 )
 

@@ -8,10 +8,12 @@ import (
 	"io"
 	"time"
 
+	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/service"
 	"github.com/rcm-platform/rcm/services/compliance/internal/api"
+	"github.com/rcm-platform/rcm/services/compliance/internal/checkpoint"
 	"github.com/rcm-platform/rcm/services/compliance/internal/consumer"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -25,13 +27,39 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		Mongo:       service.Mongo{Database: "rcm_compliance"},
 		EventsTopic: events.Topic,
 		DLQTopic:    events.DLQTopic,
+
+		CheckpointsTopic: checkpoint.Topic,
 	}
 	svc, err := service.Start(ctx, "compliance", getenv, stdout, &cfg)
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	key, err := checkpoint.LoadKey(cfg.SigningKey, cfg.Origin)
+	if err != nil {
+		return err
+	}
+	witnesses, err := checkpoint.ParseWitnesses(cfg.Witnesses)
+	if err != nil {
+		return err
+	}
 	led := ledger.New(ledger.Config{DB: svc.DB(), Now: time.Now})
+	var witnessIDs []string
+	for _, w := range witnesses {
+		witnessIDs = append(witnessIDs, w.ID())
+	}
+	checkpoints := checkpoint.NewStore(svc.DB(), witnessIDs, time.Now)
+	producer, err := svc.Producer("rcm-compliance-checkpoints")
+	if err != nil {
+		return err
+	}
+	metrics := checkpoint.NewMetrics(svc.Registry)
+	signer := checkpoint.NewLoop(checkpoint.LoopConfig{
+		Key: key, Tree: led, Store: checkpoints, Witnesses: witnesses,
+		Publish:  checkpoint.Publisher(producer, cfg.CheckpointsTopic),
+		Accounts: checkpoint.Accounts(svc.DB().Collection(auditlog.HeadsCollection)),
+		Metrics:  metrics, Logger: svc.Logger,
+	})
 
 	// A partition that moves to another instance takes its accounts with
 	// it: forget their heads, so that they are read afresh if it comes back.
@@ -41,14 +69,18 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cons := consumer.New(consumer.Config{Ledger: led, DeadLetter: kafkax.DeadLetter(client, cfg.DLQTopic), Now: time.Now, Logger: svc.Logger}, svc.Registry)
+	cons := consumer.New(consumer.Config{Ledger: led, DeadLetter: kafkax.DeadLetter(client, cfg.DLQTopic), Now: time.Now, Logger: svc.Logger, Appended: func(account string) { signer.Notify(account) }}, svc.Registry)
 
 	return svc.Run(ctx, service.Parts{
-		Handler: svc.Internal(30*time.Second, (&api.Handler{Ledger: led, Logger: svc.Logger}).Routes),
+		Handler: svc.Internal(30*time.Second, (&api.Handler{
+			Ledger: led, Logger: svc.Logger,
+			Log: api.Log{Key: key, Checkpoints: checkpoints, Tree: led, Metrics: metrics},
+		}).Routes),
 		Prepare: []service.Step{
 			service.Indexes(cfg.CreateIndexes, led.EnsureIndexes),
-			svc.Topics([]string{cfg.EventsTopic}, cfg.DLQTopic),
+			service.Indexes(cfg.CreateIndexes, checkpoints.EnsureIndexes),
+			svc.Topics([]string{cfg.EventsTopic, cfg.CheckpointsTopic}, cfg.DLQTopic),
 		},
-		Background: []service.Loop{svc.Consume(client, cfg.MaxBatch, cons.Handle)},
+		Background: []service.Loop{svc.Consume(client, cfg.MaxBatch, cons.Handle), signer.Run},
 	})
 }

@@ -33,6 +33,7 @@ func TestRunInProcess(t *testing.T) {
 		"RCM_DLQ_TOPIC":        dlq,
 		"RCM_COMPLIANCE_GROUP": group,
 		"RCM_KAFKA_PARTITIONS": "2",
+		"RCM_LOG_SIGNING_KEY":  testKey,
 	})
 	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
 	if err != nil {

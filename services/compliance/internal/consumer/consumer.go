@@ -35,6 +35,9 @@ type Config struct {
 	// Now is the clock of the metrics (time.Now when nil).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Appended, when set, is told of each account the consumer durably
+	// appended to (the checkpoint signer).
+	Appended func(account string)
 }
 
 // Consumer handles the batches of one consumer group member.
@@ -43,6 +46,7 @@ type Consumer struct {
 	deadLetters *kafkax.DeadLetters
 	logger      *slog.Logger
 	now         func() time.Time
+	appended    func(account string)
 	m           *metrics
 }
 
@@ -84,7 +88,7 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 	}
 	return &Consumer{
 		ledger: cfg.Ledger, deadLetters: kafkax.NewDeadLetters(cfg.DeadLetter, m.deadLetter, cfg.Logger),
-		logger: cfg.Logger, now: cfg.Now, m: m,
+		logger: cfg.Logger, now: cfg.Now, appended: cfg.Appended, m: m,
 	}
 }
 
@@ -150,17 +154,22 @@ func (c *Consumer) append(ctx context.Context, account string, ps []kafkax.Decod
 			return nil, err
 		}
 		now := c.now()
+		grew := false
 		for i, r := range res {
 			if r.Replay {
 				c.m.replays.Inc()
 				continue
 			}
+			grew = true
 			e := evs[i]
 			c.m.appends.WithLabelValues(e.EventType).Inc()
 			if at, err := e.Time(); err == nil {
 				c.m.latency.Observe(now.Sub(at).Seconds())
 			}
 			c.logger.Debug("appended", slog.String("event_id", e.EventID), slog.String("account_id", account), slog.Int64("seq", r.Seq))
+		}
+		if grew && c.appended != nil {
+			c.appended(account)
 		}
 		break
 	}

@@ -1,11 +1,13 @@
 // Package ledger is the compliance log: an insert-only, per-account,
 // hash-chained sequence of entries, one per event (see pkg/auditlog for the
-// chain and pkg/seqlog for the storage). No code path here updates or
-// deletes an entry.
+// chain and pkg/seqlog for the storage), with each account's Merkle tree
+// over them (see package tree) for roots and proofs. No code path here
+// updates or deletes an entry.
 package ledger
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,14 +18,17 @@ import (
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
+	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/sync/singleflight"
 )
 
 // Ledger reads and appends the compliance log.
 type Ledger struct {
-	log *seqlog.Log
-	now func() time.Time
+	log  *seqlog.Log
+	tree *tree.Tree
+	now  func() time.Time
 
 	// verifying runs one verification per account and head at a time;
 	// verified holds each account's last ok result (see Verify).
@@ -40,8 +45,9 @@ type verification struct {
 
 // Config is what a Ledger needs.
 type Config struct {
-	// DB holds the log's collections (auditlog.EntriesCollection and
-	// auditlog.HeadsCollection).
+	// DB holds the log's collections (auditlog.EntriesCollection,
+	// auditlog.HeadsCollection, tree.HashesCollection and
+	// tree.SizesCollection).
 	DB *mongo.Database
 	// Now is the clock of recordedAt and of reused verifications
 	// (time.Now when nil).
@@ -53,7 +59,7 @@ func New(cfg Config) *Ledger {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Ledger{
+	l := &Ledger{
 		log: seqlog.New(seqlog.Config{
 			Docs:      cfg.DB.Collection(auditlog.EntriesCollection),
 			Heads:     cfg.DB.Collection(auditlog.HeadsCollection),
@@ -61,13 +67,19 @@ func New(cfg Config) *Ledger {
 		}),
 		now: cfg.Now, verified: map[string]verification{},
 	}
+	l.tree = tree.New(tree.Config{DB: cfg.DB, Leaves: l.leaves})
+	return l
 }
 
 // EnsureIndexes creates the unique indexes (event id; account and seq).
 func (l *Ledger) EnsureIndexes(ctx context.Context) error { return l.log.EnsureIndexes(ctx) }
 
-// Forget drops cached heads, when this process stops owning a partition.
-func (l *Ledger) Forget() { l.log.Forget() }
+// Forget drops cached heads and tree edges, when this process stops owning
+// a partition.
+func (l *Ledger) Forget() {
+	l.log.Forget()
+	l.tree.Forget()
+}
 
 // Event is an event to record, with its JSON data exactly as received.
 type Event struct {
@@ -94,9 +106,20 @@ func (e *UnappendableError) Unwrap() error { return e.Err }
 
 // Append records evs, all of account, in order, each at most once. An
 // event whose entry cannot be built fails it with an *UnappendableError.
+//
+// The account's tree then grows over the new entries, from their leaf
+// data kept from building them (no read), and over any entries before
+// them it has not seen (read from the store). An error there leaves the
+// entries durable and is returned, so that the batch is retried: its
+// replays grow the tree. A tree that contradicts the entries
+// (tree.ErrInconsistent) does not stop the log: Verify reports it, and
+// TreeHead refuses to give a head.
 func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]Appended, error) {
 	recordedAt := events.FormatTime(l.now())
 	items := make([]seqlog.Item, 0, len(evs))
+	// built holds the leaf data of the last entry built at each seq: the
+	// one stored there when this call's insert there succeeded.
+	built := make(map[int64][]byte, len(evs))
 	for _, e := range evs {
 		items = append(items, seqlog.Item{EventID: e.EventID, Build: func(seq int64, prev string) (any, string, error) {
 			if prev == "" {
@@ -115,10 +138,144 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 			if err != nil {
 				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
+			leaf, err := auditlog.LeafData(entry)
+			if err != nil {
+				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
+			}
+			built[seq] = leaf
 			return doc, entry.Hash, nil
 		}})
 	}
-	return l.log.Append(ctx, account, items)
+	res, err := l.log.Append(ctx, account, items)
+	if err != nil {
+		return nil, err
+	}
+	mine := make(map[int64][]byte, len(res))
+	var last int64
+	for _, r := range res {
+		last = max(last, r.Seq)
+		if !r.Replay {
+			mine[r.Seq] = built[r.Seq]
+		}
+	}
+	if last == 0 {
+		return res, nil
+	}
+	_, err = l.tree.Extend(ctx, account, last, func(seq int64) ([]byte, bool) {
+		d, ok := mine[seq]
+		return d, ok
+	})
+	if err != nil && !errors.Is(err, tree.ErrInconsistent) {
+		return nil, err
+	}
+	return res, nil
+}
+
+// leaves reads the leaf data of the entries from seq from on, n of them,
+// stopping before the first missing one.
+func (l *Ledger) leaves(ctx context.Context, account string, from int64, n int) ([][]byte, error) {
+	slots, err := l.Range(ctx, account, from, 1, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, n)
+	for _, s := range slots {
+		if !s.Found {
+			break
+		}
+		d, err := auditlog.LeafData(s.Entry)
+		if err != nil {
+			return nil, fmt.Errorf("leaf of %s at %d: %w", account, s.Seq, err)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// ErrNotInTree says that a root or proof was asked of a tree larger than
+// the account's.
+var ErrNotInTree = tree.ErrMissing
+
+// ErrTreeInconsistent says that the account's stored tree contradicts its
+// entries or was rewritten under the running service; Verify says where.
+var ErrTreeInconsistent = tree.ErrInconsistent
+
+// TreeHead returns the size and root of account's tree (spec/transparency.md)
+// after catching it up with the entries: a few store reads when it is
+// current. An account with no entries has size 0 and tree.EmptyRoot.
+func (l *Ledger) TreeHead(ctx context.Context, account string) (size int64, root tlog.Hash, err error) {
+	head, err := l.Head(ctx, account)
+	if err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	return l.tree.Head(ctx, account, head)
+}
+
+// RootAt returns the root of account's tree at size leaves, from one store
+// read; ErrNotInTree when the tree is smaller.
+func (l *Ledger) RootAt(ctx context.Context, account string, size int64) (tlog.Hash, error) {
+	return l.tree.Root(ctx, account, size)
+}
+
+// ProveRecord returns the inclusion proof of leaf index (entry seq
+// index+1) in account's tree of size leaves, from one store read;
+// ErrNotInTree when the tree is smaller.
+func (l *Ledger) ProveRecord(ctx context.Context, account string, size, index int64) (tlog.RecordProof, error) {
+	return l.tree.ProveRecord(ctx, account, size, index)
+}
+
+// ProveTree returns the consistency proof from account's tree of from
+// leaves to the one of to leaves (0 < from ≤ to), from one store read;
+// ErrNotInTree when the tree is smaller than to.
+func (l *Ledger) ProveTree(ctx context.Context, account string, to, from int64) (tlog.TreeProof, error) {
+	return l.tree.ProveTree(ctx, account, to, from)
+}
+
+// LeafData returns the leaf data of entry seq of account as it is stored
+// (auditlog.LeafData); found is false when the entry is missing.
+func (l *Ledger) LeafData(ctx context.Context, account string, seq int64) ([]byte, bool, error) {
+	e, found, err := l.Get(ctx, account, seq)
+	if err != nil || !found {
+		return nil, found, err
+	}
+	d, err := auditlog.LeafData(e)
+	if err != nil {
+		return nil, false, fmt.Errorf("leaf of %s at %d: %w", account, seq, err)
+	}
+	return d, true, nil
+}
+
+// Consistent reports whether account's current tree extends the tree of
+// oldSize leaves with root oldRoot: false when oldSize is beyond the
+// current size (a rollback), when the proof does not hold, and when the
+// stored tree was rewritten under the running service.
+func (l *Ledger) Consistent(ctx context.Context, account string, oldSize int64, oldRoot tlog.Hash) (bool, error) {
+	if oldSize < 0 {
+		return false, fmt.Errorf("tree size %d", oldSize)
+	}
+	size, root, err := l.TreeHead(ctx, account)
+	if errors.Is(err, tree.ErrInconsistent) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case oldSize > size:
+		return false, nil
+	case oldSize == 0:
+		return oldRoot == tree.EmptyRoot, nil
+	case oldSize == size:
+		return oldRoot == root, nil
+	}
+	proof, err := l.tree.ProveTree(ctx, account, size, oldSize)
+	if errors.Is(err, tree.ErrMissing) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return tlog.CheckTree(proof, size, root, oldSize, oldRoot) == nil, nil
 }
 
 // Head returns the seq of account's last entry: the furthest of the stored
@@ -326,23 +483,49 @@ func (l *Ledger) keep(account string, v verification) {
 	l.verified[account] = v
 }
 
-// recompute recomputes account's chain from its first entry to head. The
-// result's Entries counts the entries found, which falls short of HeadSeq
-// when some were deleted; HeadSeq and HeadHash say where the log reached,
-// broken or not.
+// recompute recomputes account's chain from its first entry to head, and
+// its tree: every leaf hash and every stored hash of the tree, rebuilt in
+// memory from the entries, must equal the stored ones (read a window at a
+// time, one lookup per window). The result's Entries counts the entries
+// found, which falls short of HeadSeq when some were deleted; HeadSeq and
+// HeadHash say where the log reached, broken or not; TreeSize and
+// RootHash are the stored tree's, up to head. FirstBrokenSeq is the lowest
+// seq at which either the chain or the tree does not hold.
 func (l *Ledger) recompute(ctx context.Context, account string, head int64) (auditlog.Result, error) {
+	// Catch the tree up first, so that what it lacks is what it cannot
+	// have; a tree that contradicts the entries is reported below.
+	size, err := l.tree.Extend(ctx, account, head, nil)
+	if err != nil && !errors.Is(err, tree.ErrInconsistent) {
+		return auditlog.Result{}, err
+	}
+	size = min(size, head)
+
 	v := auditlog.NewVerifier(account)
+	built := tree.NewBuilder()
+	var treeBroken int64 // the first seq the stored tree does not hold; 0 when none
+	var treeReason string
 	var stored int64
 	var headHash string
 	const window = 64
 	for from := int64(1); from <= head; from += window {
-		slots, err := l.Range(ctx, account, from, 1, int(min(window, head-from+1)))
+		n := int(min(window, head-from+1))
+		slots, err := l.Range(ctx, account, from, 1, n)
 		if err != nil {
 			return auditlog.Result{}, err
 		}
-		for _, s := range slots {
+		var records [][]tlog.Hash
+		if treeBroken == 0 {
+			if records, err = l.tree.Records(ctx, account, from-1, n); err != nil {
+				return auditlog.Result{}, err
+			}
+		}
+		for i, s := range slots {
 			if !s.Found {
-				// Skipping it lets the verifier report the missing seq.
+				// Skipping it lets the verifier report the missing seq;
+				// the tree cannot go past it.
+				if treeBroken == 0 {
+					treeBroken = s.Seq
+				}
 				continue
 			}
 			stored++
@@ -350,9 +533,58 @@ func (l *Ledger) recompute(ctx context.Context, account string, head int64) (aud
 			if s.Seq == head {
 				headHash = s.Entry.Hash
 			}
+			if treeBroken == 0 {
+				if reason := checkLeaf(built, s.Entry, records[i]); reason != "" {
+					treeBroken, treeReason = s.Seq, reason
+				}
+			}
 		}
 	}
 	out := v.Finish(head)
 	out.Entries, out.HeadSeq, out.HeadHash = stored, head, headHash
+	out.TreeSize = size
+	root, err := l.tree.Root(ctx, account, size)
+	switch {
+	case err == nil:
+		out.RootHash = base64.StdEncoding.EncodeToString(root[:])
+		if treeBroken == 0 && built.Size() == size {
+			if want, err := built.Root(); err != nil || want != root {
+				treeBroken, treeReason = size, fmt.Sprintf("the stored tree's root at size %d is not the root of the entries", size)
+			}
+		}
+	case errors.Is(err, tree.ErrMissing):
+		// Reported below: a stored hash of the tree is missing.
+	default:
+		return auditlog.Result{}, err
+	}
+	if treeReason != "" && (out.OK || treeBroken < *out.FirstBrokenSeq) {
+		out.OK, out.FirstBrokenSeq, out.Reason = false, &treeBroken, treeReason
+	}
 	return out, nil
+}
+
+// checkLeaf adds entry e's leaf to built and compares the record it
+// makes with the one stored (nil when none); it returns what is wrong, or
+// "".
+func checkLeaf(built *tree.Builder, e auditlog.Entry, stored []tlog.Hash) string {
+	data, err := auditlog.LeafData(e)
+	if err != nil {
+		return err.Error()
+	}
+	want, err := built.Add(data)
+	if err != nil {
+		return err.Error()
+	}
+	switch {
+	case stored == nil:
+		return fmt.Sprintf("entry %d is not in the stored tree", e.Seq)
+	case len(stored) != len(want) || stored[0] != want[0]:
+		return fmt.Sprintf("the stored tree's leaf hash of entry %d is not the hash of the entry", e.Seq)
+	}
+	for i := range want {
+		if stored[i] != want[i] {
+			return fmt.Sprintf("the stored tree's hashes over entries up to %d are not the hashes of the entries", e.Seq)
+		}
+	}
+	return ""
 }

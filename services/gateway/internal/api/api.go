@@ -47,6 +47,10 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/v1/documents/{documentID}/contact-clearance", httpx.Handle(h.Logger, h.clearance))
 	r.Get("/v1/compliance-log", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
 	r.Get("/v1/compliance-log/verify", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
+	r.Get("/v1/compliance-log/checkpoint", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
+	r.Get("/v1/compliance-log/entries/{seq}/proof", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
+	r.Get("/v1/compliance-log/consistency", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
+	r.Get("/v1/compliance-log/verifier-key", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
 	r.Get("/v1/activity", httpx.Handle(h.Logger, h.forward(h.Feed, httpx.ErrNotFound)))
 	r.Get("/v1/activity/stream", httpx.Handle(h.Logger, h.stream))
 }

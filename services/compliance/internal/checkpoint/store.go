@@ -1,0 +1,262 @@
+package checkpoint
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/pkg/seqlog"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Collections of the checkpoint store, in the compliance database.
+const (
+	// CheckpointsCollection holds each account's signed checkpoints,
+	// numbered 1, 2, 3… per account, insert-only.
+	CheckpointsCollection = "checkpoints"
+	// HeadsCollection holds a hint of each account's latest checkpoint
+	// number; the checkpoints themselves say where the sequence ends.
+	HeadsCollection = "checkpoint_heads"
+	// CosignaturesCollection holds the cosignatures witnesses gave,
+	// insert-only, one document per checkpoint and witness, apart from
+	// the signed note they cosign.
+	CosignaturesCollection = "checkpoint_cosignatures"
+)
+
+// Store is the insert-only store of the checkpoints the log signed.
+type Store struct {
+	checkpoints *mongo.Collection
+	heads       *mongo.Collection
+	cosigs      *mongo.Collection
+	// witnesses are the ids (Witness.ID) whose cosignatures are read.
+	witnesses []string
+	now       func() time.Time
+}
+
+// NewStore returns the store in db, reading the cosignatures of the
+// witnesses whose ids are given.
+func NewStore(db *mongo.Database, witnesses []string, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{
+		checkpoints: db.Collection(CheckpointsCollection),
+		heads:       db.Collection(HeadsCollection),
+		cosigs:      db.Collection(CosignaturesCollection),
+		witnesses:   witnesses, now: now,
+	}
+}
+
+// EnsureIndexes creates the unique index that stores a size at most once
+// per account.
+func (s *Store) EnsureIndexes(ctx context.Context) error {
+	return mongox.Classify(mongox.EnsureIndexes(ctx, s.checkpoints,
+		mongox.Index{Keys: bson.D{{Key: "accountId", Value: 1}, {Key: "size", Value: 1}}, Options: options.Index().SetUnique(true)},
+	))
+}
+
+type doc struct {
+	ID        string `bson:"_id"`
+	AccountID string `bson:"accountId"`
+	Seq       int64  `bson:"seq"`
+	Size      int64  `bson:"size"`
+	Root      string `bson:"root"`
+	Note      string `bson:"note"`
+	SignedAt  string `bson:"signedAt"`
+}
+
+type cosigDoc struct {
+	ID        string `bson:"_id"`
+	AccountID string `bson:"accountId"`
+	Size      int64  `bson:"size"`
+	Witness   string `bson:"witness"`
+	Line      string `bson:"line"`
+	At        string `bson:"at"`
+}
+
+// stored is a checkpoint and its number in the account's sequence.
+type stored struct {
+	Checkpoint
+	seq int64
+}
+
+// ErrRaced says that another writer stored a checkpoint of the account
+// meanwhile: what was checked against the latest must be checked again.
+var ErrRaced = errors.New("another checkpoint of the account was stored meanwhile")
+
+// Put stores cp as the checkpoint after last (nil: the account's first).
+// It is insert-only: a size stored before, with the same root, is left as
+// it is; with another root it is an error, as is a checkpoint stored
+// after last by another writer (ErrRaced).
+func (s *Store) Put(ctx context.Context, cp Checkpoint, last *stored) (stored, error) {
+	seq := int64(1)
+	if last != nil {
+		seq = last.seq + 1
+	}
+	d := doc{
+		ID: seqlog.Key(cp.Account, seq), AccountID: cp.Account, Seq: seq, Size: cp.Size,
+		Root: base64.StdEncoding.EncodeToString(cp.Root[:]), Note: string(cp.Note),
+		SignedAt: s.now().UTC().Format(time.RFC3339Nano),
+	}
+	_, err := s.checkpoints.InsertOne(ctx, d)
+	if mongox.IsDuplicateKey(err) {
+		old, found, ferr := s.BySize(ctx, cp.Account, cp.Size)
+		if ferr != nil {
+			return stored{}, ferr
+		}
+		if found && old.Root == cp.Root {
+			return stored{Checkpoint: old, seq: seq}, nil
+		}
+		return stored{}, fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, ErrRaced)
+	}
+	if err != nil {
+		return stored{}, fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, mongox.Classify(err))
+	}
+	// The hint only saves probes: a lost one costs a few lookups.
+	_, _ = s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: cp.Account}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: "seq", Value: seq}}}}, options.UpdateOne().SetUpsert(true))
+	return stored{Checkpoint: cp, seq: seq}, nil
+}
+
+// Latest returns account's latest checkpoint with its cosignatures;
+// found is false when it has none. It costs a few lookups by _id: the
+// hint, then the sequence probed forward from it (or galloped from 1 when
+// the hint points past the end).
+func (s *Store) Latest(ctx context.Context, account string) (Checkpoint, bool, error) {
+	st, found, err := s.latest(ctx, account)
+	if err != nil || !found {
+		return Checkpoint{}, found, err
+	}
+	cp, err := s.withCosignatures(ctx, st.Checkpoint)
+	return cp, true, err
+}
+
+func (s *Store) latest(ctx context.Context, account string) (*stored, bool, error) {
+	var hint struct {
+		Seq int64 `bson:"seq"`
+	}
+	err := s.heads.FindOne(ctx, bson.D{{Key: "_id", Value: account}}).Decode(&hint)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, false, fmt.Errorf("checkpoint hint of %s: %w", account, mongox.Classify(err))
+	}
+	var last *stored
+	if hint.Seq > 0 {
+		if last, err = s.get(ctx, account, hint.Seq); err != nil {
+			return nil, false, err
+		}
+	}
+	if last == nil {
+		// No hint, or one past the end: gallop, then bisect.
+		lo, hi := int64(0), int64(1)
+		for {
+			d, err := s.get(ctx, account, hi)
+			if err != nil {
+				return nil, false, err
+			}
+			if d == nil {
+				break
+			}
+			last, lo, hi = d, hi, hi*2
+		}
+		for hi-lo > 1 {
+			mid := lo + (hi-lo)/2
+			d, err := s.get(ctx, account, mid)
+			if err != nil {
+				return nil, false, err
+			}
+			if d != nil {
+				last, lo = d, mid
+			} else {
+				hi = mid
+			}
+		}
+		if last == nil {
+			return nil, false, nil
+		}
+	}
+	for {
+		next, err := s.get(ctx, account, last.seq+1)
+		if err != nil {
+			return nil, false, err
+		}
+		if next == nil {
+			return last, true, nil
+		}
+		last = next
+	}
+}
+
+// get reads checkpoint number seq of account; nil when there is none.
+func (s *Store) get(ctx context.Context, account string, seq int64) (*stored, error) {
+	return s.findOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key(account, seq)}})
+}
+
+func (s *Store) findOne(ctx context.Context, filter bson.D) (*stored, error) {
+	var d doc
+	err := s.checkpoints.FindOne(ctx, filter).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", mongox.Classify(err))
+	}
+	raw, err := base64.StdEncoding.DecodeString(d.Root)
+	if err != nil || len(raw) != tlog.HashSize {
+		return nil, fmt.Errorf("checkpoint %s: stored root %q is not a hash", d.ID, d.Root)
+	}
+	st := &stored{Checkpoint: Checkpoint{Account: d.AccountID, Size: d.Size, Note: []byte(d.Note)}, seq: d.Seq}
+	copy(st.Root[:], raw)
+	return st, nil
+}
+
+// BySize returns account's checkpoint of size with its cosignatures;
+// found is false when the log signed none of that size.
+func (s *Store) BySize(ctx context.Context, account string, size int64) (Checkpoint, bool, error) {
+	st, err := s.findOne(ctx, bson.D{{Key: "accountId", Value: account}, {Key: "size", Value: size}})
+	if err != nil || st == nil {
+		return Checkpoint{}, false, err
+	}
+	cp, err := s.withCosignatures(ctx, st.Checkpoint)
+	return cp, true, err
+}
+
+func cosigID(account string, size int64, witness string) string {
+	return seqlog.Key(account, size) + "/" + witness
+}
+
+// AddCosignature stores witness's cosignature line of cp; insert-only, a
+// second one of the same witness is left out.
+func (s *Store) AddCosignature(ctx context.Context, cp Checkpoint, witness, line string) error {
+	_, err := s.cosigs.InsertOne(ctx, cosigDoc{
+		ID: cosigID(cp.Account, cp.Size, witness), AccountID: cp.Account, Size: cp.Size,
+		Witness: witness, Line: line, At: s.now().UTC().Format(time.RFC3339Nano),
+	})
+	if err != nil && !mongox.IsDuplicateKey(err) {
+		return fmt.Errorf("store cosignature of %s/%d by %s: %w", cp.Account, cp.Size, witness, mongox.Classify(err))
+	}
+	return nil
+}
+
+// withCosignatures adds to cp the stored cosignatures of the configured
+// witnesses, one lookup by _id each.
+func (s *Store) withCosignatures(ctx context.Context, cp Checkpoint) (Checkpoint, error) {
+	cp.Cosignatures = nil
+	for _, w := range s.witnesses {
+		var d cosigDoc
+		err := s.cosigs.FindOne(ctx, bson.D{{Key: "_id", Value: cosigID(cp.Account, cp.Size, w)}}).Decode(&d)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			continue
+		}
+		if err != nil {
+			return Checkpoint{}, fmt.Errorf("read cosignature: %w", mongox.Classify(err))
+		}
+		cp.Cosignatures = append(cp.Cosignatures, d.Line)
+	}
+	return cp, nil
+}

@@ -1,0 +1,585 @@
+// Package tree keeps each account's RFC 6962 Merkle tree over its
+// compliance log entries (spec/transparency.md): leaf n is the leaf data
+// of entry seq n+1, and the store holds the hashes golang.org/x/mod's
+// tlog.StoredHashes defines, each written once, so that a root or a proof
+// costs one store read whatever the size of the log.
+//
+// Storage. The hashes tlog stores for record n (its leaf hash, then one
+// interior hash per subtree that leaf completes) have consecutive stored
+// hash indexes starting at tlog.StoredHashIndex(0, n). They are kept in
+// one insert-only document per record,
+//
+//	{_id: "<account>/<stored hash index of the leaf, 12 digits>",
+//	 accountId, leaf: n, hashes: [<32 bytes>, …]}
+//
+// so the record of any stored hash index is found by arithmetic (see
+// recordOf) and read by _id. A record written again on replay must equal
+// the one stored, else the tree is inconsistent (ErrInconsistent). Beside
+// them, a document per account {_id: account, size} says how far the tree
+// reached: a hint that spares a restart the search, never trusted beyond
+// the records themselves.
+//
+// The tree is maintained on append with O(log n) work per entry and no
+// read: each account's right edge (the hashes of the complete subtrees its
+// leaves divide into, the only ones a new leaf or the root needs) is kept
+// in memory, like the log's head. When the tree is behind the entries (a
+// crash between the entry insert and the tree write, another replica
+// appended, or a log written before the tree existed) Extend reads the
+// missing entries and catches up: the migration of an existing log is its
+// first catch-up, which builds the whole tree once.
+package tree
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/bits"
+	"sync"
+
+	"github.com/rcm-platform/rcm/pkg/mongox"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Collections of the compliance database the tree is stored in.
+const (
+	HashesCollection = "tree_hashes"
+	SizesCollection  = "tree_sizes"
+)
+
+// ErrMissing says that a stored hash a root or proof needs is not in the
+// store: the size asked for is beyond the tree (or the store lost it).
+var ErrMissing = errors.New("tree hash not stored")
+
+// ErrInconsistent says that the stored tree does not agree with the
+// entries or with itself: a record written again differs from the stored
+// one, or the stored right edge differs from the one this process built.
+// Retrying cannot cure it; verifying the log says where.
+var ErrInconsistent = errors.New("stored tree does not match the entries")
+
+// EmptyRoot is the root of a tree with no leaves, RFC 6962's SHA-256 of
+// the empty string.
+var EmptyRoot = tlog.Hash(sha256.Sum256(nil))
+
+// Leaves reads the leaf data of account's entries seq from, from+1, … up
+// to n of them, in order, and stops before the first missing entry.
+type Leaves func(ctx context.Context, account string, from int64, n int) ([][]byte, error)
+
+// Config says where a Tree is stored and where its leaves come from.
+type Config struct {
+	// DB holds HashesCollection and SizesCollection.
+	DB *mongo.Database
+	// Leaves reads entries the tree has not seen.
+	Leaves Leaves
+}
+
+// Tree is the per-account trees of one compliance log.
+type Tree struct {
+	hashes, sizes *mongo.Collection
+	leaves        Leaves
+
+	// locks serialize the extension of one account's tree in this
+	// process (an append and a catch-up may race); striped so that they
+	// stay few however many accounts there are.
+	locks [64]sync.Mutex
+
+	mu    sync.Mutex
+	edges map[string]*Builder
+}
+
+// New returns the trees stored in cfg.DB.
+func New(cfg Config) *Tree {
+	return &Tree{
+		hashes: cfg.DB.Collection(HashesCollection),
+		sizes:  cfg.DB.Collection(SizesCollection),
+		leaves: cfg.Leaves,
+		edges:  map[string]*Builder{},
+	}
+}
+
+// Forget drops the right edges kept in memory, as when this process stops
+// owning the accounts' partition: the next use reads them from the store.
+func (t *Tree) Forget() {
+	t.mu.Lock()
+	clear(t.edges)
+	t.mu.Unlock()
+}
+
+func (t *Tree) lock(account string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(account))
+	m := &t.locks[h.Sum32()%uint32(len(t.locks))]
+	m.Lock()
+	return m.Unlock
+}
+
+func (t *Tree) cached(account string) *Builder {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.edges[account]
+}
+
+func (t *Tree) remember(account string, b *Builder) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b == nil {
+		delete(t.edges, account)
+	} else {
+		t.edges[account] = b
+	}
+}
+
+// extendChunk bounds the leaves read and the records written at once
+// while catching up.
+const extendChunk = 256
+
+// Extend grows account's tree to to leaves, or as far as the entries go
+// when one is missing before, and returns its size, which may be larger
+// when the tree had grown further. known gives the leaf data of entries
+// the caller just wrote (nil when none), so that an append reads nothing;
+// the other leaves are read from the entries. On an error the size is how
+// far the tree got.
+func (t *Tree) Extend(ctx context.Context, account string, to int64, known func(seq int64) ([]byte, bool)) (int64, error) {
+	defer t.lock(account)()
+	b := t.cached(account)
+	if b == nil {
+		var err error
+		if b, err = t.load(ctx, account); err != nil {
+			return 0, err
+		}
+	} else {
+		b = b.clone()
+	}
+	if known == nil {
+		known = func(int64) ([]byte, bool) { return nil, false }
+	}
+	start := b.Size()
+	for b.Size() < to {
+		first := b.Size() + 1 // the seq of the next leaf
+		n := int(min(to-b.Size(), extendChunk))
+		var data [][]byte
+		for seq := first; len(data) < n; seq++ {
+			d, ok := known(seq)
+			if !ok {
+				break
+			}
+			data = append(data, d)
+		}
+		short := false
+		if len(data) == 0 {
+			// Read the run of entries the caller does not know.
+			run := 1
+			for run < n {
+				if _, ok := known(first + int64(run)); ok {
+					break
+				}
+				run++
+			}
+			var err error
+			if data, err = t.leaves(ctx, account, first, run); err != nil {
+				t.remember(account, nil)
+				return first - 1, fmt.Errorf("tree of %s: %w", account, err)
+			}
+			short = len(data) < run
+		}
+		records := make([][]tlog.Hash, len(data))
+		for i, d := range data {
+			var err error
+			if records[i], err = b.Add(d); err != nil {
+				t.remember(account, nil)
+				return first - 1, fmt.Errorf("tree of %s at %d: %w", account, first+int64(i), err)
+			}
+		}
+		if err := t.put(ctx, account, first-1, records); err != nil {
+			t.remember(account, nil)
+			return first - 1, err
+		}
+		if short {
+			break // an entry is missing: the tree cannot go past it
+		}
+	}
+	t.remember(account, b)
+	if b.Size() > start {
+		t.hint(ctx, account, b.Size())
+	}
+	return b.Size(), nil
+}
+
+// Head returns account's tree size and root after extending it to to
+// leaves (see Extend). The root is computed from the stored right edge,
+// which must equal the one this process built: a tree rewritten in the
+// store under a running service is ErrInconsistent (and forgotten, so
+// that the next call works from the store alone).
+func (t *Tree) Head(ctx context.Context, account string, to int64) (int64, tlog.Hash, error) {
+	size, err := t.Extend(ctx, account, to, nil)
+	if err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	if size == 0 {
+		return 0, EmptyRoot, nil
+	}
+	indexes := edgeIndexes(size)
+	stored, err := t.read(ctx, account, indexes)
+	if err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	if b := t.cached(account); b != nil && b.Size() == size {
+		for i, x := range indexes {
+			if b.edge[x] != stored[i] {
+				t.remember(account, nil)
+				return 0, tlog.Hash{}, fmt.Errorf("tree of %s at size %d: stored hash %d differs from the one built from the entries: %w",
+					account, size, x, ErrInconsistent)
+			}
+		}
+	}
+	root, err := tlog.TreeHash(size, fixedReader(indexes, stored))
+	return size, root, err
+}
+
+// Root returns the root of account's stored tree at size leaves, from one
+// store read.
+func (t *Tree) Root(ctx context.Context, account string, size int64) (tlog.Hash, error) {
+	if size < 0 {
+		return tlog.Hash{}, fmt.Errorf("tree size %d", size)
+	}
+	if size == 0 {
+		return EmptyRoot, nil
+	}
+	return tlog.TreeHash(size, t.Reader(ctx, account))
+}
+
+// ProveRecord returns the inclusion proof of leaf index in account's
+// stored tree of size leaves, from one store read.
+func (t *Tree) ProveRecord(ctx context.Context, account string, size, index int64) (tlog.RecordProof, error) {
+	if index < 0 || index >= size {
+		return nil, fmt.Errorf("leaf %d is not in a tree of size %d", index, size)
+	}
+	return tlog.ProveRecord(size, index, t.Reader(ctx, account))
+}
+
+// ProveTree returns the proof that account's stored tree of to leaves
+// extends the one of from leaves, from one store read.
+func (t *Tree) ProveTree(ctx context.Context, account string, to, from int64) (tlog.TreeProof, error) {
+	if from < 1 || from > to {
+		return nil, fmt.Errorf("no consistency proof from size %d to %d", from, to)
+	}
+	return tlog.ProveTree(to, from, t.Reader(ctx, account))
+}
+
+// Reader reads account's stored hashes, each call one lookup by _id.
+func (t *Tree) Reader(ctx context.Context, account string) tlog.HashReader {
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		return t.read(ctx, account, indexes)
+	})
+}
+
+// Records returns the stored hashes of account's records (leaves) from,
+// from+1, … n of them, in one lookup; nil for a record not stored.
+func (t *Tree) Records(ctx context.Context, account string, from int64, n int) ([][]tlog.Hash, error) {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = Key(account, tlog.StoredHashIndex(0, from+int64(i)))
+	}
+	got, err := t.find(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("tree of %s from %d: %w", account, from, err)
+	}
+	out := make([][]tlog.Hash, n)
+	for i, k := range keys {
+		if r, ok := got[k]; ok {
+			out[i] = r
+		}
+	}
+	return out, nil
+}
+
+// Key is the _id of account's record whose leaf hash has stored hash
+// index index.
+func Key(account string, index int64) string { return fmt.Sprintf("%s/%012d", account, index) }
+
+// Record is a record's stored hashes as stored.
+type Record struct {
+	ID      string   `bson:"_id"`
+	Account string   `bson:"accountId"`
+	Leaf    int64    `bson:"leaf"`
+	Hashes  [][]byte `bson:"hashes"`
+}
+
+// NewRecord returns the document of account's record leaf.
+func NewRecord(account string, leaf int64, hashes []tlog.Hash) Record {
+	r := Record{ID: Key(account, tlog.StoredHashIndex(0, leaf)), Account: account, Leaf: leaf, Hashes: make([][]byte, len(hashes))}
+	for i, h := range hashes {
+		r.Hashes[i] = h[:]
+	}
+	return r
+}
+
+func (r Record) hashes() ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(r.Hashes))
+	for i, h := range r.Hashes {
+		if len(h) != tlog.HashSize {
+			return nil, fmt.Errorf("record %s: hash %d has %d bytes: %w", r.ID, i, len(h), ErrInconsistent)
+		}
+		out[i] = tlog.Hash(h)
+	}
+	return out, nil
+}
+
+// recordOf returns the leaf whose record holds stored hash index, and
+// where in the record it is: the hash at level l of subtree k is stored
+// with the last leaf of that subtree, as its l-th hash.
+func recordOf(index int64) (leaf int64, pos int) {
+	level, k := tlog.SplitStoredHashIndex(index)
+	return (k+1)<<level - 1, level
+}
+
+// read returns account's stored hashes at indexes, in one lookup.
+func (t *Tree) read(ctx context.Context, account string, indexes []int64) ([]tlog.Hash, error) {
+	keys := make([]string, 0, len(indexes))
+	seen := map[string]bool{}
+	for _, x := range indexes {
+		leaf, _ := recordOf(x)
+		k := Key(account, tlog.StoredHashIndex(0, leaf))
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	got, err := t.find(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("tree of %s: %w", account, err)
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		leaf, pos := recordOf(x)
+		r, ok := got[Key(account, tlog.StoredHashIndex(0, leaf))]
+		if !ok || pos >= len(r) {
+			return nil, fmt.Errorf("tree of %s: hash %d (leaf %d): %w", account, x, leaf, ErrMissing)
+		}
+		out[i] = r[pos]
+	}
+	return out, nil
+}
+
+// find looks records up by _id, all in one query.
+func (t *Tree) find(ctx context.Context, keys []string) (map[string][]tlog.Hash, error) {
+	out := make(map[string][]tlog.Hash, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	cur, err := t.hashes.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: keys}}}})
+	if err != nil {
+		return nil, mongox.Classify(err)
+	}
+	var recs []Record
+	if err := cur.All(ctx, &recs); err != nil {
+		return nil, mongox.Classify(err)
+	}
+	for _, r := range recs {
+		hs, err := r.hashes()
+		if err != nil {
+			return nil, err
+		}
+		out[r.ID] = hs
+	}
+	return out, nil
+}
+
+// put stores the records of leaves first, first+1, …, each once: a record
+// already stored (a replay, or another replica that got there first) must
+// equal the new one.
+func (t *Tree) put(ctx context.Context, account string, first int64, records [][]tlog.Hash) error {
+	if len(records) == 0 {
+		return nil
+	}
+	docs := make([]any, len(records))
+	for i, hs := range records {
+		docs[i] = NewRecord(account, first+int64(i), hs)
+	}
+	_, err := t.hashes.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		return nil
+	}
+	if !onlyDuplicates(err) {
+		return fmt.Errorf("tree of %s from %d: %w", account, first, mongox.Classify(err))
+	}
+	stored, err := t.Records(ctx, account, first, len(records))
+	if err != nil {
+		return err
+	}
+	for i, hs := range records {
+		if stored[i] == nil {
+			return fmt.Errorf("tree of %s: record %d not stored", account, first+int64(i))
+		}
+		if !equal(stored[i], hs) {
+			return fmt.Errorf("tree of %s: stored record %d differs from the one built from entry %d: %w",
+				account, first+int64(i), first+int64(i)+1, ErrInconsistent)
+		}
+	}
+	return nil
+}
+
+func onlyDuplicates(err error) bool {
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return mongox.IsDuplicateKey(err)
+	}
+	for _, we := range bwe.WriteErrors {
+		if !mongo.IsDuplicateKeyError(we) {
+			return false
+		}
+	}
+	return true
+}
+
+func equal(a, b []tlog.Hash) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+type sizeDoc struct {
+	Size int64 `bson:"size"`
+}
+
+// load reads account's right edge from the store, at the size its hint
+// says (0 without one: the tree is then built again from the first entry,
+// each stored record checked).
+func (t *Tree) load(ctx context.Context, account string) (*Builder, error) {
+	var h sizeDoc
+	err := t.sizes.FindOne(ctx, bson.D{{Key: "_id", Value: account}}).Decode(&h)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("tree size of %s: %w", account, mongox.Classify(err))
+	}
+	b := &Builder{edge: map[int64]tlog.Hash{}}
+	if h.Size <= 0 {
+		return b, nil
+	}
+	indexes := edgeIndexes(h.Size)
+	hashes, err := t.read(ctx, account, indexes)
+	if err != nil {
+		return nil, err
+	}
+	b.size = h.Size
+	for i, x := range indexes {
+		b.edge[x] = hashes[i]
+	}
+	return b, nil
+}
+
+// hint records size as account's tree size unless a larger one is. The
+// hint only saves work, so failing to write it fails nothing.
+func (t *Tree) hint(ctx context.Context, account string, size int64) {
+	_, _ = t.sizes.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: "size", Value: size}}}},
+		options.UpdateOne().SetUpsert(true))
+}
+
+// Builder computes a tree leaf by leaf in memory, keeping only its right
+// edge: O(log n) space and work per leaf.
+type Builder struct {
+	size int64
+	// edge holds the hash of each complete subtree the leaves divide
+	// into, by stored hash index (see edgeIndexes).
+	edge map[int64]tlog.Hash
+}
+
+// NewBuilder returns the builder of an empty tree.
+func NewBuilder() *Builder { return &Builder{edge: map[int64]tlog.Hash{}} }
+
+// Size is the number of leaves added.
+func (b *Builder) Size() int64 { return b.size }
+
+// Add adds the leaf data and returns the stored hashes of its record
+// (tlog.StoredHashes).
+func (b *Builder) Add(data []byte) ([]tlog.Hash, error) {
+	hs, err := tlog.StoredHashes(b.size, data, b)
+	if err != nil {
+		return nil, err
+	}
+	base := tlog.StoredHashIndex(0, b.size)
+	b.size++
+	next := make(map[int64]tlog.Hash, bits.OnesCount64(uint64(b.size)))
+	for _, x := range edgeIndexes(b.size) {
+		if h, ok := b.edge[x]; ok {
+			next[x] = h
+		} else {
+			next[x] = hs[x-base]
+		}
+	}
+	b.edge = next
+	return hs, nil
+}
+
+// Root is the tree's root.
+func (b *Builder) Root() (tlog.Hash, error) {
+	if b.size == 0 {
+		return EmptyRoot, nil
+	}
+	return tlog.TreeHash(b.size, b)
+}
+
+// ReadHashes serves the hashes of the right edge, all tlog needs to add a
+// leaf or compute the root.
+func (b *Builder) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		h, ok := b.edge[x]
+		if !ok {
+			return nil, fmt.Errorf("hash %d is not on the right edge of a tree of size %d", x, b.size)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+func (b *Builder) clone() *Builder {
+	c := &Builder{size: b.size, edge: make(map[int64]tlog.Hash, len(b.edge))}
+	for k, v := range b.edge {
+		c.edge[k] = v
+	}
+	return c
+}
+
+// edgeIndexes returns the stored hash indexes of the complete subtrees a
+// tree of size leaves divides into, left to right: one per bit set in
+// size, the subtree of 2^l leaves at level l.
+func edgeIndexes(size int64) []int64 {
+	var out []int64
+	for l := 62; l >= 0; l-- {
+		if size>>l&1 == 1 {
+			out = append(out, tlog.StoredHashIndex(l, size>>l-1))
+		}
+	}
+	return out
+}
+
+// fixedReader serves the given hashes.
+func fixedReader(indexes []int64, hashes []tlog.Hash) tlog.HashReader {
+	return tlog.HashReaderFunc(func(want []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(want))
+		for i, w := range want {
+			found := false
+			for j, x := range indexes {
+				if x == w {
+					out[i], found = hashes[j], true
+					break
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("hash %d not read", w)
+			}
+		}
+		return out, nil
+	})
+}
