@@ -174,12 +174,18 @@ func TestTamperedLogIsCaught(t *testing.T) {
 		call(t, "POST", "/v1/documents/"+doc+"/rcm/opt-out", tok, map[string]any{"campaignId": id, "channel": ch, "notes": "n\u00b0 \"" + ch + "\" 😀"})
 	}
 	waitLog(t, tok, 6)
+	eventually(t, 30*time.Second, "a checkpoint of the 6 entries", func() bool {
+		r := call(t, "GET", "/v1/compliance-log/checkpoint", tok, nil)
+		lines := strings.Split(string(r.Body), "\n")
+		return r.Status == 200 && len(lines) > 1 && lines[1] == "6"
+	})
 
 	dir := t.TempDir()
 	export := func(name string) string {
 		t.Helper()
 		path := filepath.Join(dir, name)
-		cmd := exec.Command(filepath.Join(binDir, "rcmctl"), "log", "export", "--account", acct, "--out", path)
+		cmd := exec.Command(filepath.Join(binDir, "rcmctl"), "log", "export", "--account", acct, "--out", path,
+			"--gateway", stk.GatewayURL(), "--token", tok)
 		cmd.Env = append(os.Environ(), "RCM_MONGODB_URI="+stk.MongoURI())
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("export: %v\n%s", err, out)
@@ -214,6 +220,24 @@ func TestTamperedLogIsCaught(t *testing.T) {
 	}
 	clean := export("clean.jsonl")
 	expect(clean, 0)
+	// With the account's verifier key, both check the checkpoint written
+	// beside the export too.
+	vkey := call(t, "GET", "/v1/compliance-log/verifier-key", tok, nil)
+	if vkey.Status != 200 {
+		t.Fatalf("verifier key: %d %s", vkey.Status, vkey.Body)
+	}
+	key := strings.TrimSpace(string(vkey.Body))
+	for name, tc := range map[string]struct {
+		cmd  *exec.Cmd
+		want string
+	}{
+		"rcmctl": {exec.Command(filepath.Join(binDir, "rcmctl"), "log", "verify", clean, "--key", key), `"consistent":true`},
+		"python": {exec.Command("python3", script, clean, "--key", key), "ok: the export matches or extends it"},
+	} {
+		if out, err := tc.cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s with the key: %v\n%s", name, err, out)
+		}
+	}
 
 	// Tampering with the file.
 	lines := readLines(t, clean)
