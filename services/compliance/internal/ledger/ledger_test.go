@@ -39,7 +39,7 @@ func newLedger(t *testing.T) (*mongo.Database, *ledger.Ledger) {
 
 // optOuts makes n valid opt_out events of account, as the relay publishes
 // them.
-func optOuts(t *testing.T, account string, n int) []ledger.Event {
+func optOuts(t testing.TB, account string, n int) []ledger.Event {
 	t.Helper()
 	campaign := gen.New(ids.CampaignPrefix)
 	var out []ledger.Event
