@@ -45,10 +45,13 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: the benchmark figures (several minutes), printed and written to BENCHMARKS.md
+## bench: the benchmark figures (several minutes), printed and written to
+## BENCHMARKS.md; then the compliance tree's proofs at 100 and 100,000
+## entries (store reads per proof), printed
 bench: build
 	$(GO) build -o $(BIN)/rcmbench ./dev/cmd/rcmbench
 	$(BIN)/rcmbench -out BENCHMARKS.md
+	cd services/compliance && $(GO) test -count=1 -run '^$$' -bench '^BenchmarkProof$$' -benchtime 200x -timeout 30m ./internal/tree/
 
 ## chaos: the long variants: the chaos test of make test with faults for
 ## RCM_CHAOS_DURATION (default 5m; RCM_CHAOS_SEED runs a printed schedule

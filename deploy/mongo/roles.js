@@ -28,10 +28,13 @@ function ensureUser(name, password, role) {
 
 // The compliance log is insert-only: its entries may be inserted and read,
 // never updated or deleted. The head hints (the furthest seq each account
-// reached, kept apart from the entries) are upserted.
+// reached, kept apart from the entries) are upserted. The Merkle tree's
+// stored hashes are insert-only too; its size hints are upserted.
 ensureRole("rcmCompliance", [
   { resource: { db: "rcm_compliance", collection: "entries" }, actions: ["find", "insert"] },
   { resource: { db: "rcm_compliance", collection: "entry_heads" }, actions: ["find", "insert", "update"] },
+  { resource: { db: "rcm_compliance", collection: "tree_hashes" }, actions: ["find", "insert"] },
+  { resource: { db: "rcm_compliance", collection: "tree_sizes" }, actions: ["find", "insert", "update"] },
   // Signed checkpoints and their cosignatures are insert-only too; the
   // hint of each account's latest checkpoint is upserted.
   { resource: { db: "rcm_compliance", collection: "checkpoints" }, actions: ["find", "insert"] },
@@ -63,6 +66,8 @@ ensureRole("rcmFeed", [
 ensureRole("rcmComplianceReader", [
   { resource: { db: "rcm_compliance", collection: "entries" }, actions: ["find"] },
   { resource: { db: "rcm_compliance", collection: "entry_heads" }, actions: ["find"] },
+  { resource: { db: "rcm_compliance", collection: "tree_hashes" }, actions: ["find"] },
+  { resource: { db: "rcm_compliance", collection: "tree_sizes" }, actions: ["find"] },
   { resource: { db: "rcm_compliance", collection: "checkpoints" }, actions: ["find"] },
   { resource: { db: "rcm_compliance", collection: "checkpoint_cosignatures" }, actions: ["find"] },
   { resource: { db: "rcm_compliance", collection: "checkpoint_heads" }, actions: ["find"] },

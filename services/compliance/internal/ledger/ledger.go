@@ -211,21 +211,21 @@ func (l *Ledger) TreeHead(ctx context.Context, account string) (size int64, root
 	return l.tree.Head(ctx, account, head)
 }
 
-// RootAt returns the root of account's tree at size leaves, from one store
-// read; ErrNotInTree when the tree is smaller.
+// RootAt returns the root of account's tree at size leaves, from at most
+// log2(size)+1 lookups by _id; ErrNotInTree when the tree is smaller.
 func (l *Ledger) RootAt(ctx context.Context, account string, size int64) (tlog.Hash, error) {
 	return l.tree.Root(ctx, account, size)
 }
 
 // ProveRecord returns the inclusion proof of leaf index (entry seq
-// index+1) in account's tree of size leaves, from one store read;
+// index+1) in account's tree of size leaves, from O(log size) lookups;
 // ErrNotInTree when the tree is smaller.
 func (l *Ledger) ProveRecord(ctx context.Context, account string, size, index int64) (tlog.RecordProof, error) {
 	return l.tree.ProveRecord(ctx, account, size, index)
 }
 
 // ProveTree returns the consistency proof from account's tree of from
-// leaves to the one of to leaves (0 < from ≤ to), from one store read;
+// leaves to the one of to leaves (0 < from ≤ to), from O(log to) lookups;
 // ErrNotInTree when the tree is smaller than to.
 func (l *Ledger) ProveTree(ctx context.Context, account string, to, from int64) (tlog.TreeProof, error) {
 	return l.tree.ProveTree(ctx, account, to, from)
@@ -486,7 +486,7 @@ func (l *Ledger) keep(account string, v verification) {
 // recompute recomputes account's chain from its first entry to head, and
 // its tree: every leaf hash and every stored hash of the tree, rebuilt in
 // memory from the entries, must equal the stored ones (read a window at a
-// time, one lookup per window). The result's Entries counts the entries
+// time, a lookup by _id per record). The result's Entries counts the entries
 // found, which falls short of HeadSeq when some were deleted; HeadSeq and
 // HeadHash say where the log reached, broken or not; TreeSize and
 // RootHash are the stored tree's, up to head. FirstBrokenSeq is the lowest

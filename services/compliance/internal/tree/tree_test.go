@@ -1,0 +1,212 @@
+package tree_test
+
+import (
+	"context"
+	"fmt"
+	"math/bits"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
+
+// reads counts the read commands a client sends to the store.
+type reads struct{ n atomic.Int64 }
+
+func (r *reads) monitor() *event.CommandMonitor {
+	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "find" || e.CommandName == "getMore" {
+			r.n.Add(1)
+		}
+	}}
+}
+
+// leafData is the synthetic leaf of seq: the tree does not look inside.
+func leafData(seq int64) []byte { return fmt.Appendf(nil, `{"seq":%d}`, seq) }
+
+// grown returns a fresh tree of account grown to n synthetic leaves,
+// written the way a catch-up writes them, and the counter of its reads.
+func grown(tb testing.TB, account string, n int64) (*tree.Tree, *reads) {
+	tb.Helper()
+	r := &reads{}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(tb)).SetMonitor(r.monitor()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	tr := tree.New(tree.Config{
+		DB: cl.Database(mongotest.NewDatabase(tb)),
+		Leaves: func(_ context.Context, _ string, from int64, k int) ([][]byte, error) {
+			out := make([][]byte, 0, k)
+			for seq := from; seq < from+int64(k) && seq <= n; seq++ {
+				out = append(out, leafData(seq))
+			}
+			return out, nil
+		},
+	})
+	size, err := tr.Extend(context.Background(), account, n, nil)
+	if err != nil || size != n {
+		tb.Fatalf("grow to %d: got %d %v", n, size, err)
+	}
+	return tr, r
+}
+
+// costs returns the store reads of a root, an inclusion proof and a
+// consistency proof of tr, and of its head, each checked.
+func costs(tb testing.TB, tr *tree.Tree, r *reads, account string, n int64) map[string]int64 {
+	tb.Helper()
+	ctx := context.Background()
+	out := map[string]int64{}
+	measure := func(name string, f func() error) {
+		before := r.n.Load()
+		if err := f(); err != nil {
+			tb.Fatalf("%s at %d: %v", name, n, err)
+		}
+		out[name] = r.n.Load() - before
+	}
+	var root tlog.Hash
+	measure("root", func() (err error) { root, err = tr.Root(ctx, account, n); return err })
+	measure("head", func() error {
+		size, h, err := tr.Head(ctx, account, n)
+		if err == nil && (size != n || h != root) {
+			err = fmt.Errorf("got %d %x, want %d %x", size, h, n, root)
+		}
+		return err
+	})
+	measure("inclusion proof", func() error {
+		leaf := n / 3
+		p, err := tr.ProveRecord(ctx, account, n, leaf)
+		if err != nil {
+			return err
+		}
+		return tlog.CheckRecord(p, n, root, leaf, tlog.RecordHash(leafData(leaf+1)))
+	})
+	old := n/2 + 1
+	oldRoot, err := tr.Root(ctx, account, old)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	measure("consistency proof", func() error {
+		p, err := tr.ProveTree(ctx, account, n, old)
+		if err != nil {
+			return err
+		}
+		return tlog.CheckTree(p, n, root, old, oldRoot)
+	})
+	return out
+}
+
+// TestProofsCostLogarithmicReads: a root, the head, an inclusion proof
+// and a consistency proof each cost at most a lookup per level of the
+// tree (two for a consistency proof), in a tree of 4,096 leaves as in one
+// of 100 (BenchmarkProof takes it to 100,000).
+func TestProofsCostLogarithmicReads(t *testing.T) {
+	t.Parallel()
+	sizes := []int64{100, 4096}
+	got := map[int64]map[string]int64{}
+	for _, n := range sizes {
+		account := fmt.Sprintf("org_%d", n)
+		tr, r := grown(t, account, n)
+		got[n] = costs(t, tr, r, account, n)
+	}
+	for op := range got[100] {
+		t.Logf("%s: %d store reads at 100 leaves, %d at 4,096", op, got[100][op], got[4096][op])
+		for _, n := range sizes {
+			levels := int64(bits.Len64(uint64(n)))
+			if limit := 2 * levels; got[n][op] > limit || got[n][op] < 1 {
+				t.Errorf("%s at %d leaves: %d store reads, want 1 to %d", op, n, got[n][op], limit)
+			}
+		}
+	}
+}
+
+// TestARestartReadsTheEdgeOnce: a tree forgotten (a restart, a partition
+// lost) reads its size hint and its right edge (a lookup per complete
+// subtree), then grows without reading.
+func TestARestartReadsTheEdgeOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	tr, r := grown(t, "org_r", 1000)
+	tr.Forget()
+	before := r.n.Load()
+	known := func(seq int64) ([]byte, bool) { return leafData(seq), true }
+	if size, err := tr.Extend(ctx, "org_r", 1010, known); err != nil || size != 1010 {
+		t.Fatalf("extend after forgetting: got %d %v", size, err)
+	}
+	if got, want := r.n.Load()-before, int64(1+bits.OnesCount64(1000)); got != want {
+		t.Fatalf("extend after forgetting cost %d store reads, want %d (the hint and the edge)", got, want)
+	}
+	before = r.n.Load()
+	if _, err := tr.Extend(ctx, "org_r", 1020, known); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.n.Load() - before; got != 0 {
+		t.Fatalf("extend with the edge known cost %d store reads, want none", got)
+	}
+	b := tree.NewBuilder()
+	for seq := int64(1); seq <= 1020; seq++ {
+		if _, err := b.Add(leafData(seq)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := b.Root()
+	if _, root, err := tr.Head(ctx, "org_r", 1020); err != nil || root != want {
+		t.Fatalf("root: got %x %v, want %x", root, err, want)
+	}
+}
+
+// BenchmarkProof times a root, an inclusion proof and a consistency proof
+// in trees of 100 and 100,000 leaves and reports their store reads per
+// operation (reads/op), which grow with log n. Growing the large tree takes
+// a few tens of seconds on the embedded store; make bench runs it.
+func BenchmarkProof(b *testing.B) {
+	for _, n := range []int64{100, 100_000} {
+		b.Run(fmt.Sprintf("leaves=%d", n), func(b *testing.B) {
+			ctx := context.Background()
+			tr, r := grown(b, "org_b", n)
+			root, err := tr.Root(ctx, "org_b", n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ops := []struct {
+				name string
+				op   func(i int) error
+			}{
+				{"root", func(int) error { _, err := tr.Root(ctx, "org_b", n); return err }},
+				{"inclusion", func(i int) error {
+					leaf := int64(i*7919) % n
+					p, err := tr.ProveRecord(ctx, "org_b", n, leaf)
+					if err != nil {
+						return err
+					}
+					return tlog.CheckRecord(p, n, root, leaf, tlog.RecordHash(leafData(leaf+1)))
+				}},
+				{"consistency", func(i int) error {
+					_, err := tr.ProveTree(ctx, "org_b", n, 1+int64(i*7919)%n)
+					return err
+				}},
+			}
+			for _, o := range ops {
+				b.Run(o.name, func(b *testing.B) {
+					before := r.n.Load()
+					i := 0
+					for b.Loop() {
+						if err := o.op(i); err != nil {
+							b.Fatal(err)
+						}
+						i++
+					}
+					b.ReportMetric(float64(r.n.Load()-before)/float64(b.N), "reads/op")
+				})
+			}
+		})
+	}
+}
