@@ -3,6 +3,7 @@
 
 Usage: python3 verify_log.py EXPORT.jsonl [--key VKEY] [--checkpoint FILE]...
                                           [--witness WVKEY]...
+       python3 verify_log.py --proof RECEIPT... --key VKEY [--witness WVKEY]...
 
 EXPORT.jsonl is what `rcmctl log export` writes: one entry a line. For each
 account in the file, the entries must come in seq order 1, 2, 3..., each
@@ -31,6 +32,14 @@ json.dumps(..., ensure_ascii=False) writes them, and numbers as IEEE 754
 doubles written the way ECMAScript's Number.prototype.toString writes them
 (see number() below). Prints one line per account and exits 1 if any chain
 is broken or any checkpoint fails.
+
+With --proof (repeatable), it checks an entry's receipt alone (what `rcmctl log proof`
+prints, a c2sp.org/tlog-proof@v1): the checkpoint inside signed by the
+account's key VKEY (its name must be the checkpoint's origin) and cosigned
+by each --witness, the inclusion proof of the leaf in `extra` against the
+checkpoint's root (RFC 9162 section 2.1.3.2), and that leaf being the
+account's entry at seq index+1 with a hash that holds. It prints the entry,
+or FAILED and why, exiting 1.
 """
 import argparse
 import base64
@@ -165,10 +174,24 @@ def check_checkpoint(path, log_pub, witnesses, trees):
     account = origin.rsplit("/", 1)[-1]
     if "/" not in origin or account not in trees:
         return None, f"origin {origin!r} is of no account in the export"
+    reason = signature_problem(text, sigs, origin, log_pub, witnesses)
+    if reason:
+        return account, reason
+    leaves = trees[account]
+    if size > len(leaves):
+        return account, f"the export holds {len(leaves)} entries, fewer than the checkpoint's {size}"
+    if tree_root(leaves[:size]) != root:
+        return account, f"the export's tree at size {size} is not the checkpoint's: the log was rewritten"
+    return account, None
+
+
+def signature_problem(text, sigs, origin, log_pub, witnesses):
+    """Why a checkpoint's signatures do not hold, or None: the log's Ed25519
+    signature under origin, and each witness's cosignature/v1."""
     kid = key_id(origin, b"\x01" + log_pub)
     if not any(n == origin and raw[:4] == kid and ed25519_ok(log_pub, raw[4:], text.encode("utf-8"))
                for n, raw in sigs):
-        return account, "no valid signature of the log's key"
+        return "no valid signature of the log's key"
     for wname, wpub in witnesses:
         wid = key_id(wname, b"\x04" + wpub)
         ok = False
@@ -178,22 +201,112 @@ def check_checkpoint(path, log_pub, witnesses, trees):
                 msg = f"cosignature/v1\ntime {t}\n{text}".encode("utf-8")
                 ok = ok or ed25519_ok(wpub, raw[12:], msg)
         if not ok:
-            return account, f"no valid cosignature of witness {wname}"
-    leaves = trees[account]
-    if size > len(leaves):
-        return account, f"the export holds {len(leaves)} entries, fewer than the checkpoint's {size}"
-    if tree_root(leaves[:size]) != root:
-        return account, f"the export's tree at size {size} is not the checkpoint's: the log was rewritten"
-    return account, None
+            return f"no valid cosignature of witness {wname}"
+    return None
+
+
+def inclusion_root(index, size, leaf, path):
+    """The root an RFC 9162 inclusion proof (section 2.1.3.2) of the leaf
+    hash at index in a tree of size leads to, or None when it cannot."""
+    if index >= size:
+        return None
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def check_proof(path, vkey, witnesses):
+    """(entry, summary, None) of a receipt (a c2sp.org/tlog-proof@v1 as
+    `rcmctl log proof` prints it), or (None, None, reason) when it does not
+    check: the checkpoint's signatures, the inclusion proof of the leaf in
+    extra against its root, and that leaf being the entry of the
+    checkpoint's account at seq index+1 with a hash that holds."""
+    with open(path, encoding="utf-8") as f:
+        raw = f.read()
+    head, sep, note = raw.partition("\n\n")
+    lines = head.split("\n")
+    if not sep or lines[0] != "c2sp.org/tlog-proof@v1":
+        return None, None, "not a c2sp.org/tlog-proof@v1"
+    lines = lines[1:]
+    extra = None
+    try:
+        if lines and lines[0].startswith("extra "):
+            extra = base64.b64decode(lines.pop(0)[6:], validate=True)
+        if not lines or not lines[0].startswith("index "):
+            return None, None, "no index line"
+        index = int(lines[0][6:])
+        proof = [base64.b64decode(x, validate=True) for x in lines[1:]]
+        text, sigs = signatures(note)
+        origin, size, root = text.split("\n")[:3]
+        size, root = int(size), base64.b64decode(root, validate=True)
+    except ValueError as e:
+        return None, None, f"not a c2sp.org/tlog-proof@v1: {e}"
+    name, log_pub = vkey
+    if name != origin:
+        return None, None, f"the checkpoint is of {origin!r}, the key of {name!r}"
+    reason = signature_problem(text, sigs, origin, log_pub, witnesses)
+    if reason:
+        return None, None, reason
+    if extra is None:
+        return None, None, "no extra line: the receipt does not carry the entry"
+    if any(len(p) != 32 for p in proof) or inclusion_root(index, size, hashlib.sha256(b"\x00" + extra).digest(), proof) != root:
+        return None, None, f"the inclusion proof of index {index} does not verify against the checkpoint's root"
+    account = origin.rsplit("/", 1)[-1]
+    try:
+        e = json.loads(extra, object_pairs_hook=unique_keys)
+        if e["accountId"] != account or e["seq"] != index + 1:
+            return None, None, f"the entry is seq {e['seq']} of {e['accountId']}, the proof is of index {index} of {account}"
+        digest = hashlib.sha256((e["prevHash"] + canonical({k: e[k] for k in HASHED})).encode("utf-8")).hexdigest()
+    except (ValueError, KeyError, TypeError) as err:
+        return None, None, f"extra is not an entry: {err}"
+    if digest != e["hash"]:
+        return None, None, "the entry's hash is not the hash of its fields"
+    return e, f"entry {index + 1} of {account} is in the log's tree of {size} entries signed by {origin}", None
 
 
 def main(argv):
     ap = argparse.ArgumentParser(description="Re-verify an exported RCM compliance log offline.")
-    ap.add_argument("export")
+    ap.add_argument("export", nargs="?")
     ap.add_argument("--key", help="the log's verifier key (or a file holding it)")
     ap.add_argument("--checkpoint", action="append", default=[])
     ap.add_argument("--witness", action="append", default=[], help="a witness verifier key (or file)")
+    ap.add_argument("--proof", action="append", default=[],
+                    help="check this receipt (rcmctl log proof) alone instead of an export (repeatable)")
     args = ap.parse_args(argv)
+
+    def read_key(v):
+        return open(v, encoding="utf-8").read().strip() if os.path.isfile(v) else v
+
+    if args.proof:
+        if args.export or args.checkpoint or not args.key:
+            sys.exit("--proof takes the receipt and --key (and --witness), no export or --checkpoint")
+        witnesses = [parse_vkey(read_key(w), 0x04) for w in args.witness]
+        vkey = parse_vkey(read_key(args.key), 0x01)
+        failed = 0
+        for path in args.proof:
+            entry, summary, reason = check_proof(path, vkey, witnesses)
+            if reason:
+                failed += 1
+                print(f"{path}: FAILED: {reason}")
+                continue
+            if witnesses:
+                summary += f", cosigned by {len(witnesses)} witness(es)"
+            print("ok: " + summary)
+            print(json.dumps(entry, indent=2, ensure_ascii=False))
+        return 1 if failed else 0
+    if not args.export:
+        ap.error("give the export, or --proof FILE")
 
     chains, trees = {}, {}
     with open(args.export, encoding="utf-8") as f:
@@ -219,9 +332,6 @@ def main(argv):
                 c["broken"] = min(e["seq"], want)
                 continue
             c["seq"], c["hash"] = e["seq"], e["hash"]
-
-    def read_key(v):
-        return open(v, encoding="utf-8").read().strip() if os.path.isfile(v) else v
 
     checkpoints = list(args.checkpoint)
     if not checkpoints:

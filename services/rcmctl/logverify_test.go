@@ -21,7 +21,6 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/witness"
@@ -274,33 +273,7 @@ func TestLogProofPrintsTheReceipt(t *testing.T) {
 	t.Parallel()
 	es := testEntries(t, 5)
 	signer, _ := logSigner(t)
-	var hashes []tlog.Hash
-	reader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
-		out := make([]tlog.Hash, len(idx))
-		for i, x := range idx {
-			out[i] = hashes[x]
-		}
-		return out, nil
-	})
-	for i, d := range leaves(t, es) {
-		hs, err := tlog.StoredHashes(int64(i), d, reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		hashes = append(hashes, hs...)
-	}
-	p, err := tlog.ProveRecord(5, 2, reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := auditlog.LeafData(es[2])
-	var body bytes.Buffer
-	fmt.Fprintf(&body, "c2sp.org/tlog-proof@v1\nextra %s\nindex 2\n", base64.StdEncoding.EncodeToString(leaf))
-	for _, h := range p {
-		body.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
-	}
-	body.WriteString("\n")
-	body.Write(signCheckpoint(t, signer, es, 5))
+	body := bytes.NewBuffer(buildReceipt(t, es, 5, 2, signer))
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer tok_t" {

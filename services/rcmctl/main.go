@@ -50,6 +50,10 @@ const usage = `rcmctl: the RCM platform's command line
   rcmctl log proof --account ACCOUNT --seq N [--size S] [--token TOKEN] [--gateway URL]
       print the entry's receipt, a c2sp.org/tlog-proof: its leaf, inclusion proof
       and the signed checkpoint (of size S, default the latest)
+  rcmctl log check-proof FILE --key VKEY [--witness WVKEY]...
+      check a receipt alone, offline: the checkpoint signed by VKEY (and cosigned by each
+      witness), the inclusion proof against its root, the entry in it; print the entry;
+      exit status 1 when it does not check
   rcmctl witness --log-key KEY [--listen 127.0.0.1:8084] [--state-dir DIR] [--origin-prefix P] [--name N]
       run a C2SP tlog-witness of the compliance log: it cosigns each account's checkpoint
       (origin P/<account>, signed by KEY) only when consistent with the last it cosigned;
@@ -94,6 +98,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return logExport(ctx, args[2:], getenv, stdout, stderr)
 		case "proof":
 			return logProof(ctx, args[2:], getenv, stdout, stderr)
+		case "check-proof":
+			return logCheckProof(args[2:], stdout, stderr)
 		case "verify":
 			err := logVerify(args[2:], stdout, stderr)
 			if err != nil && !errors.Is(err, flag.ErrHelp) {

@@ -15,15 +15,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/dev/tamper"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"
-	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/pkg/witness"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -233,47 +232,17 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 var _ = testutil.ToFloat64
 
-// rewrite does what whoever holds the database can: edits entry seq of
-// account, re-seals it and every later one up to head, and recomputes the
-// stored tree over the rewritten entries (with the service's own code, in
-// another process's ledger).
+// rewrite does what whoever holds the database can (dev/tamper): edits
+// entry seq of account, re-seals it and every later one up to head, and
+// recomputes the stored tree over the rewritten entries. Another
+// process's ledger then finds chain and tree intact: tamper writes the
+// tree as the service does.
 func rewrite(t *testing.T, db *mongo.Database, account string, seq, head int64) {
 	t.Helper()
 	ctx := context.Background()
-	c := db.Collection(auditlog.EntriesCollection)
-	prev := ""
-	for s := seq; s <= head; s++ {
-		key := bson.D{{Key: "_id", Value: seqlog.Key(account, s)}}
-		var d auditlog.Doc
-		if err := c.FindOne(ctx, key).Decode(&d); err != nil {
-			t.Fatal(err)
-		}
-		e, err := d.Entry()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s == seq {
-			e.Actor.ID = "user_someone_else"
-			prev = e.PrevHash
-		}
-		if err := auditlog.Seal(&e, prev); err != nil {
-			t.Fatal(err)
-		}
-		prev = e.Hash
-		nd, err := auditlog.ToDoc(e, seqlog.Key(account, s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.ReplaceOne(ctx, key, nd); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.Collection(tree.HashesCollection).DeleteMany(ctx, bson.D{
-		{Key: "accountId", Value: account}, {Key: "leaf", Value: bson.D{{Key: "$gte", Value: seq - 1}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Collection(tree.SizesCollection).DeleteOne(ctx, bson.D{{Key: "_id", Value: account}}); err != nil {
-		t.Fatal(err)
+	got, err := tamper.Rewrite(ctx, db, account, seq, func(e *auditlog.Entry) { e.Actor.ID = "user_someone_else" })
+	if err != nil || got != head {
+		t.Fatalf("rewrite: got head %d %v, want %d", got, err, head)
 	}
 	other := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	if size, _, err := other.TreeHead(ctx, account); err != nil || size != head {
@@ -281,6 +250,25 @@ func rewrite(t *testing.T, db *mongo.Database, account string, seq, head int64) 
 	}
 	if v, err := other.Verify(ctx, account); err != nil || !v.OK {
 		t.Fatalf("the careful rewrite must verify on its own: got %+v %v", v, err)
+	}
+}
+
+// TestTamperWritesWhatTheServiceStores: dev/tamper names the service's
+// collections and keys the tree's records as the tree package does.
+func TestTamperWritesWhatTheServiceStores(t *testing.T) {
+	t.Parallel()
+	for got, want := range map[string]string{
+		tamper.TreeHashes: tree.HashesCollection, tamper.TreeSizes: tree.SizesCollection,
+		tamper.Checkpoints: CheckpointsCollection, tamper.Cosignatures: CosignaturesCollection, tamper.CheckpointHeads: HeadsCollection,
+	} {
+		if got != want {
+			t.Errorf("tamper writes %q, the service stores %q", got, want)
+		}
+	}
+	for _, leaf := range []int64{0, 1, 6, 1000} {
+		if got, want := tamper.RecordID("org_a", leaf), tree.NewRecord("org_a", leaf, nil).ID; got != want {
+			t.Errorf("record of leaf %d: tamper writes %q, the tree %q", leaf, got, want)
+		}
 	}
 }
 
@@ -340,12 +328,7 @@ func TestRewriteWithCheckpointsDeletedIsRefused(t *testing.T) {
 	good := r.latest(t, account)
 
 	rewrite(t, r.db, account, 3, 6)
-	for _, coll := range []string{CheckpointsCollection, CosignaturesCollection} {
-		if _, err := r.db.Collection(coll).DeleteMany(ctx, bson.D{{Key: "accountId", Value: account}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := r.db.Collection(HeadsCollection).DeleteOne(ctx, bson.D{{Key: "_id", Value: account}}); err != nil {
+	if err := tamper.DeleteCheckpoints(ctx, r.db, account); err != nil {
 		t.Fatal(err)
 	}
 	r.append(t, account, evs[6:])
