@@ -42,6 +42,7 @@ func TestPublishedOnceTheBrokerIsBack(t *testing.T) {
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}
+	back := time.Now()
 	consumer := b.Client(t, kgo.ConsumeTopics(Topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	var got *kgo.Record
 	deadline := time.Now().Add(10 * time.Second)
@@ -58,6 +59,7 @@ func TestPublishedOnceTheBrokerIsBack(t *testing.T) {
 	if got == nil {
 		t.Fatalf("the checkpoint of 5 was not published within 10 s of the broker's return:\n%s", want.Text())
 	}
+	t.Logf("published %v after the broker's return", time.Since(back))
 	if string(got.Key) != account || len(got.Headers) != 1 || got.Headers[0].Key != "content-type" || string(got.Headers[0].Value) != "text/plain" {
 		t.Errorf("published with key %q and headers %v, want key %s and content-type text/plain", got.Key, got.Headers, account)
 	}
@@ -94,9 +96,11 @@ func TestWitnessBackCosignsTheLatest(t *testing.T) {
 	}
 
 	r.witness.Start()
+	back := time.Now()
 	waitFor(t, 3*time.Second, "the cosignature of 6 served with the checkpoint", func() bool {
 		return len(r.latest(t, account).Cosignatures) == 1
 	})
+	t.Logf("cosigned %v after the witness's return", time.Since(back))
 	cp := r.latest(t, account)
 	if w := parseOne(t, "http://unused|"+r.witnessKey); !w.verifies(cp.Note, cp.Cosignatures[0]) {
 		t.Fatalf("the cosignature %q does not verify with the witness key", cp.Cosignatures[0])
