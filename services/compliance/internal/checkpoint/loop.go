@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,11 +39,20 @@ type PublishFunc func(ctx context.Context, account string, text []byte) error
 // account per Gap, and a tree that grew is looked at within Tick.
 type Pace struct {
 	Gap, Tick time.Duration
+	// Retry is the first wait before a checkpoint that has not reached
+	// every witness or the topic is delivered again; each failed attempt
+	// doubles it, up to RetryMax.
+	Retry, RetryMax time.Duration
 }
 
 // DefaultPace covers every entry within 2 s: an account appended to is
-// signed at the next tick once a second has passed since its last.
-var DefaultPace = Pace{Gap: time.Second, Tick: 200 * time.Millisecond}
+// signed at the next tick once a second has passed since its last. A
+// checkpoint a witness or the broker did not take is offered again after
+// 1 s, 2 s, 4 s… and then every minute until it is taken.
+var DefaultPace = Pace{Gap: time.Second, Tick: 200 * time.Millisecond, Retry: time.Second, RetryMax: time.Minute}
+
+// DefaultPublishTimeout bounds one attempt to publish a checkpoint.
+const DefaultPublishTimeout = 10 * time.Second
 
 // LoopConfig is what a Loop needs.
 type LoopConfig struct {
@@ -52,27 +62,47 @@ type LoopConfig struct {
 	Witnesses []*Witness
 	// Client reaches the witnesses.
 	Client *http.Client
-	// Publish puts each new checkpoint on the topic.
+	// Publish puts each account's latest checkpoint on the topic.
 	Publish PublishFunc
 	// Accounts lists every account with entries, looked at once at
-	// start (an account whose tree is ahead of its last checkpoint).
+	// start (an account whose tree is ahead of its last checkpoint, or
+	// whose last checkpoint a witness or the topic has not taken yet).
 	Accounts func(ctx context.Context) ([]string, error)
 	Metrics  *Metrics
 	Logger   *slog.Logger
 	Pace     Pace
-	Now      func() time.Time
+	// PublishTimeout bounds one attempt to publish a checkpoint.
+	PublishTimeout time.Duration
+	Now            func() time.Time
 }
 
-// Loop signs each account's tree as it grows, stores the checkpoint,
-// has the witnesses cosign it, and publishes it.
+// Loop signs each account's tree as it grows and stores the checkpoint;
+// beside it, it delivers each account's latest checkpoint: has the
+// witnesses that have not cosigned it cosign it and publishes it, again
+// and again with backoff until each witness cosigned or refused it and
+// the topic took it with the cosignatures it has.
 type Loop struct {
 	cfg LoopConfig
 
-	mu      sync.Mutex
-	dirty   map[string]bool
-	last    map[string]time.Time // when each account was last looked at
-	wake    chan struct{}
-	witness map[string]int64 // witness id + account → the size it holds
+	mu    sync.Mutex
+	dirty map[string]bool
+	last  map[string]time.Time // when each account was last looked at or signed
+	wake  chan struct{}
+	// owed are the accounts whose latest checkpoint is to be delivered.
+	owed        map[string]*debt
+	deliverWake chan struct{}
+	witness     map[string]int64 // witness id + account → the size it holds
+	missed      map[string]int64 // witness id + account → the size whose miss was counted
+	refused     map[string]int64 // witness id + account → a size it refused for good
+}
+
+// debt is an account's latest checkpoint still to be delivered.
+type debt struct {
+	due  time.Time     // when to try next
+	wait time.Duration // the wait after the next failed attempt
+	// running says that an attempt is under way; again, that a new
+	// checkpoint was stored meanwhile and is to be delivered at once.
+	running, again bool
 }
 
 // NewLoop returns the loop of cfg.
@@ -80,8 +110,14 @@ func NewLoop(cfg LoopConfig) *Loop {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Pace == (Pace{}) {
-		cfg.Pace = DefaultPace
+	if cfg.Pace.Gap == 0 || cfg.Pace.Tick == 0 {
+		cfg.Pace.Gap, cfg.Pace.Tick = DefaultPace.Gap, DefaultPace.Tick
+	}
+	if cfg.Pace.Retry == 0 || cfg.Pace.RetryMax == 0 {
+		cfg.Pace.Retry, cfg.Pace.RetryMax = DefaultPace.Retry, DefaultPace.RetryMax
+	}
+	if cfg.PublishTimeout == 0 {
+		cfg.PublishTimeout = DefaultPublishTimeout
 	}
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
@@ -89,7 +125,11 @@ func NewLoop(cfg LoopConfig) *Loop {
 	for _, w := range cfg.Witnesses {
 		cfg.Metrics.rejections.WithLabelValues(w.ID())
 	}
-	return &Loop{cfg: cfg, dirty: map[string]bool{}, last: map[string]time.Time{}, wake: make(chan struct{}, 1), witness: map[string]int64{}}
+	return &Loop{
+		cfg: cfg, dirty: map[string]bool{}, last: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		owed: map[string]*debt{}, deliverWake: make(chan struct{}, 1),
+		witness: map[string]int64{}, missed: map[string]int64{}, refused: map[string]int64{},
+	}
 }
 
 // Notify tells the loop that accounts' logs grew.
@@ -102,17 +142,32 @@ func (l *Loop) Notify(accounts ...string) {
 		l.dirty[a] = true
 	}
 	l.mu.Unlock()
+	poke(l.wake)
+}
+
+func poke(c chan struct{}) {
 	select {
-	case l.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
 
-// parallel bounds the accounts signed at once.
+// parallel bounds the accounts signed at once, and apart from them the
+// accounts delivered at once.
 const parallel = 8
 
-// Run signs until ctx ends.
+// Run signs and delivers until ctx ends.
 func (l *Loop) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() { l.signing(ctx) })
+	wg.Go(func() { l.delivering(ctx) })
+	wg.Wait()
+	return nil
+}
+
+// signing signs the accounts that grew: all of them once at start, then
+// those notified.
+func (l *Loop) signing(ctx context.Context) {
 	scanned := l.cfg.Accounts == nil
 	t := time.NewTicker(l.cfg.Pace.Tick)
 	defer t.Stop()
@@ -129,7 +184,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		l.round(ctx)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-l.wake:
 		case <-t.C:
 		}
@@ -166,6 +221,79 @@ func (l *Loop) round(ctx context.Context) {
 	_ = g.Wait()
 }
 
+// owe puts account's latest checkpoint up for delivery: at once when it
+// is new, else when the account's backoff allows.
+func (l *Loop) owe(account string, fresh bool) {
+	l.mu.Lock()
+	d, ok := l.owed[account]
+	switch {
+	case !ok:
+		l.owed[account] = &debt{wait: l.cfg.Pace.Retry}
+	case fresh && d.running:
+		d.again = true
+	case fresh:
+		d.due = time.Time{}
+	}
+	l.mu.Unlock()
+	poke(l.deliverWake)
+}
+
+// delivering delivers the accounts owed whose time has come, at most
+// parallel at once, until ctx ends; it returns once those under way are
+// done.
+func (l *Loop) delivering(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, parallel)
+	t := time.NewTicker(l.cfg.Pace.Tick)
+	defer t.Stop()
+	for {
+		now := l.cfg.Now()
+		l.mu.Lock()
+		for a, d := range l.owed {
+			if d.running || now.Before(d.due) {
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			default:
+				continue
+			}
+			d.running = true
+			wg.Go(func() {
+				defer func() { <-slots }()
+				l.settle(a, l.deliver(ctx, a))
+			})
+		}
+		l.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.deliverWake:
+		case <-t.C:
+		}
+	}
+}
+
+// settle records the outcome of an attempt to deliver account's latest
+// checkpoint: done, or to be tried again after a longer wait.
+func (l *Loop) settle(account string, done bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.owed[account]
+	d.running = false
+	switch {
+	case d.again:
+		d.again, d.due = false, time.Time{}
+		poke(l.deliverWake)
+	case done:
+		delete(l.owed, account)
+	default:
+		d.due = l.cfg.Now().Add(d.wait)
+		d.wait = min(2*d.wait, l.cfg.Pace.RetryMax)
+	}
+}
+
 // InconsistentError says that an account's tree is not consistent with
 // its last stored checkpoint: the log signs nothing for it.
 type InconsistentError struct {
@@ -182,12 +310,20 @@ func (e *InconsistentError) Error() string {
 
 // Sign signs account's tree if it grew since its last checkpoint: proves
 // the tree consistent with that checkpoint (else an *InconsistentError,
-// logged and counted, and nothing signed), stores the new checkpoint,
-// collects the witnesses' cosignatures and publishes it.
+// logged and counted, and nothing signed) and stores the new checkpoint.
+// Either way the account's latest checkpoint is then delivered to the
+// witnesses and the topic, in the background.
 func (l *Loop) Sign(ctx context.Context, account string) error {
 	if !l.cfg.Key.ValidAccount(account) {
 		l.cfg.Logger.WarnContext(ctx, "account id cannot name a checkpoint origin: not signed", slog.String("account_id", account))
 		return nil
+	}
+	// The last checkpoint first, then the tree: another replica may
+	// store a checkpoint in between, but only of entries that are
+	// durable, so the tree read after it is at least as large.
+	last, found, err := l.cfg.Store.latest(ctx, account)
+	if err != nil {
+		return err
 	}
 	size, root, err := l.cfg.Tree.TreeHead(ctx, account)
 	if errors.Is(err, ErrTreeInconsistent) {
@@ -196,11 +332,8 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 	if err != nil || size == 0 {
 		return err
 	}
-	last, found, err := l.cfg.Store.latest(ctx, account)
-	if err != nil {
-		return err
-	}
 	if found && last.Size == size && last.Root == root {
+		l.owe(account, false)
 		return nil
 	}
 	if found {
@@ -216,36 +349,16 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 	if err != nil {
 		return err
 	}
-	st, err := l.cfg.Store.Put(ctx, cp, last)
-	if err != nil {
+	if _, err := l.cfg.Store.Put(ctx, cp, last); err != nil {
 		return err
 	}
+	// The Gap runs from the checkpoint stored, not from the look that
+	// began it: stored checkpoints are a Gap apart however long it took.
+	l.mu.Lock()
+	l.last[account] = l.cfg.Now()
+	l.mu.Unlock()
 	l.cfg.Metrics.signed.Inc()
-	cp = st.Checkpoint
-	for _, w := range l.cfg.Witnesses {
-		line, err := l.cosign(ctx, w, cp, last)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			l.cfg.Metrics.rejections.WithLabelValues(w.ID()).Inc()
-			l.cfg.Logger.ErrorContext(ctx, "witness did not cosign the checkpoint", slog.String("account_id", account),
-				slog.Int64("size", size), slog.String("witness", w.URL), slog.Any("err", err))
-			continue
-		}
-		if err := l.cfg.Store.AddCosignature(ctx, cp, w.ID(), line); err != nil {
-			return err
-		}
-		l.cfg.Metrics.cosignatures.Inc()
-		cp.Cosignatures = append(cp.Cosignatures, line)
-	}
-	if l.cfg.Publish != nil {
-		if err := l.cfg.Publish(ctx, account, cp.Text()); err != nil {
-			l.cfg.Logger.ErrorContext(ctx, "checkpoint not published", slog.String("account_id", account), slog.Int64("size", size), slog.Any("err", err))
-			return nil
-		}
-		l.cfg.Metrics.published.Inc()
-	}
+	l.owe(account, true)
 	return nil
 }
 
@@ -286,28 +399,184 @@ func (l *Loop) check(ctx context.Context, account string, last *stored, size int
 	return nil
 }
 
-// cosign has w cosign cp. It tells the witness the size it is believed
-// to hold (the last it cosigned, else the previous checkpoint's) and, when
-// the witness answers 409 with another, tries once more from that size.
-func (l *Loop) cosign(ctx context.Context, w *Witness, cp Checkpoint, prev *stored) (string, error) {
+// deliver has each witness that has not cosigned account's latest
+// checkpoint cosign it, then publishes it unless it was published with
+// as many cosignatures. It reports whether nothing is left to do: each
+// witness cosigned or refused it for good, and the topic took it.
+func (l *Loop) deliver(ctx context.Context, account string) bool {
+	st, found, err := l.cfg.Store.latest(ctx, account)
+	if err != nil || !found {
+		return l.delivered(ctx, account, err)
+	}
+	lines, err := l.cfg.Store.cosignatures(ctx, st.Checkpoint)
+	if err != nil {
+		return l.delivered(ctx, account, err)
+	}
+	done := l.collect(ctx, st, lines)
+	cp := st.Checkpoint
+	for _, w := range l.cfg.Witnesses {
+		if line, ok := lines[w.ID()]; ok {
+			cp.Cosignatures = append(cp.Cosignatures, line)
+		}
+	}
+	return l.publish(ctx, st.seq, cp) && done
+}
+
+// delivered reports whether an attempt that ended with err is done, and
+// logs err.
+func (l *Loop) delivered(ctx context.Context, account string, err error) bool {
+	if err != nil && ctx.Err() == nil {
+		l.cfg.Logger.WarnContext(ctx, "checkpoint not delivered; retrying", slog.String("account_id", account), slog.Any("err", err))
+	}
+	return err == nil
+}
+
+// collect asks each witness without a line in lines (witness id →
+// cosignature line) to cosign st, and adds and stores the lines it gets.
+// It reports whether no witness is left to ask again.
+func (l *Loop) collect(ctx context.Context, st *stored, lines map[string]string) bool {
+	done := true
+	cp := st.Checkpoint
+	for _, w := range l.cfg.Witnesses {
+		key := w.ID() + " " + cp.Account
+		l.mu.Lock()
+		refused := l.refused[key] == cp.Size
+		l.mu.Unlock()
+		if _, ok := lines[w.ID()]; ok || refused {
+			continue
+		}
+		line, err := l.cosign(ctx, w, st)
+		switch {
+		case errors.Is(err, errSuperseded):
+		case err != nil && ctx.Err() != nil:
+			return false
+		case err != nil:
+			done = l.miss(ctx, w, cp, err) && done
+		default:
+			if err := l.cfg.Store.AddCosignature(ctx, cp, w.ID(), line); err != nil {
+				l.cfg.Logger.WarnContext(ctx, "cosignature not stored; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
+				done = false
+				continue
+			}
+			l.cfg.Metrics.cosignatures.Inc()
+			lines[w.ID()] = line
+		}
+	}
+	return done
+}
+
+// miss counts and logs, once per checkpoint, that w did not cosign cp,
+// and reports whether it refused it for good (an answer other than a
+// server error): such a checkpoint is not offered to it again.
+func (l *Loop) miss(ctx context.Context, w *Witness, cp Checkpoint, err error) bool {
+	r, ok := IsRefusal(err)
+	final := ok && (r.Status >= 400 && r.Status < 500 || r.Status == 0 && r.Reason == reasonBadCosignature)
+	key := w.ID() + " " + cp.Account
+	l.mu.Lock()
+	first := l.missed[key] != cp.Size
+	l.missed[key] = cp.Size
+	if final {
+		l.refused[key] = cp.Size
+	}
+	l.mu.Unlock()
+	attrs := []any{slog.String("account_id", cp.Account), slog.Int64("size", cp.Size), slog.String("witness", w.URL), slog.Any("err", err)}
+	if !first {
+		l.cfg.Logger.WarnContext(ctx, "witness still did not cosign the checkpoint; retrying", attrs...)
+		return final
+	}
+	l.cfg.Metrics.rejections.WithLabelValues(w.ID()).Inc()
+	if !final {
+		attrs = append(attrs, slog.Bool("retrying", true))
+	}
+	l.cfg.Logger.ErrorContext(ctx, "witness did not cosign the checkpoint", attrs...)
+	return final
+}
+
+// errSuperseded says that a witness holds a later checkpoint of the
+// account than the one offered, one the log stored: the later one is
+// delivered in its turn.
+var errSuperseded = errors.New("the witness holds a later checkpoint of the log")
+
+// cosign has w cosign st. It tells the witness the size it is believed
+// to hold (the last it cosigned, else the previous checkpoint's) and,
+// when the witness answers 409 with another, goes on from that size.
+func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, error) {
+	cp := st.Checkpoint
 	key := w.ID() + " " + cp.Account
 	l.mu.Lock()
 	old, known := l.witness[key]
 	l.mu.Unlock()
-	if !known && prev != nil {
-		old = prev.Size
+	if !known && st.seq > 1 {
+		prev, err := l.cfg.Store.get(ctx, cp.Account, st.seq-1)
+		if err != nil {
+			return "", err
+		}
+		if prev != nil {
+			old = prev.Size
+		}
 	}
-	line, err := l.addTo(ctx, w, cp, old)
-	if r, ok := IsRefusal(err); ok && r.Status == http.StatusConflict && r.Size >= 0 && r.Size != old {
+	for range 3 {
+		if old > cp.Size {
+			// A later checkpoint: the log's own, or a history it never
+			// stored.
+			if _, found, err := l.cfg.Store.BySize(ctx, cp.Account, old); err != nil || found {
+				return "", cmp.Or(err, errSuperseded)
+			}
+			return "", &Refusal{Witness: w.ID(), Status: http.StatusConflict, Size: old,
+				Reason: fmt.Sprintf("it holds a checkpoint of size %d the log never stored", old)}
+		}
+		line, err := l.addTo(ctx, w, cp, old)
+		r, ok := IsRefusal(err)
+		if !ok || r.Status != http.StatusConflict || r.Size < 0 || r.Size == old {
+			if err == nil {
+				l.mu.Lock()
+				l.witness[key] = cp.Size
+				l.mu.Unlock()
+			}
+			return line, err
+		}
 		old = r.Size
-		line, err = l.addTo(ctx, w, cp, old)
-	}
-	if err == nil {
 		l.mu.Lock()
-		l.witness[key] = cp.Size
+		l.witness[key] = old
 		l.mu.Unlock()
 	}
-	return line, err
+	return "", &Refusal{Witness: w.ID(), Status: http.StatusConflict, Size: old, Reason: "its latest size kept changing"}
+}
+
+// publish puts cp, checkpoint number seq of its account, on the topic
+// unless it is there already with as many cosignatures, and reports
+// whether it is. A failed attempt is counted and retried by the caller.
+func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint) bool {
+	if l.cfg.Publish == nil {
+		return true
+	}
+	mark := publishMark(seq, len(cp.Cosignatures))
+	published, err := l.cfg.Store.published(ctx, cp.Account)
+	if err != nil {
+		l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
+		return false
+	}
+	if published >= mark {
+		return true
+	}
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.PublishTimeout)
+	err = l.cfg.Publish(pctx, cp.Account, cp.Text())
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			l.cfg.Metrics.publishFailures.Inc()
+			l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account),
+				slog.Int64("size", cp.Size), slog.Any("err", err))
+		}
+		return false
+	}
+	l.cfg.Metrics.published.Inc()
+	if err := l.cfg.Store.markPublished(ctx, cp.Account, mark); err != nil {
+		// Published again later: the topic is at least once.
+		l.cfg.Logger.WarnContext(ctx, "checkpoint published but not marked so", slog.String("account_id", cp.Account), slog.Any("err", err))
+		return false
+	}
+	return true
 }
 
 func (l *Loop) addTo(ctx context.Context, w *Witness, cp Checkpoint, old int64) (string, error) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"sync"
@@ -64,13 +66,29 @@ type rig struct {
 	reg        *prometheus.Registry
 	witnessReg *prometheus.Registry
 	witnessKey string
+	witness    *witnessServer
 
 	mu        sync.Mutex
 	published []string
 }
 
-func newRig(t *testing.T) *rig {
+// rigOptions change a rig from its defaults: a loop started at once,
+// publishing to r.published, and a witness that is up.
+type rigOptions struct {
+	// publish replaces the recording publisher.
+	publish PublishFunc
+	// witnessDown starts the rig with its witness down.
+	witnessDown bool
+	// stopped leaves the loop to be started by r.start.
+	stopped bool
+}
+
+func newRig(t *testing.T, opts ...func(*rigOptions)) *rig {
 	t.Helper()
+	var o rigOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	ctx := context.Background()
 	r := &rig{reg: prometheus.NewRegistry(), witnessReg: prometheus.NewRegistry()}
 	r.db = mongotest.Client(t).Database(mongotest.NewDatabase(t))
@@ -88,10 +106,9 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(w.Handler())
-	t.Cleanup(srv.Close)
+	r.witness = newWitnessServer(t, w.Handler(), !o.witnessDown)
 	r.witnessKey = wk.VerifierKey
-	witnesses, err := ParseWitnesses([]string{srv.URL + "|" + wk.VerifierKey})
+	witnesses, err := ParseWitnesses([]string{r.witness.URL() + "|" + wk.VerifierKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,23 +116,96 @@ func newRig(t *testing.T) *rig {
 	if err := r.store.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.loop = NewLoop(LoopConfig{
-		Key: r.key, Tree: r.led, Store: r.store, Witnesses: witnesses,
-		Publish: func(_ context.Context, _ string, text []byte) error {
+	publish := o.publish
+	if publish == nil {
+		publish = func(_ context.Context, _ string, text []byte) error {
 			r.mu.Lock()
 			r.published = append(r.published, string(text))
 			r.mu.Unlock()
 			return nil
-		},
+		}
+	}
+	r.loop = NewLoop(LoopConfig{
+		Key: r.key, Tree: r.led, Store: r.store, Witnesses: witnesses,
+		Publish:  publish,
 		Accounts: Accounts(r.db.Collection(auditlog.HeadsCollection)),
 		Metrics:  NewMetrics(r.reg), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Pace: Pace{Gap: time.Second, Tick: 50 * time.Millisecond},
+		Pace:           testPace,
+		PublishTimeout: time.Second,
 	})
-	runCtx, cancel := context.WithCancel(ctx)
+	if !o.stopped {
+		r.start(t)
+	}
+	return r
+}
+
+// testPace is the production pace of signing with retries a few times
+// quicker, so that a test sees several within a second or two.
+var testPace = Pace{Gap: time.Second, Tick: 50 * time.Millisecond, Retry: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond}
+
+// start runs r's loop until the test ends.
+func (r *rig) start(t *testing.T) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = r.loop.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return r
+}
+
+// witnessServer serves a witness over loopback on an address that stays
+// the same when it is stopped and started again, as an outage would.
+type witnessServer struct {
+	t       *testing.T
+	addr    string
+	handler http.Handler
+
+	mu  sync.Mutex
+	srv *httptest.Server
+}
+
+func newWitnessServer(t *testing.T, h http.Handler, up bool) *witnessServer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := &witnessServer{t: t, addr: l.Addr().String(), handler: h}
+	_ = l.Close()
+	if up {
+		ws.Start()
+	}
+	t.Cleanup(ws.Stop)
+	return ws
+}
+
+// URL is the witness's submission prefix.
+func (ws *witnessServer) URL() string { return "http://" + ws.addr }
+
+// Start serves the witness again on its address.
+func (ws *witnessServer) Start() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.srv != nil {
+		return
+	}
+	l, err := net.Listen("tcp", ws.addr)
+	if err != nil {
+		ws.t.Fatalf("witness listen on %s: %v", ws.addr, err)
+	}
+	ws.srv = httptest.NewUnstartedServer(ws.handler)
+	_ = ws.srv.Listener.Close()
+	ws.srv.Listener = l
+	ws.srv.Start()
+}
+
+// Stop closes the witness's listener and connections: it is unreachable.
+func (ws *witnessServer) Stop() {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.srv != nil {
+		ws.srv.Close()
+		ws.srv = nil
+	}
 }
 
 func (r *rig) append(t *testing.T, account string, evs []ledger.Event) {
@@ -370,4 +460,40 @@ func witnessRejected(t *testing.T, reg *prometheus.Registry, reason string) prom
 	}
 	t.Fatalf("the witness has no rejection counter of reason %s", reason)
 	return nil
+}
+
+// TestStartUpSignsWhatNoSignerSaw: entries appended while no signer ran
+// (a restart, say) are covered by a checkpoint within 2 s of the signer
+// starting, with nothing notified: the start-up scan finds the accounts
+// whose tree is ahead of their last checkpoint.
+func TestStartUpSignsWhatNoSignerSaw(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(o *rigOptions) { o.stopped = true })
+	ctx := context.Background()
+	sizes := map[string]int{"org_scan_a": 3, "org_scan_b": 5}
+	for account, n := range sizes {
+		if _, err := r.led.Append(ctx, account, optOuts(t, account, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One account already had a checkpoint, and grew since.
+	if err := r.loop.Sign(ctx, "org_scan_b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.led.Append(ctx, "org_scan_b", optOuts(t, "org_scan_b", 2)); err != nil {
+		t.Fatal(err)
+	}
+	sizes["org_scan_b"] += 2
+
+	r.start(t)
+	started := time.Now()
+	waitFor(t, 2*time.Second, "checkpoints covering every entry appended without a signer", func() bool {
+		for account, n := range sizes {
+			if r.latest(t, account).Size != int64(n) {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("covered %v after the signer started", time.Since(started))
 }

@@ -7,6 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	signed              prometheus.Counter
 	published           prometheus.Counter
+	publishFailures     prometheus.Counter
 	cosignatures        prometheus.Counter
 	rejections          *prometheus.CounterVec
 	consistencyFailures prometheus.Counter
@@ -24,6 +25,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rcm_log_checkpoints_published_total", Help: "Checkpoints published to the checkpoints topic.",
 		}),
+		publishFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "rcm_log_checkpoint_publish_failures_total", Help: "Attempts to publish a checkpoint to the checkpoints topic that failed; each is retried until one succeeds.",
+		}),
 		cosignatures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "rcm_log_cosignatures_total", Help: "Witness cosignatures collected and verified.",
 		}),
@@ -38,7 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.signed, m.published, m.cosignatures, m.rejections, m.consistencyFailures, m.Proofs)
+	reg.MustRegister(m.signed, m.published, m.publishFailures, m.cosignatures, m.rejections, m.consistencyFailures, m.Proofs)
 	m.Proofs.WithLabelValues("inclusion")
 	m.Proofs.WithLabelValues("consistency")
 	return m

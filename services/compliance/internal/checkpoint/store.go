@@ -21,7 +21,8 @@ const (
 	// numbered 1, 2, 3… per account, insert-only.
 	CheckpointsCollection = "checkpoints"
 	// HeadsCollection holds a hint of each account's latest checkpoint
-	// number; the checkpoints themselves say where the sequence ends.
+	// number (the checkpoints themselves say where the sequence ends),
+	// and how far its checkpoints were published (publishMark).
 	HeadsCollection = "checkpoint_heads"
 	// CosignaturesCollection holds the cosignatures witnesses gave,
 	// insert-only, one document per checkpoint and witness, apart from
@@ -244,9 +245,25 @@ func (s *Store) AddCosignature(ctx context.Context, cp Checkpoint, witness, line
 }
 
 // withCosignatures adds to cp the stored cosignatures of the configured
-// witnesses, one lookup by _id each.
+// witnesses, in their order.
 func (s *Store) withCosignatures(ctx context.Context, cp Checkpoint) (Checkpoint, error) {
+	lines, err := s.cosignatures(ctx, cp)
+	if err != nil {
+		return Checkpoint{}, err
+	}
 	cp.Cosignatures = nil
+	for _, w := range s.witnesses {
+		if line, ok := lines[w]; ok {
+			cp.Cosignatures = append(cp.Cosignatures, line)
+		}
+	}
+	return cp, nil
+}
+
+// cosignatures returns the stored cosignature lines of cp by the
+// configured witnesses, by witness id: one lookup by _id each.
+func (s *Store) cosignatures(ctx context.Context, cp Checkpoint) (map[string]string, error) {
+	out := make(map[string]string, len(s.witnesses))
 	for _, w := range s.witnesses {
 		var d cosigDoc
 		err := s.cosigs.FindOne(ctx, bson.D{{Key: "_id", Value: cosigID(cp.Account, cp.Size, w)}}).Decode(&d)
@@ -254,9 +271,40 @@ func (s *Store) withCosignatures(ctx context.Context, cp Checkpoint) (Checkpoint
 			continue
 		}
 		if err != nil {
-			return Checkpoint{}, fmt.Errorf("read cosignature: %w", mongox.Classify(err))
+			return nil, fmt.Errorf("read cosignature: %w", mongox.Classify(err))
 		}
-		cp.Cosignatures = append(cp.Cosignatures, d.Line)
+		out[w] = d.Line
 	}
-	return cp, nil
+	return out, nil
+}
+
+// publishMark orders what was published of an account: checkpoint number
+// seq with n cosignatures is further than every earlier checkpoint, and
+// than the same one with fewer cosignatures.
+func publishMark(seq int64, n int) int64 {
+	return seq<<8 | int64(min(n, maxWitnesses))
+}
+
+// published returns account's publishMark of the furthest publication
+// known to have succeeded; 0 when none is.
+func (s *Store) published(ctx context.Context, account string) (int64, error) {
+	var h struct {
+		Published int64 `bson:"published"`
+	}
+	err := s.heads.FindOne(ctx, bson.D{{Key: "_id", Value: account}}).Decode(&h)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, fmt.Errorf("publication hint of %s: %w", account, mongox.Classify(err))
+	}
+	return h.Published, nil
+}
+
+// markPublished records that account's checkpoints were published up to
+// mark (publishMark); it never moves the mark back.
+func (s *Store) markPublished(ctx context.Context, account string, mark int64) error {
+	_, err := s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: "published", Value: mark}}}}, options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("publication hint of %s: %w", account, mongox.Classify(err))
+	}
+	return nil
 }

@@ -26,9 +26,16 @@ type Witness struct {
 	verifier note.Verifier
 }
 
+// maxWitnesses bounds the witnesses of RCM_LOG_WITNESSES (publishMark
+// counts their cosignatures in a byte).
+const maxWitnesses = 255
+
 // ParseWitnesses reads RCM_LOG_WITNESSES: a comma-separated list of
 // <url>|<witness verifier key>.
 func ParseWitnesses(list []string) ([]*Witness, error) {
+	if len(list) > maxWitnesses {
+		return nil, fmt.Errorf("RCM_LOG_WITNESSES: %d witnesses, at most %d", len(list), maxWitnesses)
+	}
 	var out []*Witness
 	seen := map[string]bool{}
 	for _, item := range list {
@@ -78,6 +85,10 @@ func (r *Refusal) Label() string {
 	return r.Reason
 }
 
+// reasonBadCosignature is the reason of an answer without the witness's
+// valid cosignature.
+const reasonBadCosignature = "bad_cosignature"
+
 // maxAnswer bounds what is read of a witness's answer.
 const maxAnswer = 64 << 10
 
@@ -121,7 +132,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, client *http.Client, old in
 			return line, nil
 		}
 	}
-	return "", &Refusal{Witness: w.ID(), Reason: "bad_cosignature"}
+	return "", &Refusal{Witness: w.ID(), Reason: reasonBadCosignature}
 }
 
 // verifies reports whether line is the witness's valid cosignature of
