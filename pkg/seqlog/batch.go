@@ -25,8 +25,11 @@ type Batch struct {
 // It sends every document of every batch in the same ordered inserts of
 // at most insertChunk documents, after the heads (the cached ones, or
 // each looked up, in parallel), and then writes every account's hint in
-// one command: a fetch spread over many accounts costs a few commands, not
-// two per account. That rests on the heads being right, which is the case
+// a few commands (hintChunk accounts each): a fetch spread over many
+// accounts costs a few commands, not two per account. When it returns
+// nil every account's hint is at least its batch's head, so a caller that
+// makes the items known only after that (publishes them) may read a head
+// from the hint alone (see HeadHint). That rests on the heads being right, which is the case
 // unless another writer appended or an event is a replay; then an insert
 // fails on a unique index, everything before it is this call's (an
 // ordered insert stops at its first failure), and the rest of each batch
@@ -114,13 +117,23 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 			}
 		}
 	}
-	l.hints(ctx, batches, heads)
+	if err := l.hints(ctx, batches, heads); err != nil {
+		return nil, err
+	}
 	return results, nil
 }
 
-// hints records each batch's head as its account's, as hint does, in one
-// command.
-func (l *Log) hints(ctx context.Context, batches []Batch, heads []Head) {
+// hintChunk bounds the accounts of one command writing hints. FerretDB
+// (the embedded store of the local stack and the tests) holds a
+// connection of its per-database pool for each statement of an update
+// until the whole command ends: two writers' updates of a hundred
+// statements each exhaust its pool of 100 and wait for each other
+// forever.
+const hintChunk = 16
+
+// hints records each batch's head as its account's, as hint does, in
+// commands of at most hintChunk accounts.
+func (l *Log) hints(ctx context.Context, batches []Batch, heads []Head) error {
 	models := make([]mongo.WriteModel, 0, len(batches))
 	for b, batch := range batches {
 		if heads[b].Seq == 0 {
@@ -131,7 +144,12 @@ func (l *Log) hints(ctx context.Context, batches []Batch, heads []Head) {
 			SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "seq", Value: heads[b].Seq}}}}).
 			SetUpsert(true))
 	}
-	if len(models) > 0 {
-		_, _ = l.heads.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	for len(models) > 0 {
+		chunk := models[:min(hintChunk, len(models))]
+		models = models[len(chunk):]
+		if _, err := l.heads.BulkWrite(ctx, chunk, options.BulkWrite().SetOrdered(false)); err != nil {
+			return fmt.Errorf("hint the heads of %d accounts: %w", len(batches), mongox.Classify(err))
+		}
 	}
+	return nil
 }

@@ -15,7 +15,9 @@ import (
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
@@ -258,5 +260,49 @@ func TestStreamBacklog(t *testing.T) {
 	}
 	if want := (sent{"h98", "h99"}); !slices.Equal(got, want) {
 		t.Fatalf("sent %v before the missing item, want %v", got, want)
+	}
+}
+
+// TestOpenReadsTheHeadOnce: a stream opens with one lookup of its
+// account's head, at the head or resuming from an item a stream may have
+// sent; only a position past the hint is checked against the items.
+func TestOpenReadsTheHeadOnce(t *testing.T) {
+	var finds atomic.Int64
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "find" {
+			finds.Add(1)
+		}
+	}}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(monitor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	db := cl.Database(mongotest.NewDatabase(t))
+	s := store.New(store.Config{DB: db})
+	if err := s.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	add(t, s, "acct_a", 3)
+	for _, c := range []struct {
+		account, lastEventID string
+	}{{"acct_a", ""}, {"acct_a", "2"}, {"acct_a", "3"}, {"acct_empty", ""}} {
+		at, err := store.ParsePosition(c.lastEventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := finds.Load()
+		if _, err := s.Open(ctx, c.account, at); err != nil {
+			t.Fatal(err)
+		}
+		if n := finds.Load() - before; n != 1 {
+			t.Errorf("open %s from %q: %d lookups, want 1", c.account, c.lastEventID, n)
+		}
+	}
+	at, _ := store.ParsePosition("4")
+	var beyond *store.BeyondHeadError
+	if _, err := s.Open(ctx, "acct_a", at); !errors.As(err, &beyond) || beyond.Head != 3 {
+		t.Errorf("open from 4 past the head 3: %v, want a BeyondHeadError at 3", err)
 	}
 }

@@ -44,10 +44,24 @@ func (e *BeyondHeadError) Error() string {
 // read is then surely seen live, one stored before is in the backlog, and
 // one seen both ways is sent once. A position past the head fails with a
 // *BeyondHeadError.
+//
+// The head is the account's hint, one lookup. That rests on the consumer
+// publishing items only once their hint is written (seqlog.AppendBatches
+// returns only then): every item a stream ever sent, live or from the
+// backlog of one, is at most a hint. Items stored but not hinted yet are
+// not published yet, and reach the stream live. A position past the hint
+// is checked against the items themselves before it is refused, so that a
+// hint behind for any other reason refuses nothing a stream sent.
 func (s *Store) Open(ctx context.Context, account string, at Position) (*Stream, error) {
-	head, err := s.Head(ctx, account)
+	hint, err := s.log.HeadHint(ctx, account)
 	if err != nil {
 		return nil, err
+	}
+	head := hint.Seq
+	if at.resume && at.after > head {
+		if head, err = s.Head(ctx, account); err != nil {
+			return nil, err
+		}
 	}
 	st := &Stream{store: s, account: account, last: head, head: head}
 	if at.resume {

@@ -29,6 +29,9 @@ const replicaSubscribersPerAccount = 1
 // its count summed over commands and outcomes is every command sent.
 const storeCommands = "rcm_mongodb_command_duration_seconds_count"
 
+// storeCommandSeconds is the time those commands took, summed.
+const storeCommandSeconds = "rcm_mongodb_command_duration_seconds_sum"
+
 // fanOut connects many SSE subscribers straight to one feed instance, and
 // one per account to a second instance of the same consumer group,
 // publishes one event per account at a steady rate, then one more at a
@@ -115,15 +118,28 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		return nil, err
 	}
 
+	tap, err := e.tapActivity(streamCtx)
+	if err != nil {
+		return nil, err
+	}
+	defer tap.close()
+
 	// One event per account and phase; subscriber i follows account
 	// i mod accounts.
 	lat := make([]load.Latencies, len(rates))
+	hop := make([]hops, len(rates))
+	commandTime := make([]float64, len(rates))
+	byCommand := make([]commandTimes, len(rates))
 	sideLat := make([]load.Latencies, len(rates))
 	commands := make([]float64, len(rates))
 	stored := make([]float64, len(rates))
 	for phase, rate := range rates {
 		byAccount := e.accountEvents(accounts, len(accounts))
 		published := make([]atomic.Int64, len(accounts))
+		eventIDs := make([]string, len(accounts))
+		for a, evs := range byAccount {
+			eventIDs[a] = evs[0].EventID
+		}
 		e.logf("  publishing %d events at %s", len(accounts), fmtRate(rate))
 		before, err := e.metric(ctx, stack.Feed, storeCommands)
 		if err != nil {
@@ -133,6 +149,11 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		if err != nil {
 			return nil, err
 		}
+		timeBefore, err := e.metric(ctx, stack.Feed, storeCommandSeconds)
+		if err != nil {
+			return nil, err
+		}
+		byBefore := e.commandTimes(ctx, stack.Feed)
 		wait := e.profile(ctx, fmt.Sprintf("fanout-%d", phase+1), time.Duration(float64(len(accounts))/rate*float64(time.Second))+2*time.Second)
 		var produceErr atomic.Value
 		err = load.Pace(ctx, rate, len(accounts), func(ctx context.Context, i int) {
@@ -170,7 +191,18 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		if err != nil {
 			return nil, err
 		}
+		timeAfter, err := e.metric(ctx, stack.Feed, storeCommandSeconds)
+		if err != nil {
+			return nil, err
+		}
+		byCommand[phase] = e.commandTimes(ctx, stack.Feed).since(byBefore)
 		commands[phase] = (after - before) / max(1, storedAfter-storedBefore)
+		commandTime[phase] = (timeAfter - timeBefore) / max(1, after-before)
+		at := make([]int64, len(published))
+		for a := range published {
+			at[a] = published[a].Load()
+		}
+		hop[phase] = tap.hops(main, phase, eventIDs, at)
 		stored[phase] = storedAfter - storedBefore
 		lat[phase] = main.latencies(phase, published)
 		sideLat[phase] = side.latencies(phase, published)
@@ -214,7 +246,12 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		sec.row(fmt.Sprintf("events published at %s: second instance, received / p50 / p99", fmtRate(rate)),
 			fmt.Sprintf("%s of %s / %s / %s", fmtInt(s.Len()), fmtInt(side.n), fmtDur(s.Percentile(50)), fmtDur(s.Percentile(99))))
 		sec.row(fmt.Sprintf("events published at %s: first instance's store commands per item it stored", fmtRate(rate)),
-			fmt.Sprintf("%.2f (%s items)", commands[phase], fmtInt(int(stored[phase]))))
+			fmt.Sprintf("%.2f (%s items), %s each", commands[phase], fmtInt(int(stored[phase])), fmtDur(time.Duration(commandTime[phase]*float64(time.Second)))))
+		sec.row(fmt.Sprintf("events published at %s: first instance's writes, count × mean", fmtRate(rate)), byCommand[phase].String())
+		h := &hop[phase]
+		sec.row(fmt.Sprintf("events published at %s: hops p50 / p99: event → item published, → at a follower, → received", fmtRate(rate)),
+			fmt.Sprintf("%s / %s, %s / %s, %s / %s", fmtDur(h.stored.Percentile(50)), fmtDur(h.stored.Percentile(99)),
+				fmtDur(h.topic.Percentile(50)), fmtDur(h.topic.Percentile(99)), fmtDur(h.delivered.Percentile(50)), fmtDur(h.delivered.Percentile(99))))
 	}
 	sec.row("subscribers dropped as too slow", fmtInt(int(dropped)))
 	sec.row("feed RSS: before → connected → after delivery", fmt.Sprintf("%s → %s → %s MiB",
@@ -235,6 +272,11 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		"Compliance appends the same events meanwhile, on the same store. Store commands are counted by the first instance's "+
 		"MongoDB command monitor (rcm_mongodb_command_duration_seconds), so a change that adds a round trip shows however noisy the timings.",
 		fmtRate(cfg.FanOutRate), fmtRate(cfg.FanOutBurst))
+	sec.note("Hops: a follower of the activity topic in this process, like each feed's hub, records for every item the " +
+		"timestamp its feed's producer gave it (once the item and its head's hint are stored) and when it arrived here. " +
+		"So publish → received splits into the event's produce → the item's publication (fetch, store, produce), → its " +
+		"arrival at a follower of the topic, → its arrival at each subscriber (hub, stream write, client). The writes " +
+		"row is the first instance's inserts (items) and updates (heads' hints) with their mean duration.")
 	sec.note("Memory: the first instance's VmRSS from /proc before connecting, 1 s after the last subscriber connected, and after both rounds.")
 	return sec, nil
 }
