@@ -35,6 +35,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	st := store.New(svc.DB())
 	idem := idempotency.New(svc.DB(), time.Now)
 	svc.Signer.GuardWrites(nonces.New(svc.DB().Collection("principal_nonces"), time.Now))
+	svc.Signer.ClaimInCommand(api.ClaimsNonceInCommand)
 
 	producer, err := svc.Producer("rcm-campaign-relay")
 	if err != nil {

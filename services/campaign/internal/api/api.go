@@ -35,7 +35,7 @@ type Handler struct {
 
 // Routes mounts the routes on r, which must already require a principal.
 func (h *Handler) Routes(r chi.Router) {
-	r.Post("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.start))
+	r.Post(startRoute, httpx.Handle(h.Logger, h.start))
 	r.Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
 	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.list))
 	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.get))
@@ -45,6 +45,23 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/v1/documents/{documentID}/contact-attempts", httpx.Handle(h.Logger, h.attempts))
 	r.Post("/v1/documents/{documentID}/contact-attempts/{attemptID}/outcome", httpx.Handle(h.Logger, h.outcome))
 	r.Get("/v1/documents/{documentID}/contact-clearance", httpx.Handle(h.Logger, h.clearance))
+}
+
+// startRoute is the route of a start.
+const startRoute = "/v1/documents/{documentID}/rcm"
+
+// ClaimsNonceInCommand names the requests whose command claims the
+// principal's nonce in its own write (principal.Signer.ClaimInCommand):
+// a start without an Idempotency-Key, whose one write of the document's
+// record carries it (store.Start). With a key the nonce is claimed before
+// the command runs: a replay must be refused, not answered from the key's
+// stored answer.
+func ClaimsNonceInCommand(r *http.Request) bool {
+	if r.Method != http.MethodPost || r.Header.Get("Idempotency-Key") != "" {
+		return false
+	}
+	rc := chi.RouteContext(r.Context())
+	return rc != nil && rc.RoutePattern() == startRoute
 }
 
 // decodeStrict decodes the gateway's normalized body into v, refusing
@@ -131,7 +148,7 @@ const HeaderReplayed = "Idempotent-Replayed"
 // Idempotency-Key with the fingerprint of what it asks.
 func request(r *http.Request, body []byte) app.Request {
 	p, _ := principal.From(r.Context())
-	req := app.Request{Principal: p, Key: r.Header.Get("Idempotency-Key")}
+	req := app.Request{Principal: p, Key: r.Header.Get("Idempotency-Key"), ClaimNonce: ClaimsNonceInCommand(r)}
 	if req.Key != "" {
 		req.Fingerprint = idempotency.Fingerprint(r.Method, r.URL.Path, body)
 	}

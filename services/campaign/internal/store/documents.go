@@ -48,6 +48,7 @@ type documentDoc struct {
 	Borrower *borrowerDoc `bson:"borrower,omitempty"`
 
 	Revision  int64        `bson:"revision"`
+	Nonces    []nonceDoc   `bson:"nonces,omitempty"`
 	Consent   *consentDoc  `bson:"consent,omitempty"`
 	Campaigns []stateDoc   `bson:"campaigns,omitempty"`
 	Requests  []requestDoc `bson:"requests,omitempty"`
