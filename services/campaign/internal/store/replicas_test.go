@@ -184,7 +184,7 @@ func TestTwoReplicasRaceConsent(t *testing.T) {
 	}
 	for i := range changes {
 		wg.Go(func() {
-			_, msgs, err := rs[(i+1)%2].UpdateDocument(ctx, doc.AccountID, doc.ID, func(r *store.Record) ([]events.Event, error) {
+			_, msgs, err := rs[(i+1)%2].UpdateDocument(ctx, doc.AccountID, doc.ID, store.Nonce{}, func(r *store.Record) ([]events.Event, error) {
 				id := gen.New(ids.EventPrefix)
 				if err := r.Consent.Set(string(channels[i%len(channels)]), statuses[i%2], events.SourceConsent, id, time.Now()); err != nil {
 					return nil, err

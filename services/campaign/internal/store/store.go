@@ -428,7 +428,7 @@ type Mutation func(c *campaign.Campaign) ([]events.Event, error)
 func (s *Store) Update(ctx context.Context, accountID, documentID, id string, fn Mutation) (campaign.Campaign, []events.Message, error) {
 	var c campaign.Campaign
 	var static *campaignDoc
-	msgs, err := s.modify(ctx, documentID, false, func(r *documentDoc) ([]events.Event, error) {
+	msgs, err := s.modify(ctx, documentID, Nonce{}, func(r *documentDoc) ([]events.Event, error) {
 		i := r.state(id)
 		if i < 0 || r.Campaigns[i].AccountID != accountID {
 			return nil, campaign.ErrNotFound
