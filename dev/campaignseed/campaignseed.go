@@ -48,8 +48,10 @@ type Document struct {
 	Outbox []events.Message
 }
 
-// Static is the campaign's document in the campaigns collection: what
-// never changes of it.
+// Static is the campaign's document in the campaigns collection, what
+// never changes of it, as the service wrote it before its document's
+// record held those fields too (Record). The service still reads it for
+// a campaign whose record lacks them; it writes none any more.
 func Static(c Campaign) bson.D {
 	d := bson.D{
 		{Key: "_id", Value: c.ID},
@@ -92,12 +94,17 @@ func Record(d Document) bson.D {
 	}
 	states := make(bson.A, 0, len(d.Campaigns))
 	for _, c := range d.Campaigns {
-		states = append(states, bson.D{
+		st := bson.D{
 			{Key: "id", Value: c.ID}, {Key: "accountId", Value: c.AccountID},
 			{Key: "sms", Value: c.SMS}, {Key: "email", Value: c.Email}, {Key: "call", Value: c.Call},
 			{Key: "active", Value: true}, {Key: "optOuts", Value: bson.A{}},
 			{Key: "updatedAt", Value: c.CreatedAt},
-		})
+			{Key: "tone", Value: c.Tone}, {Key: "cadence", Value: c.Cadence},
+		}
+		if c.Notes != "" {
+			st = append(st, bson.E{Key: "notes", Value: c.Notes})
+		}
+		states = append(states, append(st, bson.E{Key: "createdBy", Value: c.CreatedBy}, bson.E{Key: "createdAt", Value: c.CreatedAt}))
 	}
 	outbox := make(bson.A, 0, len(d.Outbox))
 	for _, m := range d.Outbox {
@@ -111,14 +118,12 @@ func Record(d Document) bson.D {
 		}
 		outbox = append(outbox, e)
 	}
-	// Each start wrote the record once, raising its revision; a start
-	// writes no consent, request or attempt, so they stay null.
+	// Each start wrote the record once, raising its revision and
+	// appending its campaign and event; a start writes no consent,
+	// request or attempt.
 	return append(rec,
 		bson.E{Key: "revision", Value: int64(1 + len(d.Campaigns))},
-		bson.E{Key: "consent", Value: nil},
 		bson.E{Key: "campaigns", Value: states},
-		bson.E{Key: "requests", Value: nil},
-		bson.E{Key: "attempts", Value: nil},
 		bson.E{Key: "outbox", Value: outbox},
 	)
 }

@@ -34,7 +34,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer svc.Close()
 	st := store.New(svc.DB())
 	idem := idempotency.New(svc.DB(), time.Now)
-	svc.Signer.GuardWrites(nonces.New(svc.DB().Collection("principal_nonces"), time.Now))
+	guard := nonces.New(svc.DB().Collection("principal_nonces"), time.Now)
+	svc.Signer.GuardWrites(guard)
+	svc.Signer.ClaimInCommand(api.ClaimsNonceInCommand)
 
 	producer, err := svc.Producer("rcm-campaign-relay")
 	if err != nil {
@@ -51,7 +53,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	docs := documents.NewConsumer(documents.ConsumerConfig{Documents: campaigns, DeadLetter: kafkax.DeadLetter(producer, cfg.documentsDLQ()), Logger: svc.Logger}, svc.Registry)
 	// Commands wait for the readiness gate: what a previous process left
 	// in the outbox is queued first.
-	h := &api.Handler{Campaigns: campaigns, Logger: svc.Logger, Ready: svc.Started}
+	h := &api.Handler{Campaigns: campaigns, Logger: svc.Logger, Ready: svc.Started, Nonces: guard}
 
 	return svc.Run(ctx, service.Parts{
 		Handler: svc.Internal(15*time.Second, h.Routes),

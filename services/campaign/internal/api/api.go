@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -31,20 +32,44 @@ type Handler struct {
 	// the outbox left by a previous process queued); commands wait for it
 	// so that events keep their order across restarts.
 	Ready func() bool
+	// Nonces claims the nonce of a command that claims it in its own
+	// write (ClaimsNonceInCommand) but is answered before it runs.
+	Nonces principal.Nonces
 }
 
 // Routes mounts the routes on r, which must already require a principal.
 func (h *Handler) Routes(r chi.Router) {
-	r.Post("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.start))
+	r.Post(startRoute, httpx.Handle(h.Logger, h.start))
 	r.Post("/v1/documents/{documentID}/rcm/opt-out", httpx.Handle(h.Logger, h.optOut))
 	r.Get("/v1/documents/{documentID}/rcm", httpx.Handle(h.Logger, h.list))
 	r.Get("/v1/documents/{documentID}/rcm/{campaignID}", httpx.Handle(h.Logger, h.get))
 	r.Get("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.consent))
 	r.Post("/v1/documents/{documentID}/consent", httpx.Handle(h.Logger, h.changeConsent))
-	r.Post("/v1/documents/{documentID}/contact-attempts", httpx.Handle(h.Logger, h.contactAttempt))
+	r.Post(attemptsRoute, httpx.Handle(h.Logger, h.contactAttempt))
 	r.Get("/v1/documents/{documentID}/contact-attempts", httpx.Handle(h.Logger, h.attempts))
 	r.Post("/v1/documents/{documentID}/contact-attempts/{attemptID}/outcome", httpx.Handle(h.Logger, h.outcome))
 	r.Get("/v1/documents/{documentID}/contact-clearance", httpx.Handle(h.Logger, h.clearance))
+}
+
+// The routes of the commands that claim their nonce in their own write.
+const (
+	startRoute    = "/v1/documents/{documentID}/rcm"
+	attemptsRoute = "/v1/documents/{documentID}/contact-attempts"
+)
+
+// ClaimsNonceInCommand names the requests whose command claims the
+// principal's nonce in its own write (principal.Signer.ClaimInCommand):
+// a start and a contact attempt without an Idempotency-Key, whose one
+// write of the document's record carries it (store.Start,
+// store.UpdateDocument). With a key the nonce is claimed before the
+// command runs: a replay must be refused, not answered from the key's
+// stored answer.
+func ClaimsNonceInCommand(r *http.Request) bool {
+	if r.Method != http.MethodPost || r.Header.Get("Idempotency-Key") != "" {
+		return false
+	}
+	rc := chi.RouteContext(r.Context())
+	return rc != nil && (rc.RoutePattern() == startRoute || rc.RoutePattern() == attemptsRoute)
 }
 
 // decodeStrict decodes the gateway's normalized body into v, refusing
@@ -97,16 +122,16 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) error {
 func command[B, I any](h *Handler, w http.ResponseWriter, r *http.Request, input func(B) (I, bool),
 	run func(context.Context, app.Request, I) (app.Answer, error)) error {
 	if err := h.ready(); err != nil {
-		return err
+		return h.refuse(r, err)
 	}
 	var b B
 	raw, err := decodeStrict(r, &b)
 	if err != nil {
-		return err
+		return h.refuse(r, err)
 	}
 	in, ok := input(b)
 	if !ok {
-		return httpx.ErrInvalidBody.With("reason", "a required field is missing")
+		return h.refuse(r, httpx.ErrInvalidBody.With("reason", "a required field is missing"))
 	}
 	ans, err := run(r.Context(), request(r, raw), in)
 	if err != nil {
@@ -114,6 +139,23 @@ func command[B, I any](h *Handler, w http.ResponseWriter, r *http.Request, input
 	}
 	writeAnswer(w, ans)
 	return nil
+}
+
+// refuse answers cause for a command that did not run, claiming the
+// principal's nonce first if the command was to claim it: a replay once
+// the service is ready must be refused too.
+func (h *Handler) refuse(r *http.Request, cause error) error {
+	if h.Nonces == nil || !ClaimsNonceInCommand(r) {
+		return cause
+	}
+	p, _ := principal.From(r.Context())
+	if err := h.Nonces.Claim(r.Context(), p.Nonce, time.Unix(p.Expires, 0)); err != nil {
+		if errors.Is(err, principal.ErrReplayed) {
+			return httpx.ErrForbidden.Wrap(err)
+		}
+		return err
+	}
+	return cause
 }
 
 // deref is the optional field's value, "" when absent.
@@ -131,7 +173,7 @@ const HeaderReplayed = "Idempotent-Replayed"
 // Idempotency-Key with the fingerprint of what it asks.
 func request(r *http.Request, body []byte) app.Request {
 	p, _ := principal.From(r.Context())
-	req := app.Request{Principal: p, Key: r.Header.Get("Idempotency-Key")}
+	req := app.Request{Principal: p, Key: r.Header.Get("Idempotency-Key"), ClaimNonce: ClaimsNonceInCommand(r)}
 	if req.Key != "" {
 		req.Fingerprint = idempotency.Fingerprint(r.Method, r.URL.Path, body)
 	}

@@ -74,6 +74,17 @@ type Request struct {
 	Principal   principal.Principal
 	Key         string
 	Fingerprint string
+	// ClaimNonce says the command claims the principal's nonce in its
+	// own write: Verify left it unclaimed (principal.Signer.ClaimInCommand).
+	ClaimNonce bool
+}
+
+// nonce is the nonce the command is to claim in its write, if any.
+func (r Request) nonce() store.Nonce {
+	if !r.ClaimNonce {
+		return store.Nonce{}
+	}
+	return store.Nonce{ID: r.Principal.Nonce, Expires: time.Unix(r.Principal.Expires, 0)}
 }
 
 func actorOf(p principal.Principal) events.Actor {
@@ -94,6 +105,8 @@ func contractError(err error, notFound *httpx.Error) error {
 		return httpx.ErrAllOptedOut
 	case errors.Is(err, campaign.ErrNotFound):
 		return notFound
+	case errors.Is(err, principal.ErrReplayed):
+		return httpx.ErrForbidden.Wrap(err)
 	case errors.Is(err, store.ErrConflict):
 		return httpx.ErrUnavailable.Wrap(err)
 	default:

@@ -159,7 +159,7 @@ func TestStart(t *testing.T) {
 			if !slices.Equal(handed, []string{events.TypeCampaignStarted}) {
 				t.Fatalf("handed %v to the relay, want one campaign_started", handed)
 			}
-			stored, err := f.store.Get(context.Background(), tt.p.AccountID, c.ID)
+			stored, err := f.store.Get(context.Background(), tt.p.AccountID, c.DocumentID, c.ID)
 			if err != nil || stored.DocumentID != tt.in.DocumentID || stored.CreatedBy != tt.p.UserID {
 				t.Fatalf("stored %+v %v, want the campaign on %s by %s", stored, err, tt.in.DocumentID, tt.p.UserID)
 			}
@@ -224,7 +224,7 @@ func TestIdempotencyKey(t *testing.T) {
 			t.Fatalf("opt-out %d: got %d %q replayed=%v %v", i, ans.Status, ans.Body, ans.Replayed, err)
 		}
 	}
-	c, err := f.store.Get(ctx, alice.AccountID, id)
+	c, err := f.store.Get(ctx, alice.AccountID, "doc_key", id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestOptOut(t *testing.T) {
 			if !slices.Equal(handed, []string{events.TypeOptOut}) {
 				t.Fatalf("handed %v to the relay, want one opt_out", handed)
 			}
-			c, err := f.store.Get(ctx, alice.AccountID, id)
+			c, err := f.store.Get(ctx, alice.AccountID, "doc_opt", id)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -32,9 +32,9 @@ func (a *Campaigns) Start(ctx context.Context, req Request, in StartInput) (Answ
 		if recovering {
 			// The first attempt may have written the campaign: the
 			// campaign id chosen at the claim tells.
-			c, err := a.store.Get(ctx, p.AccountID, campaignID)
+			c, err := a.store.Get(ctx, p.AccountID, in.DocumentID, campaignID)
 			if err == nil {
-				return http.StatusCreated, started(a.settle(ctx, c)), nil
+				return http.StatusCreated, started(c), nil
 			}
 			if !errors.Is(err, campaign.ErrNotFound) {
 				return 0, nil, contractError(err, httpx.ErrNotFound)
@@ -42,10 +42,10 @@ func (a *Campaigns) Start(ctx context.Context, req Request, in StartInput) (Answ
 		}
 		c, err := a.start(ctx, req, in.DocumentID, settings, campaignID)
 		if errors.Is(err, store.ErrExists) {
-			// An earlier attempt's insert landed meanwhile: answer it.
-			if c, err = a.store.Get(ctx, p.AccountID, campaignID); err == nil {
+			// An earlier attempt's write landed meanwhile: answer it.
+			if c, err = a.store.Get(ctx, p.AccountID, in.DocumentID, campaignID); err == nil {
 				a.relay.Missed()
-				return http.StatusCreated, started(a.settle(ctx, c)), nil
+				return http.StatusCreated, started(c), nil
 			}
 		}
 		if err != nil {
@@ -57,48 +57,32 @@ func (a *Campaigns) Start(ctx context.Context, req Request, in StartInput) (Answ
 
 func started(c campaign.Campaign) any { return map[string]any{"campaign": c.Record()} }
 
-// start starts a campaign with the given id on documentID.
+// start starts a campaign with the given id on documentID: one read of
+// the document's record and one write of it (see store.Start), which
+// also claims the principal's nonce when the command is to claim it.
+// Nothing was written when the read fails, and no later loan check is
+// needed: the record's revision orders the start against a loan update.
 func (a *Campaigns) start(ctx context.Context, req Request, documentID string, in campaign.StartInput, campaignID string) (campaign.Campaign, error) {
 	p := req.Principal
-	doc, err := a.store.Document(ctx, p.AccountID, documentID)
-	if err != nil {
-		// Read before any write.
-		return campaign.Campaign{}, idempotency.NothingWritten(err)
-	}
 	newID := func(prefix string) string {
 		if prefix == ids.CampaignPrefix {
 			return campaignID
 		}
 		return a.newID(prefix)
 	}
-	c, e, err := campaign.Start(in, doc, actorOf(p), newID, a.now())
-	if err != nil {
-		return campaign.Campaign{}, err
+	c, msg, err := a.store.Start(ctx, p.AccountID, documentID, req.nonce(), func(doc campaign.Document) (campaign.Campaign, events.Event, error) {
+		return campaign.Start(in, doc, actorOf(p), newID, a.now())
+	})
+	if store.IsUnwritten(err) {
+		return campaign.Campaign{}, idempotency.NothingWritten(err)
 	}
-	c, msg, err := a.store.Create(ctx, c, e)
 	if err != nil {
 		return campaign.Campaign{}, err
 	}
 	a.relay.Enqueue(c.DocumentID, msg)
 	a.logger.InfoContext(ctx, "campaign started", slog.String("request_id", httpx.RequestID(ctx)),
 		slog.String("campaign_id", c.ID), slog.String("event_id", msg.ID), slog.String("account_id", p.AccountID))
-	return a.settle(ctx, c), nil
-}
-
-// settle returns c after a start wrote it. A loan update may have landed
-// between the document read and the insert, after the read model already
-// ended the document's active campaigns: look again, and end c too if so.
-// The campaign was started and is recorded either way.
-func (a *Campaigns) settle(ctx context.Context, c campaign.Campaign) campaign.Campaign {
-	if !c.Active {
-		return c
-	}
-	if cur, err := a.store.AnyDocument(ctx, c.DocumentID); err == nil && !cur.AllowsCampaign() {
-		if ended, err := a.endIfLoanLeft(ctx, c.AccountID, c.ID, cur); err == nil {
-			c = ended
-		}
-	}
-	return c
+	return c, nil
 }
 
 // OptOutInput is an opt-out command.
@@ -121,10 +105,7 @@ func (a *Campaigns) OptOut(ctx context.Context, req Request, in OptOutInput) (An
 		if !ids.Valid(ids.CampaignPrefix, campaignID) {
 			return 0, nil, httpx.ErrCampaignNotFound
 		}
-		c, msgs, err := a.store.Update(ctx, p.AccountID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
-			if c.DocumentID != in.DocumentID {
-				return nil, campaign.ErrNotFound
-			}
+		c, msgs, err := a.store.Update(ctx, p.AccountID, in.DocumentID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
 			// A retry of a request whose first attempt was cut short
 			// after its write: recorded already, nothing more to do. It
 			// is looked for on every attempt, not only when recovering:

@@ -96,7 +96,7 @@ func (a *Campaigns) ChangeConsent(ctx context.Context, req Request, in ConsentIn
 	}
 	p := req.Principal
 	return a.once(ctx, req, in.DocumentID, func(documentID string, _ bool) (int, any, error) {
-		r, msgs, err := a.store.UpdateDocument(ctx, p.AccountID, documentID, func(r *store.Record) ([]events.Event, error) {
+		r, msgs, err := a.store.UpdateDocument(ctx, p.AccountID, documentID, store.Nonce{}, func(r *store.Record) ([]events.Event, error) {
 			now := a.now().UTC()
 			// As for an opt-out, a retry looks on every attempt for what
 			// an earlier one of the same request wrote.

@@ -118,7 +118,7 @@ func (a *Campaigns) ContactAttempt(ctx context.Context, req Request, in AttemptI
 	p := req.Principal
 	return a.once(ctx, req, a.newID(ids.AttemptPrefix), func(attemptID string, _ bool) (int, any, error) {
 		var out store.Attempt
-		_, msgs, err := a.store.UpdateDocument(ctx, p.AccountID, in.DocumentID, func(r *store.Record) ([]events.Event, error) {
+		_, msgs, err := a.store.UpdateDocument(ctx, p.AccountID, in.DocumentID, req.nonce(), func(r *store.Record) ([]events.Event, error) {
 			if i := slices.IndexFunc(r.Attempts, func(at store.Attempt) bool { return at.ID == attemptID }); i >= 0 {
 				out = r.Attempts[i] // written by an earlier try of this request
 				return nil, nil
@@ -230,7 +230,7 @@ func (a *Campaigns) RecordOutcome(ctx context.Context, req Request, in OutcomeIn
 			return 0, nil, httpx.ErrAttemptNotFound
 		}
 		var out store.Attempt
-		_, msgs, err := a.store.UpdateDocument(ctx, p.AccountID, in.DocumentID, func(r *store.Record) ([]events.Event, error) {
+		_, msgs, err := a.store.UpdateDocument(ctx, p.AccountID, in.DocumentID, store.Nonce{}, func(r *store.Record) ([]events.Event, error) {
 			i := slices.IndexFunc(r.Attempts, func(at store.Attempt) bool { return at.ID == attemptID })
 			if i < 0 || r.Attempts[i].Decision != events.DecisionAllowed {
 				return nil, httpx.ErrAttemptNotFound

@@ -64,7 +64,7 @@ func (a *Campaigns) EndOnLoanChange(ctx context.Context, documentID string) erro
 // with its campaign_ended event, and hands the event to the relay. It
 // returns the campaign as stored afterwards.
 func (a *Campaigns) endIfLoanLeft(ctx context.Context, accountID, campaignID string, doc campaign.Document) (campaign.Campaign, error) {
-	c, msgs, err := a.store.Update(ctx, accountID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
+	c, msgs, err := a.store.Update(ctx, accountID, doc.ID, campaignID, func(c *campaign.Campaign) ([]events.Event, error) {
 		e, ended := c.EndIfLoanLeft(doc, a.newID(ids.EventPrefix), a.now())
 		if !ended {
 			return nil, nil

@@ -17,12 +17,9 @@ func (a *Campaigns) Campaign(ctx context.Context, p principal.Principal, documen
 	if !ids.Valid(ids.CampaignPrefix, campaignID) {
 		return campaign.Campaign{}, httpx.ErrCampaignNotFound
 	}
-	c, err := a.store.Get(ctx, p.AccountID, campaignID)
+	c, err := a.store.Get(ctx, p.AccountID, documentID, campaignID)
 	if err != nil {
 		return campaign.Campaign{}, contractError(err, httpx.ErrCampaignNotFound)
-	}
-	if c.DocumentID != documentID {
-		return campaign.Campaign{}, httpx.ErrCampaignNotFound
 	}
 	return c, nil
 }

@@ -196,7 +196,7 @@ func TestApply(t *testing.T) {
 			}
 
 			for _, id := range active {
-				c, err := f.store.Get(ctx, owner.AccountID, id)
+				c, err := f.store.Get(ctx, owner.AccountID, "doc_x", id)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -207,7 +207,7 @@ func TestApply(t *testing.T) {
 					t.Fatalf("campaign %s: active=%v ended %q at %v, want ended with %q", id, c.Active, c.EndReason, c.EndedAt, tt.wantReason)
 				}
 			}
-			if c, err := f.store.Get(ctx, owner.AccountID, stopped); err != nil || c.EndReason != "" {
+			if c, err := f.store.Get(ctx, owner.AccountID, "doc_x", stopped); err != nil || c.EndReason != "" {
 				t.Fatalf("the campaign opted out of everything: %+v %v, want it left as it was", c, err)
 			}
 			wantEnded := 0

@@ -48,6 +48,7 @@ type documentDoc struct {
 	Borrower *borrowerDoc `bson:"borrower,omitempty"`
 
 	Revision  int64        `bson:"revision"`
+	Nonces    []nonceDoc   `bson:"nonces,omitempty"`
 	Consent   *consentDoc  `bson:"consent,omitempty"`
 	Campaigns []stateDoc   `bson:"campaigns,omitempty"`
 	Requests  []requestDoc `bson:"requests,omitempty"`
@@ -264,16 +265,16 @@ func byRecordRevision(documentID string, rev int64) bson.D {
 }
 
 // modify runs fn on documentID's record and writes what fn changed of it
-// (consent, campaigns' state, requests) with fn's events appended to its
-// outbox, in one write under the revision compare-and-set, and returns the
-// events as they will be published. A record that does not exist is
-// created when create is set (a campaign started on a document the read
-// model has not seen yet: version 0 is older than any), else fn is not
-// run and the answer is campaign.ErrNotFound. When fn returns no event
-// nothing is written. Writes of one record are serialized in the process;
-// a lost compare-and-set (another replica, a document update) runs fn
-// again on the fresh record, until ctx ends (then ErrConflict).
-func (s *Store) modify(ctx context.Context, documentID string, create bool, fn func(r *documentDoc) ([]events.Event, error)) ([]events.Message, error) {
+// (consent, campaigns' state, requests, attempts) with fn's events
+// appended to its outbox, and nonce claimed, in one write under the
+// revision compare-and-set, and returns the events as they will be
+// published. A record that does not exist is campaign.ErrNotFound, fn
+// not run. When fn returns no event (or an error) nothing is written but
+// the nonce's claim (see Nonce). Writes of one record are serialized in
+// the process; a lost compare-and-set (another replica, a document
+// update) runs fn again on the fresh record, until ctx ends (then
+// ErrConflict).
+func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn func(r *documentDoc) ([]events.Event, error)) ([]events.Message, error) {
 	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
 	if err != nil {
 		return nil, err
@@ -286,45 +287,50 @@ func (s *Store) modify(ctx context.Context, documentID string, create bool, fn f
 			}
 		}
 		r, err := s.record(ctx, documentID)
-		exists := err == nil
-		switch {
-		case errors.Is(err, campaign.ErrNotFound) && create:
-			r = documentDoc{ID: documentID}
-		case err != nil:
+		if errors.Is(err, campaign.ErrNotFound) {
+			if lost, err := s.claimOnly(ctx, documentDoc{ID: documentID}, false, nonce); lost {
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			return nil, campaign.ErrNotFound
+		}
+		if err != nil {
+			return nil, Unwritten(err)
+		}
+		if err := checkNonce(r, nonce); err != nil {
 			return nil, err
 		}
 		rev := r.Revision
 		evs, err := fn(&r)
-		if err != nil {
-			return nil, err
-		}
-		if len(evs) == 0 {
+		if err == nil && len(evs) == 0 {
 			return nil, nil
+		}
+		if err != nil || len(evs) == 0 {
+			if lost, cerr := s.claimOnly(ctx, r, true, nonce); lost {
+				continue
+			} else if cerr != nil {
+				return nil, cerr
+			}
+			return nil, err
 		}
 		outbox, msgs, err := outboxOf(ctx, evs)
 		if err != nil {
 			return nil, err
 		}
-		if !exists {
-			r.Revision, r.Outbox = 1, outbox
-			_, err := s.documents.InsertOne(ctx, r)
-			if mongox.IsDuplicateKey(err) {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
-			}
-			return msgs, nil
+		set := bson.D{
+			{Key: "consent", Value: r.Consent},
+			{Key: "campaigns", Value: r.Campaigns},
+			{Key: "requests", Value: r.Requests},
+			{Key: "attempts", Value: r.Attempts},
+			{Key: "revision", Value: rev + 1},
+		}
+		if nonce.ID != "" {
+			set = append(set, bson.E{Key: "nonces", Value: nonce.claimed(r.Nonces)})
 		}
 		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
 			bson.D{
-				{Key: "$set", Value: bson.D{
-					{Key: "consent", Value: r.Consent},
-					{Key: "campaigns", Value: r.Campaigns},
-					{Key: "requests", Value: r.Requests},
-					{Key: "attempts", Value: r.Attempts},
-					{Key: "revision", Value: rev + 1},
-				}},
+				{Key: "$set", Value: set},
 				{Key: "$push", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}}}},
 			})
 		if err != nil {
@@ -339,12 +345,12 @@ func (s *Store) modify(ctx context.Context, documentID string, create bool, fn f
 
 // UpdateDocument applies fn to the record of documentID as account sees
 // it (campaign.ErrNotFound when it does not exist, was deleted or is
-// another account's) in one write with fn's events, like Update for a
-// campaign, and returns the record as written and the events as they will
-// be published.
-func (s *Store) UpdateDocument(ctx context.Context, accountID, documentID string, fn func(r *Record) ([]events.Event, error)) (Record, []events.Message, error) {
+// another account's) in one write with fn's events and nonce's claim,
+// like Update for a campaign, and returns the record as written and the
+// events as they will be published.
+func (s *Store) UpdateDocument(ctx context.Context, accountID, documentID string, nonce Nonce, fn func(r *Record) ([]events.Event, error)) (Record, []events.Message, error) {
 	var out Record
-	msgs, err := s.modify(ctx, documentID, false, func(d *documentDoc) ([]events.Event, error) {
+	msgs, err := s.modify(ctx, documentID, nonce, func(d *documentDoc) ([]events.Event, error) {
 		if d.Deleted || d.AccountID != accountID {
 			return nil, campaign.ErrNotFound
 		}

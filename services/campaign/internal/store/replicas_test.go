@@ -60,7 +60,7 @@ func TestTwoReplicasLoseNothing(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, msgs, err := rs[i%2].Update(ctx, "org_two", c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
+			_, msgs, err := rs[i%2].Update(ctx, "org_two", c.DocumentID, c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
 				e, err := c.OptOut(channels[i%len(channels)], fmt.Sprintf("request %d", i), user, gen.New(ids.EventPrefix), time.Now())
 				return []events.Event{e}, err
 			})
@@ -96,7 +96,7 @@ func TestTwoReplicasLoseNothing(t *testing.T) {
 		return
 	}
 
-	got, err := rs[1].Get(ctx, "org_two", c.ID)
+	got, err := rs[1].Get(ctx, "org_two", c.DocumentID, c.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestTwoReplicasRaceConsent(t *testing.T) {
 	for i := range optOuts {
 		wg.Go(func() {
 			c := cs[i%2]
-			_, msgs, err := rs[i%2].Update(ctx, doc.AccountID, c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
+			_, msgs, err := rs[i%2].Update(ctx, doc.AccountID, c.DocumentID, c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
 				e, err := c.OptOut(channels[i%len(channels)], "", user, gen.New(ids.EventPrefix), time.Now())
 				return []events.Event{e}, err
 			})
@@ -184,7 +184,7 @@ func TestTwoReplicasRaceConsent(t *testing.T) {
 	}
 	for i := range changes {
 		wg.Go(func() {
-			_, msgs, err := rs[(i+1)%2].UpdateDocument(ctx, doc.AccountID, doc.ID, func(r *store.Record) ([]events.Event, error) {
+			_, msgs, err := rs[(i+1)%2].UpdateDocument(ctx, doc.AccountID, doc.ID, store.Nonce{}, func(r *store.Record) ([]events.Event, error) {
 				id := gen.New(ids.EventPrefix)
 				if err := r.Consent.Set(string(channels[i%len(channels)]), statuses[i%2], events.SourceConsent, id, time.Now()); err != nil {
 					return nil, err
@@ -212,7 +212,7 @@ func TestTwoReplicasRaceConsent(t *testing.T) {
 	}
 	stored := 0
 	for _, c := range cs {
-		got, err := rs[0].Get(ctx, doc.AccountID, c.ID)
+		got, err := rs[0].Get(ctx, doc.AccountID, c.DocumentID, c.ID)
 		if err != nil {
 			t.Fatal(err)
 		}

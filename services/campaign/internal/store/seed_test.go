@@ -77,13 +77,6 @@ func TestSeededRecordsAreWhatTheServiceWrites(t *testing.T) {
 		})
 	}
 
-	var statics []any
-	for _, c := range started {
-		statics = append(statics, campaignseed.Static(c))
-	}
-	if _, err := seeded.Collection(campaignseed.CampaignsCollection).InsertMany(ctx, statics); err != nil {
-		t.Fatal(err)
-	}
 	rec := campaignseed.Record(campaignseed.Document{ID: doc.ID, AccountID: doc.AccountID, LoanStatus: doc.Loan.Status,
 		TimeZone: doc.Borrower.TimeZone, State: doc.Borrower.State, Version: doc.Version, UpdatedAt: at,
 		Campaigns: started, Outbox: pending})

@@ -39,6 +39,20 @@ const (
 // until the write's context ended; the caller may try again.
 var ErrConflict = errors.New("document changed concurrently")
 
+// unwritten marks a failure before a command wrote anything.
+type unwritten struct{ error }
+
+func (e unwritten) Unwrap() error { return e.error }
+
+// Unwritten marks err as a failure before the command wrote anything.
+func Unwritten(err error) error { return unwritten{err} }
+
+// IsUnwritten reports whether err was marked by Unwritten.
+func IsUnwritten(err error) bool {
+	var u unwritten
+	return errors.As(err, &u)
+}
+
 // ErrExists means a campaign with that id was already written: a retried
 // start whose first attempt wrote it.
 var ErrExists = errors.New("campaign already exists")
@@ -118,10 +132,10 @@ type outboxDoc struct {
 	Traceparent string    `bson:"traceparent,omitempty"`
 }
 
-// campaignDoc is what never changes of a campaign, in the campaigns
-// collection: written before the write of its document's record that
-// makes the campaign exist. A campaign doc without its entry in the
-// record (a start cut short between the two) is invisible.
+// campaignDoc is what never changes of a campaign, as the campaigns
+// collection holds it for the campaigns started before their document's
+// record held it too (see stateDoc); nothing writes it any more. A
+// campaign doc without its entry in the record is invisible.
 type campaignDoc struct {
 	ID         string    `bson:"_id"`
 	AccountID  string    `bson:"accountId"`
@@ -151,16 +165,18 @@ type stateDoc struct {
 	UpdatedAt time.Time   `bson:"updatedAt"`
 	EndedAt   *time.Time  `bson:"endedAt,omitempty"`
 	EndReason string      `bson:"endReason,omitempty"`
+
+	// What never changes of the campaign. Campaigns started before the
+	// record held it have it in the campaigns collection only.
+	Tone      string     `bson:"tone,omitempty"`
+	Cadence   string     `bson:"cadence,omitempty"`
+	Notes     string     `bson:"notes,omitempty"`
+	CreatedBy string     `bson:"createdBy,omitempty"`
+	CreatedAt *time.Time `bson:"createdAt,omitempty"`
 }
 
-func staticOf(c campaign.Campaign) campaignDoc {
-	return campaignDoc{
-		ID: c.ID, AccountID: c.AccountID, DocumentID: c.DocumentID,
-		SMS: c.SMS, Email: c.Email, Call: c.Call,
-		Tone: c.Tone, Cadence: c.Cadence, Notes: c.Notes,
-		CreatedBy: c.CreatedBy, CreatedAt: c.CreatedAt,
-	}
-}
+// static reports whether the state holds the campaign's static fields.
+func (d stateDoc) static() bool { return d.CreatedAt != nil }
 
 func stateOf(c campaign.Campaign) stateDoc {
 	d := stateDoc{
@@ -174,12 +190,16 @@ func stateOf(c campaign.Campaign) stateDoc {
 		t := c.EndedAt
 		d.EndedAt = &t
 	}
+	if !c.CreatedAt.IsZero() {
+		t := c.CreatedAt
+		d.Tone, d.Cadence, d.Notes, d.CreatedBy, d.CreatedAt = c.Tone, c.Cadence, c.Notes, c.CreatedBy, &t
+	}
 	return d
 }
 
 // campaign returns the campaign of state d on documentID, its static
-// fields those of static (nil: only what the record holds), with the
-// document's consent.
+// fields those the record holds, else those of static (nil: none), with
+// the document's consent.
 func (d stateDoc) campaign(documentID string, static *campaignDoc, consent events.Consent) campaign.Campaign {
 	c := campaign.Campaign{
 		ID: d.ID, AccountID: d.AccountID, DocumentID: documentID,
@@ -187,7 +207,11 @@ func (d stateDoc) campaign(documentID string, static *campaignDoc, consent event
 		Active: d.Active, UpdatedAt: d.UpdatedAt.UTC(), EndReason: d.EndReason,
 		Consent: consent,
 	}
-	if static != nil {
+	switch {
+	case d.static():
+		c.Tone, c.Cadence, c.Notes = d.Tone, d.Cadence, d.Notes
+		c.CreatedBy, c.CreatedAt = d.CreatedBy, d.CreatedAt.UTC()
+	case static != nil:
 		c.Tone, c.Cadence, c.Notes = static.Tone, static.Cadence, static.Notes
 		c.CreatedBy, c.CreatedAt = static.CreatedBy, static.CreatedAt.UTC()
 	}
@@ -226,81 +250,153 @@ func (o outboxDoc) message() events.Message {
 	return events.Message{ID: o.ID, Type: o.Type, AccountID: o.AccountID, Subject: o.Subject, Time: o.Time.UTC(), Data: []byte(o.Data), Traceparent: o.Traceparent}
 }
 
-// Create writes a new campaign with its campaign_started event e in the
-// outbox of its document's record, and returns the campaign and the event
-// as written (see campaign.Admit: fitted to the document's consent). The
-// static fields go first to the campaigns collection; the write of the
-// record that lists the campaign's state is the one that makes it exist,
-// under the record's revision compare-and-set. ErrExists means the
-// campaign was written already (a retried start whose first attempt wrote
-// it); campaign.ErrAllRevoked means nothing was written.
+// Create writes a new campaign c with its campaign_started event e into
+// its document's record, creating the record if there is none, as Start
+// does for a command; the seeds and tests of the store's users use it.
 func (s *Store) Create(ctx context.Context, c campaign.Campaign, e events.Event) (campaign.Campaign, events.Message, error) {
-	staticWritten := false
-	var admitted campaign.Campaign
-	msgs, err := s.modify(ctx, c.DocumentID, true, func(r *documentDoc) ([]events.Event, error) {
-		if r.state(c.ID) >= 0 {
-			return nil, fmt.Errorf("insert campaign %s: %w", c.ID, ErrExists)
-		}
-		var err error
-		if admitted, e, err = campaign.Admit(c, e, r.consent()); err != nil {
-			return nil, err
-		}
-		if !staticWritten {
-			if c, err = s.insertStatic(ctx, c); err != nil {
-				return nil, err
-			}
-			staticWritten = true
-			if admitted, e, err = campaign.Admit(c, e, r.consent()); err != nil {
-				return nil, err
-			}
-		}
-		r.Campaigns = append(r.Campaigns, stateOf(admitted))
-		return []events.Event{e}, nil
-	})
+	return s.start(ctx, "", c.DocumentID, Nonce{}, func(campaign.Document) (campaign.Campaign, events.Event, error) { return c, e, nil })
+}
+
+// Start starts a campaign on documentID as account sees it, in one read
+// of the document's record and one write of it: build makes the campaign
+// and its campaign_started event from the document as read (the loan
+// rule is build's), campaign.Admit fits them to the consent as read, and
+// the write appends the campaign, with its static fields, to the record's
+// campaigns and its event to the outbox, and claims nonce, under the
+// record's revision compare-and-set. A loan update of the document raises
+// the revision too, so a start and a loan update are ordered by the store
+// whichever lands first: either the start read the new loan, or the loan
+// update's consumer finds the started campaign and ends it. ErrExists
+// means the campaign was written already (a retried start whose first
+// attempt wrote it); campaign.ErrNotFound, build's error and
+// campaign.ErrAllRevoked mean nothing was written but the nonce's claim.
+func (s *Store) Start(ctx context.Context, accountID, documentID string, nonce Nonce,
+	build func(doc campaign.Document) (campaign.Campaign, events.Event, error)) (campaign.Campaign, events.Message, error) {
+	return s.start(ctx, accountID, documentID, nonce, build)
+}
+
+// start is Start; an empty accountID creates the record if there is none.
+func (s *Store) start(ctx context.Context, accountID, documentID string, nonce Nonce,
+	build func(doc campaign.Document) (campaign.Campaign, events.Event, error)) (campaign.Campaign, events.Message, error) {
+	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
 	if err != nil {
 		return campaign.Campaign{}, events.Message{}, err
 	}
-	return admitted, msgs[0], nil
-}
-
-// insertStatic writes c's static fields, or, when an earlier attempt of
-// the same start wrote them, returns c with what that attempt wrote.
-func (s *Store) insertStatic(ctx context.Context, c campaign.Campaign) (campaign.Campaign, error) {
-	_, err := s.campaigns.InsertOne(ctx, staticOf(c))
-	if mongox.IsDuplicateKey(err) {
-		held, err := s.get(ctx, c.ID)
-		if err != nil {
-			return c, err
+	defer unlock()
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := retryPause(ctx, attempt); err != nil {
+				break
+			}
 		}
-		c.CreatedAt, c.UpdatedAt, c.CreatedBy = held.CreatedAt.UTC(), held.CreatedAt.UTC(), held.CreatedBy
-		return c, nil
+		r, err := s.record(ctx, documentID)
+		exists := err == nil
+		switch {
+		case errors.Is(err, campaign.ErrNotFound):
+			r = documentDoc{ID: documentID}
+		case err != nil:
+			// Every write of this start comes after a read.
+			return campaign.Campaign{}, events.Message{}, Unwritten(err)
+		}
+		if err := checkNonce(r, nonce); err != nil {
+			return campaign.Campaign{}, events.Message{}, err
+		}
+		rev := r.Revision
+		c, e, err := s.admit(r, accountID, build)
+		if err != nil {
+			// Nothing to write but the nonce: a replay of this command
+			// must be refused even once the rule would let it through.
+			if lost, cerr := s.claimOnly(ctx, r, exists, nonce); lost {
+				continue
+			} else if cerr != nil {
+				return campaign.Campaign{}, events.Message{}, cerr
+			}
+			return campaign.Campaign{}, events.Message{}, err
+		}
+		outbox, msgs, err := outboxOf(ctx, []events.Event{e})
+		if err != nil {
+			return campaign.Campaign{}, events.Message{}, err
+		}
+		st := stateOf(c)
+		if !exists {
+			r.Revision, r.Campaigns, r.Outbox, r.Nonces = 1, []stateDoc{st}, outbox, nonce.claimed(r.Nonces)
+			_, err := s.documents.InsertOne(ctx, r)
+			if mongox.IsDuplicateKey(err) {
+				continue
+			}
+			if err != nil {
+				return campaign.Campaign{}, events.Message{}, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
+			}
+			return c, msgs[0], nil
+		}
+		// The campaign is appended, not the list rewritten: the write
+		// stays the size of one campaign however many the record holds.
+		set := bson.D{{Key: "revision", Value: rev + 1}}
+		push := bson.D{{Key: "campaigns", Value: st}, {Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}}}
+		if len(r.Campaigns) == 0 {
+			// The list may be stored as null, which takes no $push.
+			set, push = append(set, bson.E{Key: "campaigns", Value: []stateDoc{st}}), push[1:]
+		}
+		if nonce.ID != "" {
+			set = append(set, bson.E{Key: "nonces", Value: nonce.claimed(r.Nonces)})
+		}
+		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
+			bson.D{{Key: "$set", Value: set}, {Key: "$push", Value: push}})
+		if err != nil {
+			return campaign.Campaign{}, events.Message{}, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
+		}
+		if res.MatchedCount == 1 {
+			return c, msgs[0], nil
+		}
 	}
-	if err != nil {
-		return c, fmt.Errorf("insert campaign %s: %w", c.ID, mongox.Classify(err))
-	}
-	return c, nil
+	return campaign.Campaign{}, events.Message{}, fmt.Errorf("write document %s: %w", documentID, ErrConflict)
 }
 
-// Get returns the campaign id of account, or campaign.ErrNotFound when it
-// does not exist or belongs to another account: the two are
-// indistinguishable.
-func (s *Store) Get(ctx context.Context, accountID, id string) (campaign.Campaign, error) {
-	d, err := s.get(ctx, id)
+// admit runs a start's rules on record r as accountID sees it ("": any).
+func (s *Store) admit(r documentDoc, accountID string, build func(doc campaign.Document) (campaign.Campaign, events.Event, error)) (campaign.Campaign, events.Event, error) {
+	if accountID != "" && (r.Deleted || r.AccountID != accountID) {
+		return campaign.Campaign{}, events.Event{}, campaign.ErrNotFound
+	}
+	c, e, err := build(r.document())
 	if err != nil {
-		return campaign.Campaign{}, err
+		return campaign.Campaign{}, events.Event{}, err
 	}
-	if d.AccountID != accountID {
-		return campaign.Campaign{}, campaign.ErrNotFound
+	if r.state(c.ID) >= 0 {
+		return campaign.Campaign{}, events.Event{}, fmt.Errorf("insert campaign %s: %w", c.ID, ErrExists)
 	}
-	r, err := s.record(ctx, d.DocumentID)
+	return campaign.Admit(c, e, r.consent())
+}
+
+// Get returns the campaign id of account on documentID, or
+// campaign.ErrNotFound when it does not exist there or belongs to another
+// account: the two are indistinguishable.
+func (s *Store) Get(ctx context.Context, accountID, documentID, id string) (campaign.Campaign, error) {
+	r, err := s.record(ctx, documentID)
 	if err != nil {
 		return campaign.Campaign{}, err
 	}
 	i := r.state(id)
-	if i < 0 {
+	if i < 0 || r.Campaigns[i].AccountID != accountID {
 		return campaign.Campaign{}, campaign.ErrNotFound
 	}
-	return r.Campaigns[i].campaign(r.ID, &d, r.consent()), nil
+	static, err := s.staticOf(ctx, r.Campaigns[i])
+	if err != nil {
+		return campaign.Campaign{}, err
+	}
+	return r.Campaigns[i].campaign(r.ID, static, r.consent()), nil
+}
+
+// staticOf returns the static fields of a campaign whose record does not
+// hold them (started before it did), nil when it does.
+func (s *Store) staticOf(ctx context.Context, st stateDoc) (*campaignDoc, error) {
+	if st.static() {
+		return nil, nil
+	}
+	d, err := s.get(ctx, st.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &d, nil
 }
 
 // get finds by _id alone: the one filter every store serves from an index.
@@ -321,28 +417,30 @@ func (s *Store) get(ctx context.Context, id string) (campaignDoc, error) {
 // leaves both unchanged.
 type Mutation func(c *campaign.Campaign) ([]events.Event, error)
 
-// Update applies fn to the campaign id of account in one write of its
-// document's record, which also writes the document's consent as fn left
-// it and appends fn's events to the record's outbox, and returns the
-// updated campaign and the events as they will be published. Writes to
-// one record are serialized in the process; the revision compare-and-set
-// in the filter catches a writer in another process, and fn is then run
-// again on the fresh state, until ctx ends (then ErrConflict).
-func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (campaign.Campaign, []events.Message, error) {
-	static, err := s.get(ctx, id)
-	if err != nil {
-		return campaign.Campaign{}, nil, err
-	}
-	if static.AccountID != accountID {
-		return campaign.Campaign{}, nil, campaign.ErrNotFound
-	}
+// Update applies fn to the campaign id of account on documentID in one
+// write of the document's record, which also writes the document's
+// consent as fn left it and appends fn's events to the record's outbox,
+// and returns the updated campaign and the events as they will be
+// published. Writes to one record are serialized in the process; the
+// revision compare-and-set in the filter catches a writer in another
+// process, and fn is then run again on the fresh state, until ctx ends
+// (then ErrConflict).
+func (s *Store) Update(ctx context.Context, accountID, documentID, id string, fn Mutation) (campaign.Campaign, []events.Message, error) {
 	var c campaign.Campaign
-	msgs, err := s.modify(ctx, static.DocumentID, false, func(r *documentDoc) ([]events.Event, error) {
+	var static *campaignDoc
+	msgs, err := s.modify(ctx, documentID, Nonce{}, func(r *documentDoc) ([]events.Event, error) {
 		i := r.state(id)
-		if i < 0 {
+		if i < 0 || r.Campaigns[i].AccountID != accountID {
 			return nil, campaign.ErrNotFound
 		}
-		c = r.Campaigns[i].campaign(r.ID, &static, r.consent())
+		if static == nil && !r.Campaigns[i].static() {
+			d, err := s.get(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			static = &d
+		}
+		c = r.Campaigns[i].campaign(r.ID, static, r.consent())
 		evs, err := fn(&c)
 		if err != nil {
 			return nil, err
@@ -360,7 +458,8 @@ func (s *Store) Update(ctx context.Context, accountID, id string, fn Mutation) (
 
 // ListByDocument returns up to limit campaigns of account on documentID,
 // newest first, starting after the campaign id before ("" for the first
-// page). It reads the document's record and each campaign by _id.
+// page). It reads the document's record (and, for a campaign started
+// before the record held its static fields, the campaign by _id).
 func (s *Store) ListByDocument(ctx context.Context, accountID, documentID, before string, limit int) ([]campaign.Campaign, error) {
 	r, err := s.record(ctx, documentID)
 	if errors.Is(err, campaign.ErrNotFound) {
@@ -383,11 +482,11 @@ func (s *Store) ListByDocument(ctx context.Context, accountID, documentID, befor
 		if st.AccountID != accountID {
 			continue
 		}
-		d, err := s.get(ctx, st.ID)
+		static, err := s.staticOf(ctx, st)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, st.campaign(r.ID, &d, consent))
+		out = append(out, st.campaign(r.ID, static, consent))
 	}
 	return out, nil
 }

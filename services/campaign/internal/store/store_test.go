@@ -67,20 +67,20 @@ func TestGetIsScopedToTheAccount(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	c := start(t, s, behind("doc_a", "org_a"))
-	got, err := s.Get(ctx, "org_a", c.ID)
+	got, err := s.Get(ctx, "org_a", c.DocumentID, c.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.ID != c.ID || !got.Active || !slices.Equal(got.ActiveChannels, c.ActiveChannels) || !got.CreatedAt.Equal(c.CreatedAt) {
 		t.Fatalf("got %+v, want %+v", got, c)
 	}
-	if _, err := s.Get(ctx, "org_b", c.ID); !errors.Is(err, campaign.ErrNotFound) {
+	if _, err := s.Get(ctx, "org_b", c.DocumentID, c.ID); !errors.Is(err, campaign.ErrNotFound) {
 		t.Fatalf("other account: got %v, want ErrNotFound", err)
 	}
-	if _, err := s.Get(ctx, "org_a", gen.New(ids.CampaignPrefix)); !errors.Is(err, campaign.ErrNotFound) {
+	if _, err := s.Get(ctx, "org_a", c.DocumentID, gen.New(ids.CampaignPrefix)); !errors.Is(err, campaign.ErrNotFound) {
 		t.Fatalf("missing: got %v, want ErrNotFound", err)
 	}
-	if _, _, err := s.Update(ctx, "org_b", c.ID, func(*campaign.Campaign) ([]events.Event, error) {
+	if _, _, err := s.Update(ctx, "org_b", c.DocumentID, c.ID, func(*campaign.Campaign) ([]events.Event, error) {
 		t.Error("mutation ran for another account")
 		return nil, nil
 	}); !errors.Is(err, campaign.ErrNotFound) {
@@ -110,7 +110,7 @@ func concurrentOptOuts(t *testing.T, s *store.Store) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, msgs, err := s.Update(ctx, "org_c", c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
+				_, msgs, err := s.Update(ctx, "org_c", c.DocumentID, c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
 					e, err := c.OptOut(ch, fmt.Sprintf("request %d", i), user, gen.New(ids.EventPrefix), time.Now())
 					return []events.Event{e}, err
 				})
@@ -129,7 +129,7 @@ func concurrentOptOuts(t *testing.T, s *store.Store) {
 	if len(accepted) != want {
 		t.Fatalf("got %d accepted opt-outs, want %d", len(accepted), want)
 	}
-	got, err := s.Get(ctx, "org_c", c.ID)
+	got, err := s.Get(ctx, "org_c", c.DocumentID, c.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestRemoveFromOutbox(t *testing.T) {
 	s := newStore(t)
 	ctx := context.Background()
 	c := start(t, s, behind("doc_r", "org_r"))
-	_, msgs, err := s.Update(ctx, "org_r", c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
+	_, msgs, err := s.Update(ctx, "org_r", c.DocumentID, c.ID, func(c *campaign.Campaign) ([]events.Event, error) {
 		e, err := c.OptOut(campaign.SMS, "", user, gen.New(ids.EventPrefix), time.Now())
 		return []events.Event{e}, err
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,10 @@ type startOps struct {
 	accounts []string
 	tokens   map[string]string
 	created  atomic.Int64
+
+	mu        sync.Mutex
+	campaigns map[string]string // the last campaign started per account
+	attempted atomic.Int64
 }
 
 func (e *env) newStartOps(ctx context.Context, accounts []string) (*startOps, error) {
@@ -56,7 +61,7 @@ func (e *env) newStartOps(ctx context.Context, accounts []string) (*startOps, er
 	if err != nil {
 		return nil, err
 	}
-	return &startOps{e: e, ctx: ctx, accounts: accounts, tokens: tokens}, nil
+	return &startOps{e: e, ctx: ctx, accounts: accounts, tokens: tokens, campaigns: map[string]string{}}, nil
 }
 
 func (s *startOps) gateway(_ context.Context, _, i int) error {
@@ -65,10 +70,41 @@ func (s *startOps) gateway(_ context.Context, _, i int) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.e.do(s.e.http, req, http.StatusCreated); err != nil {
+	body, err := s.e.do(s.e.http, req, http.StatusCreated)
+	if err != nil {
 		return err
 	}
 	s.created.Add(1)
+	id, err := campaignID(body)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.campaigns[a] = id
+	s.mu.Unlock()
+	return nil
+}
+
+// attempt clears and records an outbound contact attempt through the
+// gateway on the campaign the account started last: answered 201 when
+// the rules allow it, 409 when they block it, recorded either way.
+func (s *startOps) attempt(_ context.Context, _, i int) error {
+	a := s.accounts[i%len(s.accounts)]
+	s.mu.Lock()
+	id := s.campaigns[a]
+	s.mu.Unlock()
+	if id == "" {
+		return fmt.Errorf("no campaign started for %s", a)
+	}
+	body := []byte(`{"campaignId":"` + id + `","channel":"email"}`)
+	req, err := s.e.gatewayRequest(s.ctx, http.MethodPost, "/v1/documents/"+docOf(a)+"/contact-attempts", s.tokens[a], body)
+	if err != nil {
+		return err
+	}
+	if _, err := s.e.do(s.e.http, req, http.StatusCreated); err != nil && !strings.Contains(err.Error(), ": 409 ") {
+		return err
+	}
+	s.attempted.Add(1)
 	return nil
 }
 
@@ -106,7 +142,13 @@ type pathRuns struct {
 	rounds  []load.Result
 	backlog int // events still in outboxes, waiting for removal, summed
 	started int
+	// commands counts the campaign service's store commands from the
+	// start of the round's load to its settling, all of them.
+	commands float64
 }
+
+// perStart is the store commands per campaign started, amortised.
+func (p *pathRuns) perStart() float64 { return ratio(p.commands, float64(p.started)) }
 
 // total is every round's requests and latencies over every round's time.
 func (p *pathRuns) total() load.Result {
@@ -138,7 +180,8 @@ func (p *pathRuns) rates() string {
 // insert rate of the same store, once, before the first gateway round,
 // with the services idle.
 func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
-	var gw, direct pathRuns
+	var gw, direct, att pathRuns
+	attempts := &att
 	var raw load.Result
 	run := func(name string, p *pathRuns, phase string, op func(*startOps) load.Op, first bool) error {
 		return withEnv(ctx, cfg, name, func(e *env) error {
@@ -154,16 +197,37 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 				e.logf("  %s, p99 %s", fmtRate(raw.Rate()), fmtDur(raw.Latencies.Percentile(99)))
 			}
 			e.logf("%s: %d workers for %s", phase, cfg.Concurrency, cfg.Duration)
+			before, err := e.metric(ctx, stack.Campaign, storeCommands)
+			if err != nil {
+				return err
+			}
 			res, err := ops.measure(ctx, phase, cfg.Duration, op(ops))
 			if err != nil {
 				return err
 			}
-			e.logf("  %s, p99 %s", fmtRate(res.Rate()), fmtDur(res.Latencies.Percentile(99)))
+			after, err := e.metric(ctx, stack.Campaign, storeCommands)
+			if err != nil {
+				return err
+			}
+			e.logf("  %s, p99 %s, %.2f store commands per start", fmtRate(res.Rate()), fmtDur(res.Latencies.Percentile(99)), ratio(after-before, float64(e.started)))
 			backlog, err := e.outboxBacklog(ctx)
 			p.rounds = append(p.rounds, res)
 			p.backlog += backlog
 			p.started += e.started
-			return err
+			p.commands += after - before
+			if err != nil || attempts == nil || p != &gw {
+				return err
+			}
+			// The same stack, its documents now holding the campaigns
+			// just started.
+			e.logf("attempt-gateway: %d workers for %s", cfg.Concurrency, cfg.Duration)
+			ares, err := e.closedLoop(ctx, "attempt-gateway", cfg.Duration, ops.attempt)
+			if err != nil {
+				return err
+			}
+			e.logf("  %s, p99 %s", fmtRate(ares.Rate()), fmtDur(ares.Latencies.Percentile(99)))
+			attempts.rounds = append(attempts.rounds, ares)
+			return e.settle(ctx)
 		})
 	}
 	for round := range cfg.Rounds {
@@ -174,7 +238,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			return nil, err
 		}
 	}
-	gwTotal, directTotal := gw.total(), direct.total()
+	gwTotal, directTotal, attTotal := gw.total(), direct.total(), att.total()
 
 	sec := &Section{
 		Title:  "Start campaign: through the gateway, straight to the campaign service, raw store insert",
@@ -187,14 +251,15 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	add("gateway → campaign → store (POST /v1/documents/{id}/rcm)", &gwTotal, gw.rates())
 	add("campaign service directly (principal signed as the gateway signs it)", &directTotal, direct.rates())
 	add("raw InsertOne of a document's record as a start leaves it", &raw, fmtRate(raw.Rate()))
+	add("clear-and-record a contact attempt through the gateway (POST /v1/documents/{id}/contact-attempts)", &attTotal, att.rates())
 
 	sec.note("%d closed-loop workers for %s per round (after a %s warm-up), over %d accounts with one BEHIND document each; "+
 		"%d rounds, gateway and direct alternating, each round on a fresh stack; the rate is all rounds' requests over all "+
 		"rounds' time, the percentiles are of all their latencies. The raw baseline ran %s. All in one run.",
 		cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Accounts, cfg.Rounds, cfg.RawDuration)
 	sec.note("A start is one request through the gateway (token check, body validation, signed forward) to the campaign " +
-		"service, which reads the document's record by _id, inserts the campaign's static fields, and writes the record " +
-		"once under its revision compare-and-set: the campaign's state added, its event appended to the outbox; off the " +
+		"service, which reads the document's record by _id and writes it once under its revision compare-and-set: the " +
+		"campaign appended, its event appended to the outbox, the principal's nonce claimed; off the " +
 		"request path the relay publishes the event and pulls it from the outbox, and compliance and feed each append " +
 		"it. All of that shares the one store (and the two cores) with the requests.")
 	sec.note("Raw: InsertOne of a document's record as a start leaves it (campaignseed: one campaign's state, its event in " +
@@ -204,8 +269,17 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 		"consumer lag 0) before each stack was stopped. At that point %s of the events of the %s campaigns started through "+
 		"the gateway (warm-ups included) and %s of %s started directly were still in their documents' outboxes, waiting "+
 		"for the relay's clean-up.", fmtInt(gw.backlog), fmtInt(gw.started), fmtInt(direct.backlog), fmtInt(direct.started))
-	if gwTotal.Errors+directTotal.Errors+raw.Errors > 0 {
-		sec.note("First errors: gateway %v; direct %v; raw %v.", gwTotal.FirstErr, directTotal.FirstErr, raw.FirstErr)
+	sec.note("Start p99 ÷ p50 through the gateway: %s; straight to the service: %s. Contact attempts through the gateway ÷ starts "+
+		"through the gateway: %s (each attempt round right after its start round, on the same stack, %d workers for %s, "+
+		"on the campaign each account started last, channel email: answered 201 when allowed, 409 when blocked, recorded either way).",
+		fmtRatio(ratio(float64(gwTotal.Latencies.Percentile(99)), float64(gwTotal.Latencies.Percentile(50)))),
+		fmtRatio(ratio(float64(directTotal.Latencies.Percentile(99)), float64(directTotal.Latencies.Percentile(50)))),
+		fmtRatio(ratio(attTotal.Rate(), gwTotal.Rate())), cfg.Concurrency, cfg.Duration)
+	sec.note("Store commands per start, all of the campaign service's (its command monitor, rcm_mongodb_command_duration_seconds_count, "+
+		"from the start of a round's load to its settling, the relay's outbox clean-up included), amortised: %.2f through the gateway, "+
+		"%.2f straight to the service.", gw.perStart(), direct.perStart())
+	if gwTotal.Errors+directTotal.Errors+raw.Errors+attTotal.Errors > 0 {
+		sec.note("First errors: gateway %v; direct %v; raw %v; attempts %v.", gwTotal.FirstErr, directTotal.FirstErr, raw.FirstErr, attTotal.FirstErr)
 	}
 	return sec, nil
 }

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/dev/servicetest"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
+	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// TestStoreCommandsPerStart counts, on the wire, the store commands the
+// real service sends for each start: at most two on the request path (one
+// read of the document's record, one write carrying the campaign, its
+// event and the principal's nonce) and at most three in all once the relay
+// has published the events and removed them from the outbox.
+func TestStoreCommandsPerStart(t *testing.T) {
+	t.Parallel()
+	counter := newCommandCounter(t, mongotest.URI(t))
+	db := mongotest.NewDatabase(t)
+	eventsTopic, documents := kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 2)
+	group := "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-")
+	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
+		"RCM_MONGODB_URI":         counter.URI(),
+		"RCM_MONGODB_DATABASE":    db,
+		"RCM_EVENTS_TOPIC":        eventsTopic,
+		"RCM_DOCUMENTS_TOPIC":     documents,
+		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
+		"RCM_DOCUMENTS_GROUP":     group,
+		"RCM_KAFKA_PARTITIONS":    "2",
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	doc := []byte(`{"id":"doc_count","accountId":"org_c","loan":{"status":"BEHIND"},"version":1}`)
+	if err := kafkax.ProduceAwaitGroup(ctx, kafkatest.Client(t), group, &kgo.Record{Topic: documents, Key: []byte("doc_count"), Value: doc}); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() {
+		t.Helper()
+		body := `{"sms":true,"email":true,"call":false,"tone":"friendly","cadence":"weekly"}`
+		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/doc_count/rcm", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if err := signer.Sign(req, principal.Principal{AccountID: "org_c", UserID: "user_c", SessionID: "sess_c"}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
+		}
+	}
+	start() // the first start of a document is not the steady state
+	outboxEmpty := func() bool {
+		var rec struct {
+			Outbox []bson.Raw `bson:"outbox"`
+		}
+		err := mongotest.Client(t).Database(db).Collection("documents").FindOne(ctx, bson.D{{Key: "_id", Value: "doc_count"}}).Decode(&rec)
+		return err == nil && len(rec.Outbox) == 0
+	}
+	servicetest.Eventually(t, 20*time.Second, "the first start's event out of the outbox", outboxEmpty)
+
+	const starts = 20
+	before := counter.snapshot()
+	var onPath map[string]int
+	for range starts {
+		// The relay's removal of the previous event is not on this
+		// request's path: wait for it first.
+		servicetest.Eventually(t, 20*time.Second, "the outbox emptied", outboxEmpty)
+		mark := counter.snapshot()
+		start()
+		onPath = add(onPath, diff(counter.snapshot(), mark))
+		// The relay may remove this start's event before its answer
+		// arrives: that removal is not the request's.
+		delete(onPath, "update documents $pullAll")
+	}
+	servicetest.Eventually(t, 20*time.Second, "the outbox emptied", outboxEmpty)
+	all := diff(counter.snapshot(), before)
+
+	// The test's own reads of the outbox go through another client.
+	perStart := func(m map[string]int) float64 { return float64(total(m)) / starts }
+	if got := perStart(onPath); got > 2 {
+		t.Errorf("store commands per start on the request path: got %.2f (%v), want at most 2", got, onPath)
+	}
+	if got := perStart(all); got > 3 {
+		t.Errorf("store commands per start in all: got %.2f (%v), want at most 3", got, all)
+	}
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func add(a, b map[string]int) map[string]int {
+	if a == nil {
+		a = map[string]int{}
+	}
+	for k, v := range b {
+		a[k] += v
+	}
+	return a
+}
+
+func diff(after, before map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// commandCounter is a TCP proxy on loopback in front of the store that
+// counts the commands passing through it by name and collection, leaving
+// out the driver's own (handshakes, heartbeats, sessions).
+type commandCounter struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	counts map[string]int
+	open   []net.Conn
+}
+
+func newCommandCounter(t *testing.T, uri string) *commandCounter {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &commandCounter{ln: ln, target: u.Host, counts: map[string]int{}}
+	go c.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, conn := range c.open {
+			_ = conn.Close()
+		}
+	})
+	return c
+}
+
+func (c *commandCounter) URI() string {
+	return "mongodb://" + c.ln.Addr().String() + "/?directConnection=true"
+}
+
+func (c *commandCounter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.counts))
+	for k, v := range c.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// driverCommands are what the driver sends of its own.
+var driverCommands = map[string]bool{"hello": true, "ismaster": true, "isMaster": true, "ping": true, "endSessions": true, "buildInfo": true}
+
+func (c *commandCounter) serve() {
+	for {
+		client, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", c.target)
+		if err != nil {
+			_ = client.Close()
+			continue
+		}
+		c.mu.Lock()
+		c.open = append(c.open, client, server)
+		c.mu.Unlock()
+		go func() {
+			defer client.Close()
+			defer server.Close()
+			for {
+				msg, err := readWireMessage(client)
+				if err != nil {
+					return
+				}
+				if cmd, coll, ok := wireCommand(msg); ok && !driverCommands[cmd] {
+					key := fmt.Sprintf("%s %s", cmd, coll)
+					if bytes.Contains(msg, []byte("$pullAll")) {
+						key += " $pullAll" // the relay's outbox removal
+					}
+					c.mu.Lock()
+					c.counts[key]++
+					c.mu.Unlock()
+				}
+				if _, err := server.Write(msg); err != nil {
+					return
+				}
+			}
+		}()
+		go func() {
+			defer client.Close()
+			defer server.Close()
+			_, _ = io.Copy(client, server)
+		}()
+	}
+}
+
+func readWireMessage(r io.Reader) ([]byte, error) {
+	var head [4]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return nil, err
+	}
+	n := int(binary.LittleEndian.Uint32(head[:]))
+	if n < 16 || n > 64<<20 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	msg := make([]byte, n)
+	copy(msg, head[:])
+	_, err := io.ReadFull(r, msg[4:])
+	return msg, err
+}
+
+// wireCommand returns the command name and its first value (the
+// collection, for a string) of an OP_MSG.
+func wireCommand(msg []byte) (string, string, bool) {
+	const opMsg = 2013
+	if len(msg) < 27 || binary.LittleEndian.Uint32(msg[12:16]) != opMsg || msg[20] != 0 {
+		return "", "", false
+	}
+	body := msg[21:]
+	key := body[5:]
+	end := bytes.IndexByte(key, 0)
+	if end < 0 {
+		return "", "", false
+	}
+	name := string(key[:end])
+	if body[4] != 0x02 || len(key) < end+5 { // not a string value
+		return name, "", true
+	}
+	n := int(binary.LittleEndian.Uint32(key[end+1 : end+5]))
+	if n < 1 || len(key) < end+5+n {
+		return name, "", true
+	}
+	return name, string(key[end+5 : end+5+n-1]), true
+}
