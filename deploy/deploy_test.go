@@ -68,6 +68,7 @@ var (
 		"rcm_compliance_replays_total",
 		"rcm_log_checkpoints_signed_total",
 		"rcm_log_checkpoints_published_total",
+		"rcm_log_checkpoint_publish_failures_total",
 		"rcm_log_cosignatures_total",
 		"rcm_log_witness_rejections_total",
 		"rcm_log_consistency_failures_total",
