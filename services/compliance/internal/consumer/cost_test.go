@@ -59,9 +59,13 @@ func TestAFetchCostsAFewStoreCommands(t *testing.T) {
 		}
 		return at(int64(round*accounts*each), rs...)
 	}
-	// The first fetch finds the heads and the trees.
+	// The first fetch finds the heads and the trees (new accounts: a
+	// few lookups each, in parallel), and writes as much as the next.
 	if err := cons.Handle(ctx, "t", 0, fetch(0)); err != nil {
 		t.Fatal(err)
+	}
+	if w := writes.Load(); w > 4 {
+		t.Fatalf("the first fetch of %d entries over %d new accounts cost %d store writes, want at most 4", accounts*each, accounts, w)
 	}
 	const rounds = 3
 	w0, r0 := writes.Load(), reads.Load()

@@ -244,8 +244,31 @@ func (t *Tree) ExtendAll(ctx context.Context, gs []Growth) ([]int64, error) {
 	var slow []int
 	var inconsistent error // the last ErrInconsistent of an account; the others go on
 	unlock := t.lockAll(gs)
+	// The edges not in memory (accounts new to this process), read in
+	// parallel: a lookup of the size hint each, and of the edge when
+	// there is one.
+	edges := make([]*Builder, len(gs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(lookupsInFlight)
+	for i, gr := range gs {
+		if edges[i] = t.cached(gr.Account); edges[i] != nil || gr.Known == nil {
+			continue
+		}
+		g.Go(func() error {
+			b, err := t.load(gctx, gr.Account)
+			if err == nil {
+				t.remember(gr.Account, b)
+				edges[i] = b
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		unlock()
+		return nil, err
+	}
 	for i, g := range gs {
-		b := t.cached(g.Account)
+		b := edges[i]
 		if b == nil || g.Known == nil || b.Size() >= g.To {
 			slow = append(slow, i)
 			continue
