@@ -61,14 +61,11 @@ func (c *Chain) Add(e events.Event, data []byte, recordedAt string) (entry, reco
 		Actor: auditlog.Actor{Type: e.Actor.Type, ID: e.Actor.ID, SessionID: e.Actor.SessionID},
 		Data:  json.RawMessage(data), OccurredAt: e.OccurredAt, RecordedAt: recordedAt,
 	}
-	if err := auditlog.Seal(&en, c.prev); err != nil {
-		return nil, nil, err
-	}
-	doc, err := auditlog.ToDoc(en, seqlog.Key(c.account, en.Seq))
+	leaf, err := auditlog.SealLeaf(&en, c.prev, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	leaf, err := auditlog.LeafData(en)
+	doc, err := auditlog.ToDoc(en, seqlog.Key(c.account, en.Seq))
 	if err != nil {
 		return nil, nil, err
 	}

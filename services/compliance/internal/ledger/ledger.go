@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -115,7 +116,7 @@ func (e *UnappendableError) Unwrap() error { return e.Err }
 // (tree.ErrInconsistent) does not stop the log: Verify reports it, and
 // TreeHead refuses to give a head.
 func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]Appended, error) {
-	items, built := l.items(account, evs)
+	items, built := l.items(account, evs, nil)
 	res, err := l.log.Append(ctx, account, items)
 	if err != nil {
 		return nil, err
@@ -147,9 +148,10 @@ func (l *Ledger) AppendBatches(ctx context.Context, batches []Batch) ([][]Append
 	sb := make([]seqlog.Batch, len(batches))
 	built := make([]map[int64][]byte, len(batches))
 	accounts := make([]string, len(batches))
+	canon := canonicalData(batches)
 	for i, b := range batches {
 		var items []seqlog.Item
-		items, built[i] = l.items(b.Account, b.Events)
+		items, built[i] = l.items(b.Account, b.Events, canon[i])
 		sb[i] = seqlog.Batch{Account: b.Account, Items: items}
 		accounts[i] = b.Account
 	}
@@ -163,14 +165,45 @@ func (l *Ledger) AppendBatches(ctx context.Context, batches []Batch) ([][]Append
 	return res, nil
 }
 
-// items returns the seqlog items of evs, all of account, and the map
+// canonicalData returns the RFC 8785 form of each event's data, computed
+// on every core at once: the costliest part of building an entry, and
+// one that depends on neither its seq nor the chain. An event whose data
+// has none is left nil, for its build to fail on.
+func canonicalData(batches []Batch) [][][]byte {
+	out := make([][][]byte, len(batches))
+	type job struct{ b, i int }
+	var jobs []job
+	for b, batch := range batches {
+		out[b] = make([][]byte, len(batch.Events))
+		for i := range batch.Events {
+			jobs = append(jobs, job{b, i})
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(jobs))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for k := w; k < len(jobs); k += workers {
+				j := jobs[k]
+				if c, err := auditlog.Canonical(batches[j.b].Events[j.i].Data); err == nil {
+					out[j.b][j.i] = c
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// items returns the seqlog items of evs, all of account (canon: their
+// data in RFC 8785 form, nil to compute it in the builds), and the map
 // their builds fill with the leaf data of the last entry built at each
 // seq: the one stored there when the insert there succeeded.
-func (l *Ledger) items(account string, evs []Event) ([]seqlog.Item, map[int64][]byte) {
+func (l *Ledger) items(account string, evs []Event, canon [][]byte) ([]seqlog.Item, map[int64][]byte) {
 	recordedAt := events.FormatTime(l.now())
 	items := make([]seqlog.Item, 0, len(evs))
 	built := make(map[int64][]byte, len(evs))
-	for _, e := range evs {
+	for i, e := range evs {
 		items = append(items, seqlog.Item{EventID: e.EventID, Build: func(seq int64, prev string) (any, string, error) {
 			if prev == "" {
 				prev = auditlog.GenesisHash
@@ -181,14 +214,15 @@ func (l *Ledger) items(account string, evs []Event) ([]seqlog.Item, map[int64][]
 				Actor: auditlog.Actor{Type: e.Actor.Type, ID: e.Actor.ID, SessionID: e.Actor.SessionID},
 				Data:  json.RawMessage(e.Data), OccurredAt: e.OccurredAt, RecordedAt: recordedAt,
 			}
-			if err := auditlog.Seal(&entry, prev); err != nil {
-				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
+			var c []byte
+			if canon != nil {
+				c = canon[i]
 			}
-			doc, err := auditlog.ToDoc(entry, seqlog.Key(account, seq))
+			leaf, err := auditlog.SealLeaf(&entry, prev, c)
 			if err != nil {
 				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
-			leaf, err := auditlog.LeafData(entry)
+			doc, err := auditlog.ToDoc(entry, seqlog.Key(account, seq))
 			if err != nil {
 				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
