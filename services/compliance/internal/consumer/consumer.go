@@ -23,7 +23,7 @@ import (
 
 // Appender is the ledger side of the consumer.
 type Appender interface {
-	Append(ctx context.Context, account string, evs []ledger.Event) ([]ledger.Appended, error)
+	AppendBatches(ctx context.Context, batches []ledger.Batch) ([][]ledger.Appended, error)
 }
 
 // Config is what a Consumer needs.
@@ -108,7 +108,9 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 }
 
 // appendAll appends the events of batch per account, each account's in
-// offset order, and returns those the log can never hold.
+// offset order, all accounts together (ledger.AppendBatches: a few store
+// commands for the whole fetch), and returns those the log can never
+// hold, left out.
 func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
 	var order []string
 	byAccount := map[string][]kafkax.Decoded[events.Event]{}
@@ -120,58 +122,72 @@ func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[events.
 		byAccount[account] = append(byAccount[account], d)
 	}
 	var rejected []kafkax.Rejected
-	for _, account := range order {
-		r, err := c.append(ctx, account, byAccount[account])
-		if err != nil {
-			return nil, err
+	for {
+		batches := make([]ledger.Batch, 0, len(order))
+		for _, account := range order {
+			ps := byAccount[account]
+			evs := make([]ledger.Event, len(ps))
+			for i, p := range ps {
+				evs[i] = ledger.Event{Event: p.Value, Data: p.Record.Value}
+			}
+			batches = append(batches, ledger.Batch{Account: account, Events: evs})
 		}
-		rejected = append(rejected, r...)
-	}
-	return rejected, nil
-}
-
-// append appends ps, all of account, leaving out and returning each event
-// the log can never hold.
-func (c *Consumer) append(ctx context.Context, account string, ps []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
-	var rejected []kafkax.Rejected
-	for len(ps) > 0 {
-		evs := make([]ledger.Event, len(ps))
-		for i, p := range ps {
-			evs[i] = ledger.Event{Event: p.Value, Data: p.Record.Value}
-		}
-		res, err := c.ledger.Append(ctx, account, evs)
+		res, err := c.ledger.AppendBatches(ctx, batches)
 		var unappendable *ledger.UnappendableError
 		if errors.As(err, &unappendable) {
-			i := slices.IndexFunc(ps, func(p kafkax.Decoded[events.Event]) bool { return p.Value.EventID == unappendable.EventID })
-			if i < 0 {
+			// Leave it out and append the rest again: what was written
+			// before it is found a replay.
+			found := false
+			for a, account := range order {
+				ps := byAccount[account]
+				i := slices.IndexFunc(ps, func(p kafkax.Decoded[events.Event]) bool { return p.Value.EventID == unappendable.EventID })
+				if i < 0 {
+					continue
+				}
+				found = true
+				rejected = append(rejected, kafkax.Rejected{Record: ps[i].Record, Reason: unappendable})
+				byAccount[account] = slices.Delete(slices.Clone(ps), i, i+1)
+				if len(byAccount[account]) == 0 {
+					order = slices.Delete(order, a, a+1)
+				}
+				break
+			}
+			if !found {
 				return nil, err
 			}
-			rejected = append(rejected, kafkax.Rejected{Record: ps[i].Record, Reason: unappendable})
-			ps = slices.Delete(slices.Clone(ps), i, i+1)
+			if len(order) == 0 {
+				return rejected, nil
+			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		now := c.now()
-		grew := false
-		for i, r := range res {
-			if r.Replay {
-				c.m.replays.Inc()
-				continue
-			}
-			grew = true
-			e := evs[i]
-			c.m.appends.WithLabelValues(e.EventType).Inc()
-			if at, err := e.Time(); err == nil {
-				c.m.latency.Observe(now.Sub(at).Seconds())
-			}
-			c.logger.Debug("appended", slog.String("event_id", e.EventID), slog.String("account_id", account), slog.Int64("seq", r.Seq))
+		for b, batch := range batches {
+			c.record(batch.Account, batch.Events, res[b])
 		}
-		if grew && c.appended != nil {
-			c.appended(account)
-		}
-		break
+		return rejected, nil
 	}
-	return rejected, nil
+}
+
+// record counts what one account's append did and tells the signer.
+func (c *Consumer) record(account string, evs []ledger.Event, res []ledger.Appended) {
+	now := c.now()
+	grew := false
+	for i, r := range res {
+		if r.Replay {
+			c.m.replays.Inc()
+			continue
+		}
+		grew = true
+		e := evs[i]
+		c.m.appends.WithLabelValues(e.EventType).Inc()
+		if at, err := e.Time(); err == nil {
+			c.m.latency.Observe(now.Sub(at).Seconds())
+		}
+		c.logger.Debug("appended", slog.String("event_id", e.EventID), slog.String("account_id", account), slog.Int64("seq", r.Seq))
+	}
+	if grew && c.appended != nil {
+		c.appended(account)
+	}
 }

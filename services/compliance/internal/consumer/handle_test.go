@@ -43,12 +43,12 @@ type flaky struct {
 	fails int
 }
 
-func (f *flaky) Append(ctx context.Context, account string, evs []ledger.Event) ([]ledger.Appended, error) {
+func (f *flaky) AppendBatches(ctx context.Context, batches []ledger.Batch) ([][]ledger.Appended, error) {
 	if f.fails > 0 {
 		f.fails--
 		return nil, errors.New("store did not answer")
 	}
-	return f.l.Append(ctx, account, evs)
+	return f.l.AppendBatches(ctx, batches)
 }
 
 // TestRetriedBatchParksOnce: a batch that fails on the store and is

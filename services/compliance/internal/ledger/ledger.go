@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -115,12 +116,94 @@ func (e *UnappendableError) Unwrap() error { return e.Err }
 // (tree.ErrInconsistent) does not stop the log: Verify reports it, and
 // TreeHead refuses to give a head.
 func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]Appended, error) {
+	items, built := l.items(account, evs, nil)
+	res, err := l.log.Append(ctx, account, items)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.grow(ctx, []string{account}, [][]Appended{res}, []map[int64][]byte{built}); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// Batch is the events of one account to append, in order.
+type Batch struct {
+	Account string
+	Events  []Event
+}
+
+// AppendBatches appends the events of several accounts as Append does,
+// and returns one result per event of each batch: the entries of every
+// account go to the store together (seqlog.AppendBatches), then their
+// tree records in one insert and the trees' size hints together
+// (tree.ExtendAll), so that a partition fetch spread over many accounts
+// costs a few store commands, not four per account. An event whose entry
+// cannot be built fails it with an *UnappendableError before anything is
+// written, unless an insert found a replay or another writer first (then
+// the batches from that one on go through Append: what came before is
+// written). The caller's duty is Append's: one batch per account, no
+// concurrent append to any of them in this process.
+func (l *Ledger) AppendBatches(ctx context.Context, batches []Batch) ([][]Appended, error) {
+	sb := make([]seqlog.Batch, len(batches))
+	built := make([]map[int64][]byte, len(batches))
+	accounts := make([]string, len(batches))
+	canon := canonicalData(batches)
+	for i, b := range batches {
+		var items []seqlog.Item
+		items, built[i] = l.items(b.Account, b.Events, canon[i])
+		sb[i] = seqlog.Batch{Account: b.Account, Items: items}
+		accounts[i] = b.Account
+	}
+	res, err := l.log.AppendBatches(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.grow(ctx, accounts, res, built); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// canonicalData returns the RFC 8785 form of each event's data, computed
+// on every core at once: the costliest part of building an entry, and
+// one that depends on neither its seq nor the chain. An event whose data
+// has none is left nil, for its build to fail on.
+func canonicalData(batches []Batch) [][][]byte {
+	out := make([][][]byte, len(batches))
+	type job struct{ b, i int }
+	var jobs []job
+	for b, batch := range batches {
+		out[b] = make([][]byte, len(batch.Events))
+		for i := range batch.Events {
+			jobs = append(jobs, job{b, i})
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(jobs))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for k := w; k < len(jobs); k += workers {
+				j := jobs[k]
+				if c, err := auditlog.Canonical(batches[j.b].Events[j.i].Data); err == nil {
+					out[j.b][j.i] = c
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// items returns the seqlog items of evs, all of account (canon: their
+// data in RFC 8785 form, nil to compute it in the builds), and the map
+// their builds fill with the leaf data of the last entry built at each
+// seq: the one stored there when the insert there succeeded.
+func (l *Ledger) items(account string, evs []Event, canon [][]byte) ([]seqlog.Item, map[int64][]byte) {
 	recordedAt := events.FormatTime(l.now())
 	items := make([]seqlog.Item, 0, len(evs))
-	// built holds the leaf data of the last entry built at each seq: the
-	// one stored there when this call's insert there succeeded.
 	built := make(map[int64][]byte, len(evs))
-	for _, e := range evs {
+	for i, e := range evs {
 		items = append(items, seqlog.Item{EventID: e.EventID, Build: func(seq int64, prev string) (any, string, error) {
 			if prev == "" {
 				prev = auditlog.GenesisHash
@@ -131,14 +214,15 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 				Actor: auditlog.Actor{Type: e.Actor.Type, ID: e.Actor.ID, SessionID: e.Actor.SessionID},
 				Data:  json.RawMessage(e.Data), OccurredAt: e.OccurredAt, RecordedAt: recordedAt,
 			}
-			if err := auditlog.Seal(&entry, prev); err != nil {
-				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
+			var c []byte
+			if canon != nil {
+				c = canon[i]
 			}
-			doc, err := auditlog.ToDoc(entry, seqlog.Key(account, seq))
+			leaf, err := auditlog.SealLeaf(&entry, prev, c)
 			if err != nil {
 				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
-			leaf, err := auditlog.LeafData(entry)
+			doc, err := auditlog.ToDoc(entry, seqlog.Key(account, seq))
 			if err != nil {
 				return nil, "", &UnappendableError{EventID: e.EventID, Err: err}
 			}
@@ -146,29 +230,40 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 			return doc, entry.Hash, nil
 		}})
 	}
-	res, err := l.log.Append(ctx, account, items)
-	if err != nil {
-		return nil, err
-	}
-	mine := make(map[int64][]byte, len(res))
-	var last int64
-	for _, r := range res {
-		last = max(last, r.Seq)
-		if !r.Replay {
-			mine[r.Seq] = built[r.Seq]
+	return items, built
+}
+
+// grow grows the trees of accounts over what res says was appended, from
+// the leaf data built (no read), and over any entries before them the
+// tree has not seen (read from the store). An error there leaves the
+// entries durable and is returned, so that the batch is retried: its
+// replays grow the tree. A tree that contradicts the entries
+// (tree.ErrInconsistent) does not stop the log: Verify reports it, and
+// TreeHead refuses to give a head.
+func (l *Ledger) grow(ctx context.Context, accounts []string, res [][]Appended, built []map[int64][]byte) ([]int64, error) {
+	gs := make([]tree.Growth, 0, len(accounts))
+	for i, account := range accounts {
+		mine := make(map[int64][]byte, len(res[i]))
+		var last int64
+		for _, r := range res[i] {
+			last = max(last, r.Seq)
+			if !r.Replay {
+				mine[r.Seq] = built[i][r.Seq]
+			}
 		}
+		if last == 0 {
+			continue
+		}
+		gs = append(gs, tree.Growth{Account: account, To: last, Known: func(seq int64) ([]byte, bool) {
+			d, ok := mine[seq]
+			return d, ok
+		}})
 	}
-	if last == 0 {
-		return res, nil
-	}
-	_, err = l.tree.Extend(ctx, account, last, func(seq int64) ([]byte, bool) {
-		d, ok := mine[seq]
-		return d, ok
-	})
+	sizes, err := l.tree.ExtendAll(ctx, gs)
 	if err != nil && !errors.Is(err, tree.ErrInconsistent) {
 		return nil, err
 	}
-	return res, nil
+	return sizes, nil
 }
 
 // leaves reads the leaf data of the entries from seq from on, n of them,

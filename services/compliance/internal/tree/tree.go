@@ -110,10 +110,14 @@ func (t *Tree) Forget() {
 	t.mu.Unlock()
 }
 
-func (t *Tree) lock(account string) func() {
+func (t *Tree) stripe(account string) int {
 	h := fnv.New32a()
 	h.Write([]byte(account))
-	m := &t.locks[h.Sum32()%uint32(len(t.locks))]
+	return int(h.Sum32() % uint32(len(t.locks)))
+}
+
+func (t *Tree) lock(account string) func() {
+	m := &t.locks[t.stripe(account)]
 	m.Lock()
 	return m.Unlock
 }
@@ -208,6 +212,190 @@ func (t *Tree) Extend(ctx context.Context, account string, to int64, known func(
 		t.hint(ctx, account, b.Size())
 	}
 	return b.Size(), nil
+}
+
+// Growth is an account's tree to grow over entries a caller just wrote:
+// To leaves, Known giving the leaf data of the entries it wrote.
+type Growth struct {
+	Account string
+	To      int64
+	Known   func(seq int64) ([]byte, bool)
+}
+
+// ExtendAll grows several accounts' trees as Extend does, and returns
+// each one's size. The trees whose right edge is known and whose new
+// leaves are all known (the common case: one process appends to its
+// partitions' accounts) cost one insert of every account's records and
+// one write of their size hints per hintChunk accounts, whatever the
+// number of accounts; the others go through Extend, which reads what it
+// lacks. A record stored already must equal the new one, as in Extend.
+// One account's tree found inconsistent (ErrInconsistent, returned with
+// the sizes) does not keep the others from growing.
+func (t *Tree) ExtendAll(ctx context.Context, gs []Growth) ([]int64, error) {
+	sizes := make([]int64, len(gs))
+	type grown struct {
+		g      int
+		b      *Builder
+		first  int64 // the leaf of its first record
+		before int64
+		recs   [][]tlog.Hash
+	}
+	var fast []grown
+	var slow []int
+	var inconsistent error // the last ErrInconsistent of an account; the others go on
+	unlock := t.lockAll(gs)
+	// The edges not in memory (accounts new to this process), read in
+	// parallel: a lookup of the size hint each, and of the edge when
+	// there is one.
+	edges := make([]*Builder, len(gs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(lookupsInFlight)
+	for i, gr := range gs {
+		if edges[i] = t.cached(gr.Account); edges[i] != nil || gr.Known == nil {
+			continue
+		}
+		g.Go(func() error {
+			b, err := t.load(gctx, gr.Account)
+			if err == nil {
+				t.remember(gr.Account, b)
+				edges[i] = b
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		unlock()
+		return nil, err
+	}
+	for i, g := range gs {
+		b := edges[i]
+		if b == nil || g.Known == nil || b.Size() >= g.To {
+			slow = append(slow, i)
+			continue
+		}
+		b = b.clone()
+		gr := grown{g: i, b: b, first: b.Size(), before: b.Size()}
+		for b.Size() < g.To {
+			d, ok := g.Known(b.Size() + 1)
+			if !ok {
+				break
+			}
+			hs, err := b.Add(d)
+			if err != nil {
+				unlock()
+				return nil, fmt.Errorf("tree of %s at %d: %w", g.Account, b.Size()+1, err)
+			}
+			gr.recs = append(gr.recs, hs)
+		}
+		if b.Size() < g.To {
+			// A leaf it does not know: Extend reads it.
+			slow = append(slow, i)
+			continue
+		}
+		fast = append(fast, gr)
+	}
+	if len(fast) > 0 {
+		var docs []any
+		for _, gr := range fast {
+			for j, hs := range gr.recs {
+				docs = append(docs, NewRecord(gs[gr.g].Account, gr.first+int64(j), hs))
+			}
+		}
+		_, err := t.hashes.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		if err != nil && !onlyDuplicates(err) {
+			for _, gr := range fast {
+				t.remember(gs[gr.g].Account, nil)
+			}
+			unlock()
+			return nil, fmt.Errorf("tree records of %d accounts: %w", len(fast), mongox.Classify(err))
+		}
+		dup := err != nil
+		for k, gr := range fast {
+			account := gs[gr.g].Account
+			if dup {
+				// Some were stored already: each must be the one built.
+				if err := t.same(ctx, account, gr.first, gr.recs); err != nil {
+					t.remember(account, nil)
+					if !errors.Is(err, ErrInconsistent) {
+						for _, rest := range fast[k+1:] {
+							t.remember(gs[rest.g].Account, nil)
+						}
+						unlock()
+						return nil, err
+					}
+					inconsistent = err
+					fast[k].b = nil
+					sizes[gr.g] = gr.before
+					continue
+				}
+			}
+			t.remember(account, gr.b)
+			sizes[gr.g] = gr.b.Size()
+		}
+		var accounts []string
+		var grew []int64
+		for _, gr := range fast {
+			if gr.b != nil && gr.b.Size() > gr.before {
+				accounts, grew = append(accounts, gs[gr.g].Account), append(grew, gr.b.Size())
+			}
+		}
+		t.hints(ctx, accounts, grew)
+	}
+	unlock()
+	for _, i := range slow {
+		var err error
+		sizes[i], err = t.Extend(ctx, gs[i].Account, gs[i].To, gs[i].Known)
+		if errors.Is(err, ErrInconsistent) {
+			inconsistent = err
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	return sizes, inconsistent
+}
+
+// lockAll takes the locks of the accounts of gs (each stripe once, in
+// order, so that two callers never wait for each other in a circle) and
+// returns their release.
+func (t *Tree) lockAll(gs []Growth) func() {
+	var take [len(t.locks)]bool
+	for _, g := range gs {
+		take[t.stripe(g.Account)] = true
+	}
+	for i := range take {
+		if take[i] {
+			t.locks[i].Lock()
+		}
+	}
+	return func() {
+		for i := range take {
+			if take[i] {
+				t.locks[i].Unlock()
+			}
+		}
+	}
+}
+
+// hintChunk bounds the accounts of one command writing size hints: the
+// embedded store holds a connection for each statement of an update
+// until the command ends (see pkg/seqlog).
+const hintChunk = 16
+
+// hints records each grown tree's size as hint does, in commands of at
+// most hintChunk accounts; like hint, failing fails nothing.
+func (t *Tree) hints(ctx context.Context, accounts []string, sizes []int64) {
+	for len(accounts) > 0 {
+		n := min(hintChunk, len(accounts))
+		models := make([]mongo.WriteModel, n)
+		for i := range n {
+			models[i] = mongo.NewUpdateOneModel().
+				SetFilter(bson.D{{Key: "_id", Value: accounts[i]}}).
+				SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "size", Value: sizes[i]}}}}).
+				SetUpsert(true)
+		}
+		_, _ = t.sizes.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		accounts, sizes = accounts[n:], sizes[n:]
+	}
 }
 
 // Head returns account's tree size and root after extending it to to
@@ -423,6 +611,12 @@ func (t *Tree) put(ctx context.Context, account string, first int64, records [][
 	if !onlyDuplicates(err) {
 		return fmt.Errorf("tree of %s from %d: %w", account, first, mongox.Classify(err))
 	}
+	return t.same(ctx, account, first, records)
+}
+
+// same checks that account's stored records of leaves first, first+1, …
+// are records.
+func (t *Tree) same(ctx context.Context, account string, first int64, records [][]tlog.Hash) error {
 	stored, err := t.Records(ctx, account, first, len(records))
 	if err != nil {
 		return err

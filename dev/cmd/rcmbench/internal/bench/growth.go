@@ -11,6 +11,7 @@ import (
 
 	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/cmd/rcmbench/internal/load"
+	"github.com/rcm-platform/rcm/dev/logseed"
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
@@ -134,7 +135,7 @@ func growth(ctx context.Context, e *env) (*Section, error) {
 	sec.note("Seeded straight into the services' collections with InsertMany, in the services' own document shapes: %s "+
 		"campaigns (100 per account, on one document whose record holds their state, events already published; the layout the campaign service's store tests check) in %s (%s), and %s "+
 		"hash-chained log entries (100 per "+
-		"account, with their head records) in %s (%s). The chain read and verified (%s) verified ok on both sizes.",
+		"account, with their tree records and the head and tree size hints, dev/logseed) in %s (%s). The chain read and verified (%s) verified ok on both sizes.",
 		fmtInt(cfg.GrowthCampaigns), fmtDur(campaignsTook), fmtRate(float64(cfg.GrowthCampaigns)/campaignsTook.Seconds()),
 		fmtInt(seeded), fmtDur(entriesTook), fmtRate(float64(seeded)/entriesTook.Seconds()), growthLogAccount)
 	sec.note("After each start-campaign run, once every event is published and recorded (consumer lag 0), the outbox " +
@@ -411,46 +412,26 @@ func (e *env) checkSeeded(ctx context.Context, n int) error {
 	return nil
 }
 
-// seedEntries writes each account's events as its hash-chained log, from
-// seq 1, with the account's head record, as the compliance service
-// stores them.
+// seedEntries writes each account's events as its log, from seq 1, as
+// the compliance service stores it (dev/logseed: the hash-chained
+// entries, their tree records, the head and tree size hints).
 func (e *env) seedEntries(ctx context.Context, byAccount [][]events.Event) error {
-	db := e.mongo.Database(complianceDB)
-	entries, heads := db.Collection(auditlog.EntriesCollection), db.Collection(auditlog.HeadsCollection)
-	batch := make([]any, 0, 1000)
-	var headDocs []any
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		_, err := entries.InsertMany(ctx, batch, options.InsertMany().SetOrdered(false))
-		batch = batch[:0]
-		return err
-	}
+	w := logseed.NewWriter(e.mongo.Database(complianceDB))
+	at := events.FormatTime(time.Now())
 	for _, evs := range byAccount {
 		if len(evs) == 0 {
 			continue
 		}
-		docs, _, err := chain(evs, time.Now())
-		if err != nil {
-			return err
-		}
-		for _, d := range docs {
-			batch = append(batch, d)
-			if len(batch) == cap(batch) {
-				if err := flush(); err != nil {
-					return err
-				}
+		c := logseed.NewChain(evs[0].AccountID)
+		for _, ev := range evs {
+			data, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			if err := w.Add(ctx, c, ev, data, at); err != nil {
+				return err
 			}
 		}
-		headDocs = append(headDocs, bson.D{{Key: "_id", Value: evs[0].AccountID}, {Key: "seq", Value: int64(len(evs))}})
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	if len(headDocs) == 0 {
-		return nil
-	}
-	_, err := heads.InsertMany(ctx, headDocs, options.InsertMany().SetOrdered(false))
-	return err
+	return w.Close(ctx)
 }

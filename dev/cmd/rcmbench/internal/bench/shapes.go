@@ -2,11 +2,9 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/campaignseed"
-	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/mongox"
@@ -83,37 +81,6 @@ func pendingRecord(e events.Event) (bson.D, error) {
 // EnsureIndexes), so that a raw insert pays for the same index.
 func ensureRecordIndexes(ctx context.Context, coll *mongo.Collection) error {
 	return mongox.EnsureIndexes(ctx, coll, mongox.Index{Keys: bson.D{{Key: "outbox.id", Value: 1}}})
-}
-
-// chain returns the compliance entries of evs, all of one account,
-// numbered from seq 1 and hash-chained, as the compliance service stores
-// them (pkg/auditlog.Doc with _id = seqlog.Key).
-func chain(evs []events.Event, recordedAt time.Time) ([]any, string, error) {
-	docs := make([]any, 0, len(evs))
-	prev := auditlog.GenesisHash
-	rec := events.FormatTime(recordedAt)
-	for i, e := range evs {
-		data, err := json.Marshal(e)
-		if err != nil {
-			return nil, "", err
-		}
-		entry := auditlog.Entry{
-			EventID: e.EventID, AccountID: e.AccountID, Seq: int64(i + 1), EventType: e.EventType,
-			DocumentID: e.DocumentID, CampaignID: e.CampaignID,
-			Actor: auditlog.Actor{Type: e.Actor.Type, ID: e.Actor.ID, SessionID: e.Actor.SessionID},
-			Data:  data, OccurredAt: e.OccurredAt, RecordedAt: rec,
-		}
-		if err := auditlog.Seal(&entry, prev); err != nil {
-			return nil, "", err
-		}
-		doc, err := auditlog.ToDoc(entry, seqlog.Key(entry.AccountID, entry.Seq))
-		if err != nil {
-			return nil, "", err
-		}
-		docs = append(docs, doc)
-		prev = entry.Hash
-	}
-	return docs, prev, nil
 }
 
 // ensureEntryIndexes creates the unique indexes the compliance log

@@ -1,0 +1,61 @@
+package auditlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestSealLeafIsSealAndLeafData: SealLeaf gives the hash Seal gives and
+// the leaf LeafData gives, for strings of every kind (escapes, control
+// characters, U+2028, HTML characters, characters beyond the BMP,
+// invalid UTF-8), with and without a session, with its data canonical
+// given or not.
+func TestSealLeafIsSealAndLeafData(t *testing.T) {
+	t.Parallel()
+	pieces := []string{"", "a", "é", "😀", "\"", "\\", "\b\t\n\f\r", "\x00\x01\x1f", "\x7f", "\u2028\u2029", "<>&",
+		"\xff", "\xe2\x82", "\ufffd", "/", "\u00a0", "evt_0123", "2026-04-27T10:00:00.000Z"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	str := func() string {
+		var s string
+		for range rng.IntN(5) {
+			s += pieces[rng.IntN(len(pieces))]
+		}
+		return s
+	}
+	datas := []string{`{"b":1,"a":"x"}`, `{"notes": "n° 1 \"é\" 😀 <b>&", "z":[3,2,1.50,1e21]}`, `{}`, `{"u":"\u2028\ud83d\ude00"}`}
+	for i := range 2000 {
+		e := Entry{
+			EventID: str(), AccountID: str(), Seq: rng.Int64N(1 << 53), EventType: str(), DocumentID: str(), CampaignID: str(),
+			Actor: Actor{Type: str(), ID: str(), SessionID: str()}, Data: json.RawMessage(datas[i%len(datas)]),
+			OccurredAt: str(), RecordedAt: str(),
+		}
+		prev := str()
+		want := e
+		if err := Seal(&want, prev); err != nil {
+			t.Fatal(err)
+		}
+		wantLeaf, err := LeafData(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var canon []byte
+		if i%2 == 0 {
+			if canon, err = Canonical(e.Data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := e
+		leaf, err := SealLeaf(&got, prev, canon)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Hash != want.Hash || got.PrevHash != want.PrevHash || !bytes.Equal(leaf, wantLeaf) {
+			t.Fatalf("entry %+v:\nhash %s, want %s\nleaf %s\nwant %s", e, got.Hash, want.Hash, leaf, wantLeaf)
+		}
+	}
+	if _, err := SealLeaf(&Entry{Data: json.RawMessage(`{"a":1,"a":2}`)}, GenesisHash, nil); err == nil {
+		t.Fatal("SealLeaf took data RFC 8785 cannot encode")
+	}
+}
