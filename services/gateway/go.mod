@@ -12,6 +12,7 @@ require (
 	github.com/rcm-platform/rcm/api v0.0.0
 	github.com/rcm-platform/rcm/dev v0.0.0
 	github.com/rcm-platform/rcm/pkg v0.0.0
+	github.com/rs/cors v1.11.1
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
