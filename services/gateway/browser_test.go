@@ -272,3 +272,30 @@ func TestPreflightOfEveryRoute(t *testing.T) {
 		t.Fatalf("MaxAge is %d, the test expects 600", browser.MaxAge)
 	}
 }
+
+// TestSessionCookieOnEveryRoute: every read route, the stream included,
+// takes Clerk's __session cookie when no Authorization header is sent;
+// every command refuses it with the 401 of a request without a token,
+// also from a listed origin.
+func TestSessionCookieOnEveryRoute(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, map[string]string{"RCM_CORS_ORIGINS": pageOrigin})
+	cookie := (&http.Cookie{Name: "__session", Value: g.token(t, "user_cookie", "")}).String()
+	for _, rt := range publicRoutes(t) {
+		method, path := rt[0], pathParam.ReplaceAllString(rt[1], "x1")
+		if strings.Contains(rt[1], "contact-clearance") {
+			path += "?channel=sms&campaignId=rcm_x"
+		}
+		resp, body := g.do(t, method, path, strings.NewReader(`{}`), "Origin", pageOrigin, "Cookie", cookie, "Content-Type", "application/json")
+		switch method {
+		case http.MethodGet:
+			if resp.StatusCode == http.StatusUnauthorized {
+				t.Errorf("GET %s with the cookie: got 401 %s, want it authenticated", rt[1], body)
+			}
+		default:
+			if want := `{"error":"Missing Authorization Bearer token."}`; resp.StatusCode != http.StatusUnauthorized || strings.TrimSpace(body) != want {
+				t.Errorf("%s %s with only the cookie: got %d %s, want 401 %s", method, rt[1], resp.StatusCode, body, want)
+			}
+		}
+	}
+}
