@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -218,7 +220,7 @@ func publicRoutes(t *testing.T) [][2]string {
 	t.Helper()
 	r := chi.NewRouter()
 	pass := func(next http.Handler) http.Handler { return next }
-	mount(r, pass, pass, &api.Handler{})
+	mount(r, pass, pass, pass, &api.Handler{})
 	var routes [][2]string
 	err := chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		routes = append(routes, [2]string{method, route})
@@ -297,5 +299,97 @@ func TestSessionCookieOnEveryRoute(t *testing.T) {
 				t.Errorf("%s %s with only the cookie: got %d %s, want 401 %s", method, rt[1], resp.StatusCode, body, want)
 			}
 		}
+	}
+}
+
+// TestStreamTickets: a Bearer POST mints a ticket valid for a minute, as
+// the OpenAPI file describes it, within the rate limit; the ticket alone
+// opens the stream, and the feed gets its id (to record its one use), not
+// the ticket; a forged ticket, or one beside another account's token, is
+// refused with the 401s; a POST with the cookie only, or with a malformed
+// Idempotency-Key, mints nothing.
+func TestStreamTickets(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, map[string]string{"RCM_CORS_ORIGINS": pageOrigin})
+	tok := g.token(t, "user_tk", "")
+	before := time.Now()
+	resp, body := g.do(t, "POST", "/v1/activity/stream-tickets", nil, "Authorization", "Bearer "+tok, "Origin", pageOrigin)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("mint: got %d %s, want 201", resp.StatusCode, body)
+	}
+	var got map[string]string
+	if err := json.Unmarshal([]byte(body), &got); err != nil || len(got) != 2 || got["ticket"] == "" {
+		t.Fatalf("mint: got %s (%v), want {\"ticket\", \"expiresAt\"}", body, err)
+	}
+	exp, err := time.Parse("2006-01-02T15:04:05.000Z", got["expiresAt"])
+	if err != nil || exp.Before(before.Add(59*time.Second)) || exp.After(time.Now().Add(61*time.Second)) {
+		t.Errorf("expiresAt %q (%v): want RFC 3339 UTC with milliseconds, a minute from now", got["expiresAt"], err)
+	}
+	if resp.Header.Get("X-Ratelimit-Remaining") == "" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("mint: headers %v, want the rate limit's and Cache-Control: no-store", resp.Header)
+	}
+	if a := resp.Header.Get("Access-Control-Allow-Origin"); a != pageOrigin {
+		t.Errorf("mint from the page: Access-Control-Allow-Origin %q, want %q", a, pageOrigin)
+	}
+
+	resp, body = g.do(t, "GET", "/v1/activity/stream?lastEventId=5&ticket="+url.QueryEscape(got["ticket"]), nil)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream with the ticket: got %d %s %s, want 200 text/event-stream", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	var fwd *http.Request
+	for fwd == nil {
+		if r := <-g.upstream; r.URL.Path == "/v1/activity/stream" {
+			fwd = r
+		}
+	}
+	q := fwd.URL.Query()
+	if id := q.Get("ticket"); len(id) != 26 || strings.Contains(fwd.URL.RawQuery, got["ticket"]) || q.Get("lastEventId") != "5" {
+		t.Errorf("the feed got query %q, want the ticket's id (26 characters) instead of the ticket, and lastEventId=5", fwd.URL.RawQuery)
+	}
+
+	other := g.token(t, "user_other", "")
+	for name, hdr := range map[string][]string{
+		"forged":                 {"", "ticket=" + url.QueryEscape(got["ticket"][:len(got["ticket"])-2]+"AA")},
+		"beside another's token": {"Bearer " + other, "ticket=" + url.QueryEscape(got["ticket"])},
+	} {
+		h := []string{}
+		if hdr[0] != "" {
+			h = append(h, "Authorization", hdr[0])
+		}
+		resp, body := g.do(t, "GET", "/v1/activity/stream?"+hdr[1], nil, h...)
+		if want := `{"error":"Invalid or expired token."}`; resp.StatusCode != http.StatusUnauthorized || strings.TrimSpace(body) != want {
+			t.Errorf("%s ticket: got %d %s, want 401 %s", name, resp.StatusCode, body, want)
+		}
+	}
+
+	cookie := (&http.Cookie{Name: "__session", Value: tok}).String()
+	resp, body = g.do(t, "POST", "/v1/activity/stream-tickets", nil, "Cookie", cookie)
+	if want := `{"error":"Missing Authorization Bearer token."}`; resp.StatusCode != http.StatusUnauthorized || strings.TrimSpace(body) != want {
+		t.Errorf("mint with the cookie only: got %d %s, want 401 %s", resp.StatusCode, body, want)
+	}
+	resp, body = g.do(t, "POST", "/v1/activity/stream-tickets", nil, "Authorization", "Bearer "+tok, "Idempotency-Key", "")
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Invalid Idempotency-Key header.") {
+		t.Errorf("mint with an empty Idempotency-Key: got %d %s, want 400 Invalid Idempotency-Key header.", resp.StatusCode, body)
+	}
+}
+
+// TestStreamTicketsShareTheRateLimit: minting tickets spends the
+// account's budget like any request, and so does the stream it opens.
+func TestStreamTicketsShareTheRateLimit(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, map[string]string{"RCM_RATE_LIMIT": "2", "RCM_RATE_WINDOW": "1h"})
+	tok := g.token(t, "user_rl", "")
+	resp, body := g.do(t, "POST", "/v1/activity/stream-tickets", nil, "Authorization", "Bearer "+tok)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("first mint: got %d %s", resp.StatusCode, body)
+	}
+	var tk map[string]string
+	_ = json.Unmarshal([]byte(body), &tk)
+	if resp, body := g.do(t, "GET", "/v1/activity/stream?ticket="+url.QueryEscape(tk["ticket"]), nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the stream: got %d %s", resp.StatusCode, body)
+	}
+	resp, body = g.do(t, "POST", "/v1/activity/stream-tickets", nil, "Authorization", "Bearer "+tok)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("third request: got %d %s, want 429 with Retry-After", resp.StatusCode, body)
 	}
 }
