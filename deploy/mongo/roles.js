@@ -60,6 +60,9 @@ ensureRole("rcmCampaign", [
 ensureRole("rcmFeed", [
   { resource: { db: "rcm_feed", collection: "items" }, actions: ["find", "insert", "createIndex"] },
   { resource: { db: "rcm_feed", collection: "item_heads" }, actions: ["find", "insert", "update"] },
+  // The used stream tickets: claimed by insert under a unique _id, swept by
+  // _id once they are long expired.
+  { resource: { db: "rcm_feed", collection: "stream_tickets" }, actions: ["find", "insert", "remove"] },
 ]);
 
 // Read-only access for exports (rcmctl log export) and auditors.

@@ -36,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/dev/devjwks"
+	"github.com/rcm-platform/rcm/dev/devpage"
 	"github.com/rcm-platform/rcm/dev/embedded"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
@@ -58,6 +59,11 @@ var Services = []string{Campaign, Compliance, Feed, Gateway}
 // Witness is the compliance log's witness, `rcmctl witness`, started
 // before the services (it is not one of Services).
 const Witness = "witness"
+
+// Page is the page for people (package devpage), served in the stack's
+// own process once the gateway is up; the gateway lists its origin in
+// RCM_CORS_ORIGINS.
+const Page = "page"
 
 // LogSigningKeyPath is where the development key that signs the
 // compliance log's checkpoints lives under the data dir (the base64
@@ -119,6 +125,7 @@ type Stack struct {
 	kafka *embedded.Kafka
 	mongo *embedded.Mongo
 	jwks  *devjwks.Server
+	page  *devpage.Server
 	procs map[string]*Process
 	addrs map[string]string
 	// wired is each service's environment that the stack derives (the
@@ -157,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 func (s *Stack) start(ctx context.Context) error {
 	fixed := map[string]string{
 		Gateway: "127.0.0.1:8080", Campaign: "127.0.0.1:8081", Compliance: "127.0.0.1:8082", Feed: "127.0.0.1:8083",
-		Witness: "127.0.0.1:8084", "jwks": "127.0.0.1:8090", "mongo": "127.0.0.1:27017",
+		Witness: "127.0.0.1:8084", Page: "127.0.0.1:8085", "jwks": "127.0.0.1:8090", "mongo": "127.0.0.1:27017",
 	}
 	s.kport = 9092
 	if s.cfg.RandomPorts {
@@ -203,6 +210,17 @@ func (s *Stack) start(ctx context.Context) error {
 		}
 		s.logger.Info("service ready", slog.String("service", name), slog.String("addr", s.addrs[name]))
 	}
+	var docs []string
+	for _, d := range DemoDocuments() {
+		docs = append(docs, d.ID)
+	}
+	page, err := devpage.Start(devpage.Config{Addr: s.addrs[Page], GatewayURL: s.GatewayURL(), Mint: s.Token,
+		Account: DemoAccount, Documents: docs})
+	if err != nil {
+		return err
+	}
+	s.page = page
+	s.logger.Info("page ready", slog.String("url", page.URL()))
 	if s.cfg.Seed {
 		if err := s.seed(ctx); err != nil {
 			return err
@@ -227,6 +245,9 @@ func (s *Stack) env(name string) []string {
 		// restarted (or killed and restarted) service takes its
 		// partitions back at once.
 		"RCM_KAFKA_INSTANCE_ID": name,
+	}
+	if name == Gateway {
+		env["RCM_CORS_ORIGINS"] = "http://" + s.addrs[Page]
 	}
 	for k, v := range s.wired[name] {
 		env[k] = v
@@ -396,6 +417,9 @@ func (s *Stack) Close() error {
 		if err := p.Stop(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if s.page != nil {
+		s.page.Close()
 	}
 	if s.jwks != nil {
 		s.jwks.Close()

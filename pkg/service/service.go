@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -170,10 +171,13 @@ func (s *Service) Client(clientID string, opts ...kgo.Opt) (*kgo.Client, error) 
 	return cl, nil
 }
 
-// Router returns a router with the platform's middleware, a deadline of
-// timeout on each request (0: none), and /healthz, /readyz and /metrics.
-func (s *Service) Router(timeout time.Duration) chi.Router {
+// Router returns a router with the platform's middleware, then mw, a
+// deadline of timeout on each request (0: none), and /healthz, /readyz and
+// /metrics. Middleware in mw runs before routing, so it also sees requests
+// no route matches (the gateway's CORS preflights).
+func (s *Service) Router(timeout time.Duration, mw ...func(http.Handler) http.Handler) chi.Router {
 	r := httpx.NewRouter(s.Logger, s.httpMetrics, timeout)
+	r.Use(mw...)
 	obs.Mount(r, s.Health, s.Registry)
 	return r
 }

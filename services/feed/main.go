@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/service"
@@ -17,6 +18,7 @@ import (
 	"github.com/rcm-platform/rcm/services/feed/internal/consumer"
 	"github.com/rcm-platform/rcm/services/feed/internal/hub"
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
+	"github.com/rcm-platform/rcm/services/feed/internal/tickets"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -67,7 +69,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	activityAPI := api.New(api.Config{Store: items, Hub: h, Heartbeat: cfg.Heartbeat, MaxStreams: cfg.MaxStreams,
 		Stop: streamsDone, Now: time.Now, Logger: svc.Logger}, svc.Registry)
 	mux := http.NewServeMux()
-	mux.Handle("/v1/activity/stream", svc.Signed(0, activityAPI.StreamRoutes)) // no request deadline
+	// A stream opened with a ticket claims it first: one stream per ticket.
+	streamTickets := tickets.New(svc.DB().Collection(tickets.Collection), time.Now)
+	mux.Handle("/v1/activity/stream", svc.Signed(0, func(r chi.Router) { // no request deadline
+		r.Use(streamTickets.Middleware(svc.Logger))
+		activityAPI.StreamRoutes(r)
+	}))
 	mux.Handle("/", svc.Internal(15*time.Second, activityAPI.Routes))
 
 	return svc.Run(ctx, service.Parts{

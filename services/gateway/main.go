@@ -8,12 +8,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rcm-platform/rcm/pkg/service"
 	"github.com/rcm-platform/rcm/services/gateway/internal/api"
 	"github.com/rcm-platform/rcm/services/gateway/internal/auth"
+	"github.com/rcm-platform/rcm/services/gateway/internal/browser"
 	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
 )
 
@@ -41,11 +43,30 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 
-	router := svc.Router(0)
-	router.Group(func(r chi.Router) {
-		r.Use(verifier.Middleware(svc.Logger), api.RateLimit(cfg.RateLimit, cfg.RateWindow, svc.Logger))
-		(&api.Handler{Campaign: campaignSvc, Compliance: complianceSvc, Feed: feedSvc, Stream: streamSvc,
-			Streams: api.NewStreamLimit(cfg.StreamsPerAccount), Logger: svc.Logger}).Routes(r)
-	})
+	tickets, err := auth.NewTickets(cfg.InternalSecret, time.Now)
+	if err != nil {
+		return err
+	}
+
+	router := svc.Router(0, browser.CORS(cfg.corsOrigins()))
+	mount(router, verifier.Middleware(svc.Logger), verifier.TicketMiddleware(svc.Logger, tickets),
+		api.RateLimit(cfg.RateLimit, cfg.RateWindow, svc.Logger),
+		&api.Handler{Campaign: campaignSvc, Compliance: complianceSvc, Feed: feedSvc, Stream: streamSvc,
+			Streams: api.NewStreamLimit(cfg.StreamsPerAccount), Tickets: tickets, Logger: svc.Logger})
 	return svc.Run(ctx, service.Parts{Handler: router})
+}
+
+// mount puts the public routes on r, each behind authentication (authn;
+// streamAuthn, which also takes a stream ticket, for the stream) and then
+// the account's rate limit (limit, one budget for both). The tests walk
+// what it mounts, so that a new route cannot miss their checks.
+func mount(r chi.Router, authn, streamAuthn, limit func(http.Handler) http.Handler, h *api.Handler) {
+	r.Group(func(r chi.Router) {
+		r.Use(authn, limit)
+		h.Routes(r)
+	})
+	r.Group(func(r chi.Router) {
+		r.Use(streamAuthn, limit)
+		h.StreamRoutes(r)
+	})
 }

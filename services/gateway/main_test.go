@@ -40,3 +40,20 @@ func TestRefusesToStartWithoutAuthorizedParties(t *testing.T) {
 		t.Fatalf("the local stack's configuration: got %v, want it accepted", err)
 	}
 }
+
+// TestRefusesWildcardCORSOrigin: with credentials allowed, a "*" origin
+// would let any site's page read what a signed-in user's cookie gets.
+func TestRefusesWildcardCORSOrigin(t *testing.T) {
+	t.Parallel()
+	for _, origins := range []string{"*", "https://app.example.com, https://*.example.com"} {
+		vars := map[string]string{"RCM_INTERNAL_SECRET": principal.DevSecret, "RCM_CORS_ORIGINS": origins}
+		var cfg config
+		err := service.Load(t.Context(), func(k string) string { return vars[k] }, &cfg)
+		if err == nil {
+			err = cfg.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), "RCM_CORS_ORIGINS") {
+			t.Errorf("RCM_CORS_ORIGINS=%q: got %v, want an error naming RCM_CORS_ORIGINS", origins, err)
+		}
+	}
+}

@@ -1,7 +1,7 @@
 // Command rcmstack runs the platform locally with nothing installed: the
 // embedded Kafka broker and MongoDB server, the development JWKS endpoint,
-// the compliance log's witness (rcmctl witness) and the four services as
-// separate processes. A service that exits or is
+// the compliance log's witness (rcmctl witness), the four services as
+// separate processes, and the page for people (package devpage). A service that exits or is
 // killed is restarted (100 ms backoff doubling to 5 s, reset after 30 s up)
 // and the restart logged. Ctrl-C stops everything.
 package main
@@ -50,6 +50,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	}
 	fmt.Fprintf(stdout, `
 RCM is ready.
+  page        %s   (open it in a browser: sign in, live activity, campaigns, the log)
   gateway     %s
   campaign    %s   compliance %s   feed %s
   kafka       %s   mongodb %s
@@ -63,7 +64,7 @@ RCM is ready.
     -d '{"sms":true,"email":true,"call":false,"tone":"professional and empathetic","cadence":"day 1, day 5, day 14"}'
 
 Ctrl-C stops everything.
-`, s.GatewayURL(), s.URL(stack.Campaign), s.URL(stack.Compliance), s.URL(stack.Feed),
+`, s.URL(stack.Page), s.GatewayURL(), s.URL(stack.Campaign), s.URL(stack.Compliance), s.URL(stack.Feed),
 		s.KafkaAddr(), s.MongoURI(), s.JWKS().JWKSURL(), s.URL(stack.Witness), filepath.Join(dataDir, stack.WitnessStateDir),
 		filepath.Join(dataDir, "logs"),
 		stack.DemoAccount, s.GatewayURL())

@@ -17,6 +17,7 @@ import (
 	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/services/gateway/internal/auth"
 	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
 )
 
@@ -30,6 +31,8 @@ type Handler struct {
 	Stream *upstream.Service
 	// Streams caps each account's open streams; nil for no cap.
 	Streams *StreamLimit
+	// Tickets mints the stream tickets.
+	Tickets *auth.Tickets
 	Logger  *slog.Logger
 }
 
@@ -52,6 +55,12 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/v1/compliance-log/consistency", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
 	r.Get("/v1/compliance-log/verifier-key", httpx.Handle(h.Logger, h.forward(h.Compliance, httpx.ErrNotFound)))
 	r.Get("/v1/activity", httpx.Handle(h.Logger, h.forward(h.Feed, httpx.ErrNotFound)))
+	r.With(httpx.LimitBody(contract.MaxBody)).Post("/v1/activity/stream-tickets", httpx.Handle(h.Logger, h.streamTicket))
+}
+
+// StreamRoutes mounts the live stream on r, which must already
+// authenticate, stream tickets included (auth.TicketMiddleware).
+func (h *Handler) StreamRoutes(r chi.Router) {
 	r.Get("/v1/activity/stream", httpx.Handle(h.Logger, h.stream))
 }
 

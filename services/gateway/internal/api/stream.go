@@ -8,6 +8,7 @@ import (
 
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/principal"
+	"github.com/rcm-platform/rcm/services/gateway/internal/auth"
 	"github.com/rcm-platform/rcm/services/gateway/internal/upstream"
 )
 
@@ -26,7 +27,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 		}
 		defer h.Streams.release(p.AccountID)
 	}
-	req, err := h.Stream.Request(r, p, (&url.URL{Path: r.URL.Path}).EscapedPath(), r.URL.RawQuery, nil)
+	req, err := h.Stream.Request(r, p, (&url.URL{Path: r.URL.Path}).EscapedPath(), streamQuery(r), nil)
 	if err != nil {
 		return err
 	}
@@ -70,4 +71,20 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 			return nil // the feed ended the stream, or the client went away
 		}
 	}
+}
+
+// streamQuery is the query the feed gets: the client's, with a ticket
+// replaced by its id, which the feed records so that the ticket opens one
+// stream only, on whichever feed instance it arrives. The ticket itself
+// does not travel further than the gateway.
+func streamQuery(r *http.Request) string {
+	if _, ok := r.URL.Query()[auth.TicketParam]; !ok {
+		return r.URL.RawQuery
+	}
+	q := r.URL.Query()
+	q.Del(auth.TicketParam)
+	if id, ok := auth.TicketFrom(r.Context()); ok {
+		q.Set(auth.TicketParam, id)
+	}
+	return q.Encode()
 }

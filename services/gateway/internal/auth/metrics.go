@@ -22,11 +22,12 @@ const (
 	reasonWrongIssuer  reason = "wrong_issuer"  // iss is not the configured issuer
 	reasonWrongParty   reason = "wrong_party"   // azp is not an authorized party
 	reasonMissingClaim reason = "missing_claim" // exp, sub, or a configured iss/azp absent
+	reasonBadTicket    reason = "bad_ticket"    // a stream ticket forged, expired, repeated or another user's than the token
 )
 
 var reasons = []reason{
 	reasonMissing, reasonMalformed, reasonExpired, reasonNotYetValid, reasonBadSignature,
-	reasonBadAlgorithm, reasonUnknownKey, reasonWrongIssuer, reasonWrongParty, reasonMissingClaim,
+	reasonBadAlgorithm, reasonUnknownKey, reasonWrongIssuer, reasonWrongParty, reasonMissingClaim, reasonBadTicket,
 }
 
 type metrics struct {

@@ -1,5 +1,6 @@
 // Package auth owns the gateway's answer to "who is calling": it verifies the
-// Clerk session token of the Authorization header against Clerk's JWKS and
+// Clerk session token of the Authorization header (or, on safe requests,
+// of Clerk's __session cookie) against Clerk's JWKS and
 // turns it into the principal that every read and write is scoped by. It
 // decides which tokens are acceptable (RS256 only, a known kid, exp required,
 // exp/nbf with leeway, iss and azp as configured), how the JWKS is cached
@@ -158,6 +159,13 @@ func (v *Verifier) Verify(ctx context.Context, authorization string) (principal.
 	if err != nil {
 		return principal.Principal{}, v.missing(err)
 	}
+	return v.VerifyToken(ctx, raw)
+}
+
+// VerifyToken returns the principal of the session token raw, as Verify
+// does for the token of its header: an error matching
+// httpx.ErrInvalidToken when it does not verify.
+func (v *Verifier) VerifyToken(ctx context.Context, raw string) (principal.Principal, error) {
 	p, reason, err := v.verify(ctx, raw)
 	if err != nil {
 		v.metrics.fail(reason)
