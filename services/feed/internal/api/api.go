@@ -167,7 +167,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	// Subscribe before opening (which reads the head): see store.Open.
 	sub := h.cfg.Hub.Subscribe(account)
 	defer sub.Close()
-	st, err := h.cfg.Store.Open(ctx, account, from)
+	st, err := h.openStream(ctx, sub, account, from)
 	var beyond *store.BeyondHeadError
 	if errors.As(err, &beyond) {
 		return errInvalidLastEventID.With("head", beyond.Head)
@@ -238,6 +238,21 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 	}
+}
+
+// openStream opens account's stream from at for sub, subscribed already: at
+// the head the hub knows for the account, reading nothing, or at the
+// head read from the store, which the hub then knows for the next
+// streams of the account.
+func (h *Handler) openStream(ctx context.Context, sub *hub.Subscription, account string, at store.Position) (*store.Stream, error) {
+	if head, known := sub.Head(); known {
+		return h.cfg.Store.OpenAt(ctx, account, at, head)
+	}
+	st, err := h.cfg.Store.Open(ctx, account, at)
+	if err == nil {
+		sub.Learn(st.Head())
+	}
+	return st, err
 }
 
 // endStream logs why a stream that already started had to end. The
