@@ -79,7 +79,12 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		},
 		Background: []service.Loop{
 			func(ctx context.Context) error { return h.Follow(ctx, follower, svc.Logger) },
-			svc.Consume(eventsConsumer, 1000, handler.Handle),
+			// Partitions hold different accounts, and the store and the
+			// producer take concurrent calls: one partition's round trips
+			// need not wait for another's.
+			func(ctx context.Context) error {
+				return kafkax.ConsumeLoop(ctx, eventsConsumer, 1000, handler.Handle, svc.Logger, kafkax.PartitionsAtOnce(cfg.Partitions))
+			},
 		},
 	})
 }
