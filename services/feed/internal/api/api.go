@@ -65,6 +65,7 @@ type Config struct {
 type Handler struct {
 	cfg  Config
 	open atomic.Int64 // streams open, or being opened
+	live liveStreams
 
 	deliveries *prometheus.CounterVec
 	rejected   prometheus.Counter
@@ -162,6 +163,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 		h.rejected.Inc()
 		return httpx.ErrUnavailable.With("reason", "this instance holds as many streams as it may")
 	}
+	if hijackable(w, r) {
+		return h.takeOver(w, r, account, from)
+	}
 	defer h.open.Add(-1)
 
 	// Subscribe before opening (which reads the head): see store.Open.
@@ -198,14 +202,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 		if err := s.item(d.Item, d.JSON); err != nil {
 			return errClientGone
 		}
-		if !d.Live {
-			h.deliveries.WithLabelValues("history").Inc()
-			return nil
-		}
-		h.deliveries.WithLabelValues("live").Inc()
-		if at, err := events.ParseTime(d.Item.OccurredAt); err == nil {
-			h.latency.Observe(h.cfg.Now().Sub(at).Seconds())
-		}
+		h.delivered(d)
 		return nil
 	}
 	if err := st.Backlog(ctx, send); err != nil {
@@ -240,6 +237,93 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
+// takeOver serves a stream whose connection it takes over from net/http
+// once it is open (see liveStream); the stream then outlives the handler.
+// The stream counts among those open (h.open) until it closes.
+func (h *Handler) takeOver(w http.ResponseWriter, r *http.Request, account string, from store.Position) error {
+	ctx := r.Context()
+	ls := &liveStream{h: h, account: account, reqID: httpx.RequestID(ctx), running: true}
+	handed := false
+	defer func() {
+		if !handed {
+			h.open.Add(-1)
+		}
+	}()
+	// Subscribe before opening (which reads the head): see store.Open.
+	ls.sub = h.cfg.Hub.SubscribeFunc(account, ls.wake)
+	st, err := h.openStream(ctx, ls.sub, account, from)
+	var beyond *store.BeyondHeadError
+	if errors.As(err, &beyond) {
+		ls.sub.Close()
+		return errInvalidLastEventID.With("head", beyond.Head)
+	}
+	if err != nil {
+		ls.sub.Close()
+		return err
+	}
+	ls.st = st
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		ls.sub.Close()
+		return fmt.Errorf("stream: take the connection over: %w", err)
+	}
+	handed = true
+	// The server's deadlines suit requests, not a stream; each write sets
+	// a deadline of its own. The reader buffered by net/http holds nothing
+	// a stream needs: a client sends nothing after its request.
+	_ = conn.SetDeadline(time.Time{})
+	_ = brw
+	ls.conn = conn
+	ls.beat = time.AfterFunc(h.cfg.Heartbeat, ls.heartbeat)
+	h.streams.Inc()
+	h.adopt(ls)
+	if err := ls.send(head(w.Header())); err != nil {
+		ls.close()
+		return nil
+	}
+	go ls.watch()
+
+	var out []byte
+	send := func(d store.Delivery) error {
+		out = appendItem(out, d.Item, d.JSON)
+		if len(out) >= 32<<10 {
+			if err := ls.chunk(out); err != nil {
+				return errClientGone
+			}
+			out = out[:0]
+		}
+		h.delivered(d)
+		return nil
+	}
+	err = st.Backlog(ctx, send)
+	if err == nil && len(out) > 0 && ls.chunk(out) != nil {
+		err = errClientGone
+	}
+	if err != nil {
+		h.logEnd(ls.reqID, account, err)
+		if errors.Is(err, errClientGone) {
+			ls.close()
+		} else {
+			ls.finish()
+		}
+		return nil
+	}
+	ls.handOver()
+	return nil
+}
+
+// delivered counts an item written to a stream.
+func (h *Handler) delivered(d store.Delivery) {
+	if !d.Live {
+		h.deliveries.WithLabelValues("history").Inc()
+		return
+	}
+	h.deliveries.WithLabelValues("live").Inc()
+	if at, err := events.ParseTime(d.Item.OccurredAt); err == nil {
+		h.latency.Observe(h.cfg.Now().Sub(at).Seconds())
+	}
+}
+
 // openStream opens account's stream from at for sub, subscribed already: at
 // the head the hub knows for the account, reading nothing, or at the
 // head read from the store, which the hub then knows for the next
@@ -259,9 +343,16 @@ func (h *Handler) openStream(ctx context.Context, sub *hub.Subscription, account
 // response is under way, so there is no status left to answer with; the
 // client reconnects with its Last-Event-ID.
 func (h *Handler) endStream(ctx context.Context, account string, err error) error {
-	if !errors.Is(err, errClientGone) && ctx.Err() == nil {
-		h.cfg.Logger.Warn("stream ended", slog.String("request_id", httpx.RequestID(ctx)),
-			slog.String("account_id", account), slog.Any("err", err))
+	if ctx.Err() == nil {
+		h.logEnd(httpx.RequestID(ctx), account, err)
 	}
 	return nil
+}
+
+// logEnd logs why a stream ended, unless its client went.
+func (h *Handler) logEnd(requestID, account string, err error) {
+	if !errors.Is(err, errClientGone) {
+		h.cfg.Logger.Warn("stream ended", slog.String("request_id", requestID),
+			slog.String("account_id", account), slog.Any("err", err))
+	}
 }
