@@ -9,18 +9,19 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// The feed's memory, measured with the fan-out benchmark: 2,000 SSE streams
-// straight to one feed instance over 200 accounts, one event per account at
-// 100/s and one more at 500/s, VmRSS from /proc:
+// The feed's memory, measured with the fan-out benchmark: 10,000 SSE
+// streams straight to one feed instance over 1,000 accounts, one event per
+// account at 100/s and one more at 500/s, VmRSS from /proc:
 //
-//	bin/rcmbench -scenarios fanout -subscribers 2000 -subscriber-accounts 200 -out ""
+//	bin/rcmbench -scenarios fanout -out ""
 //
-// 22 MiB before connecting, 108 MiB connected (43.8 KiB a stream), 134 MiB
-// after delivery (57.3 KiB a stream); BENCHMARKS.md's 10,000 streams gave
-// 60 → 456 → 591 MiB (54.4 KiB after delivery). The figures below round
-// the worst of those up.
+// 28 MiB before connecting, 90 MiB connected (6.3 KiB a stream), 98 MiB
+// after delivery (7.2 KiB a stream): a stream's connection is taken over
+// from net/http, so it holds no handler goroutine and no buffers while
+// idle. The figures below round the worst up, with room for the kernel's
+// share of a socket and for a writer goroutine per stream in a burst.
 const (
-	feedStreamKiB = 58 // resident memory of one open stream, after delivery
+	feedStreamKiB = 12 // resident memory of one open stream, after delivery
 	feedBaseMiB   = 64 // resident memory of an instance with no stream
 	// feedHeadroom is the share of the limit the streams and the base may
 	// fill: the rest is for the garbage collector, bursts of history

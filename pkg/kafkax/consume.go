@@ -36,7 +36,17 @@ type BatchHandler func(ctx context.Context, topic string, partition int32, recor
 // offset: nothing is skipped, and no record holds a rebalance longer than
 // firstAttemptGrace. It returns when ctx is done, after committing what
 // was handled.
-func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle BatchHandler, logger *slog.Logger) error {
+//
+// The partitions of a fetch are handled one after another, unless
+// PartitionsAtOnce says how many may be handled at the same time: then
+// handle must be safe to call concurrently for different partitions (it
+// is never called concurrently for one). Either way the offsets of a
+// fetch are committed once all of its partitions are done or given up.
+func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle BatchHandler, logger *slog.Logger, opts ...LoopOption) error {
+	cfg := loopConfig{atOnce: 1}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	gate := &rebalanceGate{waiting: make(chan struct{})}
 	gates.Store(cl, gate)
 	defer gates.Delete(cl)
@@ -49,18 +59,36 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 		fetches.EachError(func(topic string, partition int32, err error) {
 			logger.Warn("fetch error", slog.String("topic", topic), slog.Int("partition", int(partition)), slog.Any("err", err))
 		})
+		var parts []kgo.FetchTopicPartition
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if len(p.Records) > 0 {
+				parts = append(parts, p)
+			}
+		})
+		handled := make([]bool, len(parts))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, cfg.atOnce)
+		for i, p := range parts {
+			if ctx.Err() != nil {
+				break
+			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				handled[i] = !gate.isWaiting() && ctx.Err() == nil &&
+					handleWithRetry(ctx, p.Topic, p.Partition, p.Records, handle, gate, logger)
+			})
+		}
+		wg.Wait()
 		var done []*kgo.Record
 		rewind := map[string]map[int32]kgo.EpochOffset{}
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) == 0 || ctx.Err() != nil {
-				return
-			}
-			if !gate.isWaiting() && handleWithRetry(ctx, p.Topic, p.Partition, p.Records, handle, gate, logger) {
+		for i, p := range parts {
+			if handled[i] {
 				done = append(done, p.Records...)
-				return
+				continue
 			}
 			if ctx.Err() != nil {
-				return
+				continue
 			}
 			if rewind[p.Topic] == nil {
 				rewind[p.Topic] = map[int32]kgo.EpochOffset{}
@@ -68,7 +96,7 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 			// Epoch -1: no data-loss check against the leader epoch, as
 			// franz-go advises when moving a position by hand.
 			rewind[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: p.Records[0].Offset}
-		})
+		}
 		if len(done) > 0 {
 			// Commit even while shutting down: the work is done.
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -85,6 +113,18 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 		gate.reset()
 		cl.AllowRebalance()
 	}
+}
+
+// LoopOption changes how ConsumeLoop handles a fetch.
+type LoopOption func(*loopConfig)
+
+type loopConfig struct{ atOnce int }
+
+// PartitionsAtOnce lets ConsumeLoop handle up to n partitions of a fetch
+// at the same time (1, one after another, when not given), so that one
+// partition's store and broker round trips do not wait for another's.
+func PartitionsAtOnce(n int) LoopOption {
+	return func(c *loopConfig) { c.atOnce = max(n, 1) }
 }
 
 // handleWithRetry reports whether records are handled: it retries a failed

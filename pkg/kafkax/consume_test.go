@@ -33,14 +33,14 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 }
 
 // consume runs ConsumeLoop on a new member of group until the test ends.
-func consume(t *testing.T, group, topic string, handle kafkax.BatchHandler) {
+func consume(t *testing.T, group, topic string, handle kafkax.BatchHandler, opts ...kafkax.LoopOption) {
 	t.Helper()
 	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second), kgo.RebalanceTimeout(30*time.Second))...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = kafkax.ConsumeLoop(ctx, cl, 5, handle, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		_ = kafkax.ConsumeLoop(ctx, cl, 5, handle, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 }
@@ -52,6 +52,18 @@ func consume(t *testing.T, group, topic string, handle kafkax.BatchHandler) {
 // giving up a batch skipped none.
 func TestRetriesGiveWayToARebalance(t *testing.T) {
 	t.Parallel()
+	for _, c := range []struct {
+		name string
+		opts []kafkax.LoopOption
+	}{{"one partition at a time", nil}, {"partitions at once", []kafkax.LoopOption{kafkax.PartitionsAtOnce(2)}}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			retriesGiveWayToARebalance(t, c.opts)
+		})
+	}
+}
+
+func retriesGiveWayToARebalance(t *testing.T, opts []kafkax.LoopOption) {
 	const perPartition = 40
 	topic := kafkatest.NewTopic(t, 2)
 	producer := kafkatest.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -90,11 +102,11 @@ func TestRetriesGiveWayToARebalance(t *testing.T) {
 	}
 	group := "g-" + topic
 	var first, second atomic.Int64
-	consume(t, group, topic, member(&first))
+	consume(t, group, topic, member(&first), opts...)
 	eventually(t, 10*time.Second, "the first member fails a batch", func() bool { return first.Load() >= 2 })
 
 	joined := time.Now()
-	consume(t, group, topic, member(&second))
+	consume(t, group, topic, member(&second), opts...)
 	eventually(t, 10*time.Second, "the second member gets a partition (rebalance timeout 30s)", func() bool { return second.Load() > 0 })
 	t.Logf("the second member got a partition %s after joining", time.Since(joined).Round(time.Millisecond))
 
@@ -114,4 +126,81 @@ func TestRetriesGiveWayToARebalance(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestPartitionsAtOnce: with PartitionsAtOnce(3) the batches of a fetch's
+// three partitions are handled at the same time, each partition's in
+// order, and every record is committed once handled.
+func TestPartitionsAtOnce(t *testing.T) {
+	t.Parallel()
+	const partitions, perPartition = 3, 1 // within one poll of the loop's 5 records
+	topic := kafkatest.NewTopic(t, partitions)
+	producer := kafkatest.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	var recs []*kgo.Record
+	for p := range int32(partitions) {
+		for i := range perPartition {
+			recs = append(recs, &kgo.Record{Partition: p, Value: fmt.Appendf(nil, "%d/%d", p, i)})
+		}
+	}
+	if err := producer.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu       sync.Mutex
+		inFlight int
+		most     int
+		next     = map[int32]int64{}
+		order    error
+	)
+	handle := func(_ context.Context, _ string, p int32, rs []*kgo.Record) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		for _, r := range rs {
+			if r.Offset != next[p] && order == nil {
+				order = fmt.Errorf("partition %d: offset %d, want %d", p, r.Offset, next[p])
+			}
+			next[p] = r.Offset + 1
+		}
+		mu.Unlock()
+		// Wait, with a bound, for the other partitions' batches to be
+		// in flight too.
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			all := most == partitions
+			mu.Unlock()
+			if all {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil
+	}
+	group := "g-" + topic
+	consume(t, group, topic, handle, kafkax.PartitionsAtOnce(partitions))
+	adm := kadm.NewClient(producer)
+	eventually(t, 20*time.Second, "every record committed", func() bool {
+		offs, err := adm.FetchOffsets(context.Background(), group)
+		if err != nil {
+			return false
+		}
+		for p := range int32(partitions) {
+			if o, ok := offs.Lookup(topic, p); !ok || o.At != perPartition {
+				return false
+			}
+		}
+		return true
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if order != nil {
+		t.Error(order)
+	}
+	if most != partitions {
+		t.Errorf("at most %d partitions handled at once, want %d", most, partitions)
+	}
 }

@@ -24,12 +24,13 @@ type Batch struct {
 //
 // It sends every document of every batch in the same ordered inserts of
 // at most insertChunk documents, after the heads (the cached ones, or
-// each looked up, in parallel), and then writes every account's hint in
+// each found with FindHead, in parallel), and then writes the hint of
+// every account whose head reached a multiple of the log's HintEvery, in
 // a few commands (hintChunk accounts each): a fetch spread over many
-// accounts costs a few commands, not two per account. When it returns
-// nil every account's hint is at least its batch's head, so a caller that
-// makes the items known only after that (publishes them) may read a head
-// from the hint alone (see HeadHint). That rests on the heads being right, which is the case
+// accounts costs a few commands, not two per account. A hint is only a
+// place to start reading from: it may lag the head by up to HintEvery
+// documents (more when a write of it failed), and FindHead reads forward
+// from it. That rests on the heads being right, which is the case
 // unless another writer appended or an event is a replay; then an insert
 // fails on a unique index, everything before it is this call's (an
 // ordered insert stops at its first failure), and the rest of each batch
@@ -40,7 +41,7 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 		h, ok := l.cached(batches[b].Account)
 		if !ok {
 			var err error
-			if h, err = l.LoadHead(ctx, batches[b].Account); err != nil {
+			if h, err = l.FindHead(ctx, batches[b].Account); err != nil {
 				return err
 			}
 		}
@@ -49,6 +50,10 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 	})
 	if err != nil {
 		return nil, err
+	}
+	from := make([]int64, len(batches)) // each account's head before this call
+	for b := range heads {
+		from[b] = heads[b].Seq
 	}
 	type place struct {
 		batch, item int
@@ -117,7 +122,7 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 			}
 		}
 	}
-	if err := l.hints(ctx, batches, heads); err != nil {
+	if err := l.hints(ctx, batches, from, heads); err != nil {
 		return nil, err
 	}
 	return results, nil
@@ -132,11 +137,12 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 const hintChunk = 16
 
 // hints records each batch's head as its account's, as hint does, in
-// commands of at most hintChunk accounts.
-func (l *Log) hints(ctx context.Context, batches []Batch, heads []Head) error {
+// commands of at most hintChunk accounts: every head when hintEvery is 1,
+// otherwise those that reached a multiple of it since from.
+func (l *Log) hints(ctx context.Context, batches []Batch, from []int64, heads []Head) error {
 	models := make([]mongo.WriteModel, 0, len(batches))
 	for b, batch := range batches {
-		if heads[b].Seq == 0 {
+		if heads[b].Seq == 0 || (l.hintEvery > 1 && heads[b].Seq/l.hintEvery == from[b]/l.hintEvery) {
 			continue
 		}
 		models = append(models, mongo.NewUpdateOneModel().
@@ -152,4 +158,44 @@ func (l *Log) hints(ctx context.Context, batches []Batch, heads []Head) error {
 		}
 	}
 	return nil
+}
+
+// findWidth is how many documents FindHead's first round reads from the
+// hint on; each further round reads twice as many, up to readChunk.
+const findWidth = 2
+
+// FindHead finds account's head from the store: its hint, then the hinted
+// document and the ones after it, with the lookups of a round in
+// parallel, in rounds that double in length until one ends on a free
+// seq; the head is the last document found. A hint that lags by n
+// documents costs about n+3 lookups in log2(n) rounds. A document stored
+// after its seq was read as free was published after this call read it,
+// so a reader that subscribed to the live documents first sees it live.
+// When the hinted document is missing (the hint is past the end), it
+// finds the head as LoadHead does.
+func (l *Log) FindHead(ctx context.Context, account string) (Head, error) {
+	hint, err := l.HeadHint(ctx, account)
+	if err != nil {
+		return Head{}, err
+	}
+	t := &tail{log: l, account: account, head: Head{Seq: hint.Seq}}
+	from := max(hint.Seq, 1) // the hinted document, for its link
+	for width := int64(findWidth); ; width = min(2*width, readChunk) {
+		docs, err := t.read(ctx, from, width, 1)
+		if err != nil {
+			return Head{}, err
+		}
+		if hint.Seq > 0 && from == hint.Seq && docs[0] == nil {
+			return l.loadHead(ctx, account, hint)
+		}
+		for i, d := range docs {
+			if d != nil {
+				t.head = Head{Seq: from + int64(i), Link: d.Link}
+			}
+		}
+		if docs[len(docs)-1] == nil {
+			return t.head, nil
+		}
+		from += width
+	}
 }

@@ -3,10 +3,16 @@ package seqlog_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // TestTwoWritersOfManyAccountsHintEach has two writers, as two instances
@@ -58,4 +64,68 @@ func TestTwoWritersOfManyAccountsHintEach(t *testing.T) {
 			t.Fatalf("hint of %s: seq %d, want %d", b.Account, h.Seq, rounds)
 		}
 	}
+}
+
+// TestHintEveryAndFindHead: with HintEvery 4, appends of one document
+// each hint the head only at 4 and 8, and FindHead finds the exact head
+// (seq and link) after every append, from a fresh log with no cache; a
+// hint past the end is survived.
+func TestHintEveryAndFindHead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := newLog(t)
+	var updates atomic.Int64
+	mk := func() *seqlog.Log {
+		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: countingUpdates(t, db, "heads", &updates), LinkField: "link", HintEvery: 4})
+	}
+	writer := mk()
+	const account = "acct_h"
+	for n := 1; n <= 10; n++ {
+		if _, err := writer.AppendBatches(ctx, []seqlog.Batch{{Account: account, Items: items(account, fmt.Sprintf("e%d", n))}}); err != nil {
+			t.Fatal(err)
+		}
+		h, err := mk().FindHead(ctx, account)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := mk().LoadHead(ctx, account)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Seq != int64(n) || h != want {
+			t.Fatalf("after %d appends: FindHead %+v, want seq %d and LoadHead's %+v", n, h, n, want)
+		}
+	}
+	if got := updates.Load(); got != 2 {
+		t.Errorf("10 appends of one document with HintEvery 4: %d hint updates, want 2 (at 4 and 8)", got)
+	}
+	if h, err := mk().HeadHint(ctx, account); err != nil || h.Seq != 8 {
+		t.Errorf("hint: %+v, %v; want seq 8", h, err)
+	}
+	if _, err := db.Collection("heads").UpdateOne(ctx, bson.D{{Key: "_id", Value: account}}, bson.D{{Key: "$set", Value: bson.D{{Key: "seq", Value: 40}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := mk().FindHead(ctx, account); err != nil || h.Seq != 10 {
+		t.Errorf("hint past the end: FindHead %+v, %v; want seq 10", h, err)
+	}
+	if h, err := mk().FindHead(ctx, "acct_none"); err != nil || h.Seq != 0 {
+		t.Errorf("empty account: FindHead %+v, %v; want seq 0", h, err)
+	}
+}
+
+// countingUpdates returns collection name of db on a client of its own
+// whose update commands are counted in n.
+func countingUpdates(t *testing.T, db *mongo.Database, name string, n *atomic.Int64) *mongo.Collection {
+	t.Helper()
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "update" {
+			n.Add(1)
+		}
+	}}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(monitor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	return cl.Database(db.Name()).Collection(name)
 }

@@ -70,6 +70,7 @@ type Log struct {
 	docs      *mongo.Collection
 	heads     *mongo.Collection
 	linkField string
+	hintEvery int64
 
 	mu    sync.Mutex
 	cache map[string]Head
@@ -82,11 +83,16 @@ type Config struct {
 	// LinkField names the stored field holding a document's link; ""
 	// when the documents carry none.
 	LinkField string
+	// HintEvery is how far apart AppendBatches writes an account's hint:
+	// when its head reaches a multiple of HintEvery (every batch when 0
+	// or 1). A reader that needs the exact head reads forward from the
+	// hint (FindHead).
+	HintEvery int64
 }
 
 // New returns the log stored as cfg says.
 func New(cfg Config) *Log {
-	return &Log{docs: cfg.Docs, heads: cfg.Heads, linkField: cfg.LinkField, cache: map[string]Head{}}
+	return &Log{docs: cfg.Docs, heads: cfg.Heads, linkField: cfg.LinkField, hintEvery: max(cfg.HintEvery, 1), cache: map[string]Head{}}
 }
 
 // EnsureIndexes creates the unique indexes the log's rules rest on.

@@ -86,7 +86,22 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		},
 		Background: []service.Loop{
 			func(ctx context.Context) error { return h.Follow(ctx, follower, svc.Logger) },
-			svc.Consume(eventsConsumer, 1000, handler.Handle),
+			// Streams taken over from net/http are not drained by it:
+			// once it has drained, wait for them to write their last
+			// chunk.
+			func(ctx context.Context) error {
+				<-ctx.Done()
+				wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				activityAPI.Wait(wctx)
+				return nil
+			},
+			// Partitions hold different accounts, and the store and the
+			// producer take concurrent calls: one partition's round trips
+			// need not wait for another's.
+			func(ctx context.Context) error {
+				return kafkax.ConsumeLoop(ctx, eventsConsumer, 1000, handler.Handle, svc.Logger, kafkax.PartitionsAtOnce(cfg.Partitions))
+			},
 		},
 	})
 }

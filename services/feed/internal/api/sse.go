@@ -21,20 +21,30 @@ type sse struct {
 // item writes one item: its cursor as the event id, its type as the event
 // name, its JSON (one line) as the data.
 func (s *sse) item(it activity.Item, data []byte) error {
-	buf := make([]byte, 0, len(data)+64)
-	buf = append(buf, "id: "...)
-	buf = strconv.AppendInt(buf, it.Seq, 10)
-	buf = append(buf, "\nevent: "...)
-	buf = append(buf, it.Type...)
-	buf = append(buf, "\ndata: "...)
-	buf = append(buf, data...)
-	buf = append(buf, "\n\n"...)
-	return s.write(buf)
+	return s.write(appendItem(make([]byte, 0, len(data)+64), it, data))
 }
 
 // comment writes an SSE comment, which clients ignore.
 func (s *sse) comment(text string) error {
-	return s.write([]byte(": " + text + "\n\n"))
+	return s.write(appendComment(nil, text))
+}
+
+// appendItem appends the event of one item to b.
+func appendItem(b []byte, it activity.Item, data []byte) []byte {
+	b = append(b, "id: "...)
+	b = strconv.AppendInt(b, it.Seq, 10)
+	b = append(b, "\nevent: "...)
+	b = append(b, it.Type...)
+	b = append(b, "\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
+}
+
+// appendComment appends an SSE comment to b.
+func appendComment(b []byte, text string) []byte {
+	b = append(b, ": "...)
+	b = append(b, text...)
+	return append(b, "\n\n"...)
 }
 
 func (s *sse) write(b []byte) error {

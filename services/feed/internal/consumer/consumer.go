@@ -30,6 +30,7 @@ type Producer interface {
 // Consumer handles the event topic's batches.
 type Consumer struct {
 	store         *store.Store
+	merged        *merger
 	producer      Producer
 	activityTopic string
 	deadLetters   *kafkax.DeadLetters
@@ -70,6 +71,7 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 			Name: "rcm_feed_dead_letters_total", Help: "Records that were not valid events, sent to the dead-letter topic.",
 		}),
 	}
+	c.merged = &merger{write: c.store.AppendBatches}
 	reg.MustRegister(c.stored, c.replayed, c.deadLettered)
 	c.deadLetters = kafkax.NewDeadLetters(cfg.DeadLetter, c.deadLettered, cfg.Logger)
 	return c
@@ -120,7 +122,8 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 }
 
 // storeAndPublish stores the batch's items, each account's in offset
-// order and all accounts' in the same few commands, and publishes every
+// order and all accounts' in the same few commands (with the batches of
+// other partitions handled meanwhile: see merger), and publishes every
 // stored item in one produce call. It rejects nothing: whatever
 // decodes is an item.
 func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
@@ -155,7 +158,7 @@ func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[a
 	for i, b := range batches {
 		toStore[i] = store.Batch{Account: b.account, Items: b.items}
 	}
-	results, err := c.store.AppendBatches(ctx, toStore)
+	results, err := c.merged.append(ctx, toStore)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,10 @@ type Hub struct {
 
 	mu   sync.Mutex
 	subs map[string]map[*Subscription]struct{}
+	// heads holds, for accounts with subscribers, a head learnt from the
+	// store and raised by every item published since: every item up to
+	// it is stored, and every item after it is yet to be published here.
+	heads map[string]int64
 
 	subscribers prometheus.Gauge
 	dropped     prometheus.Counter
@@ -53,6 +57,7 @@ func New(buffer int, reg prometheus.Registerer) *Hub {
 	h := &Hub{
 		buffer: buffer,
 		subs:   map[string]map[*Subscription]struct{}{},
+		heads:  map[string]int64{},
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "rcm_feed_subscribers", Help: "Live subscribers connected to this instance.",
 		}),
@@ -76,9 +81,42 @@ type Subscription struct {
 	account string
 	ready   chan struct{} // holds a token when waiting or err is new
 
+	// head and known are the account's head as the hub knew it when
+	// subscribing; top is the highest seq published to this subscriber
+	// (both under the hub's lock).
+	head  int64
+	known bool
+	top   int64
+	// notify, when set, is called instead of filling ready.
+	notify func()
+
 	mu      sync.Mutex
 	waiting []*Entry
 	err     error // why the hub dropped the subscriber
+}
+
+// Head returns the account's head as the hub knew it when s subscribed,
+// and whether it knew one: then every item up to it is stored and every
+// item after it reaches s. Otherwise the subscriber reads the head from
+// the store, after subscribing, and tells the hub with Learn.
+func (s *Subscription) Head() (int64, bool) { return s.head, s.known }
+
+// Learn tells the hub the head that s read from the store after it
+// subscribed: every item up to it was stored then, and every later one
+// was published after s subscribed, so that it reached s. The hub keeps
+// the account's head from then on, while the account has subscribers.
+func (s *Subscription) Learn(head int64) {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s.account][s]; !ok {
+		return // dropped: what it was published is not known
+	}
+	head = max(head, s.top)
+	if cur, ok := h.heads[s.account]; ok {
+		head = max(head, cur)
+	}
+	h.heads[s.account] = head
 }
 
 // Ready receives when items wait or the subscriber was dropped: then
@@ -106,7 +144,18 @@ func (s *Subscription) Close() {
 
 // Subscribe returns a subscription to account's items from now on.
 func (h *Hub) Subscribe(account string) *Subscription {
-	s := &Subscription{hub: h, account: account, ready: make(chan struct{}, 1)}
+	return h.subscribe(&Subscription{hub: h, account: account, ready: make(chan struct{}, 1)})
+}
+
+// SubscribeFunc is Subscribe with notify called, in place of Ready
+// receiving, when items wait or the subscriber is dropped. notify is
+// called with the hub's lock held: it must not block nor call the hub.
+func (h *Hub) SubscribeFunc(account string, notify func()) *Subscription {
+	return h.subscribe(&Subscription{hub: h, account: account, notify: notify})
+}
+
+func (h *Hub) subscribe(s *Subscription) *Subscription {
+	account := s.account
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	set := h.subs[account]
@@ -115,6 +164,7 @@ func (h *Hub) Subscribe(account string) *Subscription {
 		h.subs[account] = set
 	}
 	set[s] = struct{}{}
+	s.head, s.known = h.heads[account]
 	h.subscribers.Inc()
 	return s
 }
@@ -128,6 +178,7 @@ func (h *Hub) remove(s *Subscription, err error) {
 	delete(set, s)
 	if len(set) == 0 {
 		delete(h.subs, s.account)
+		delete(h.heads, s.account)
 	}
 	h.subscribers.Dec()
 	if err != nil {
@@ -140,6 +191,10 @@ func (h *Hub) remove(s *Subscription, err error) {
 
 // signal makes Ready receive, once however many items came meanwhile.
 func (s *Subscription) signal() {
+	if s.notify != nil {
+		s.notify()
+		return
+	}
 	select {
 	case s.ready <- struct{}{}:
 	default:
@@ -152,9 +207,14 @@ func (s *Subscription) signal() {
 func (h *Hub) Publish(account string, e Entry) {
 	h.published.Inc()
 	shared := &e
+	seq := e.Item.Seq
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if cur, ok := h.heads[account]; ok && seq > cur {
+		h.heads[account] = seq
+	}
 	for s := range h.subs[account] {
+		s.top = max(s.top, seq)
 		s.mu.Lock()
 		full := len(s.waiting) >= h.buffer
 		if !full {
@@ -170,6 +230,14 @@ func (h *Hub) Publish(account string, e Entry) {
 	}
 }
 
+// forgetHeads drops the heads known, which new subscribers then read from
+// the store.
+func (h *Hub) forgetHeads() {
+	h.mu.Lock()
+	clear(h.heads)
+	h.mu.Unlock()
+}
+
 // Follow feeds the hub from cl, a client that consumes the activity topic
 // without a consumer group, until ctx is done. A record is keyed by its
 // account and holds the item's JSON; one that is not is logged and
@@ -182,6 +250,9 @@ func (h *Hub) Follow(ctx context.Context, cl *kgo.Client, logger *slog.Logger) e
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			logger.Warn("fetch error", slog.String("topic", topic), slog.Int("partition", int(partition)), slog.Any("err", err))
+			// Records may have been skipped: the heads known may be
+			// short of what was published.
+			h.forgetHeads()
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
 			var it activity.Item

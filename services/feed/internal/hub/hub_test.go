@@ -163,3 +163,45 @@ func BenchmarkFanOut(b *testing.B) {
 	b.ReportMetric(float64(received.Load())/float64(b.N), "deliveries/op")
 	b.ReportMetric(testutil.ToFloat64(h.dropped), "dropped")
 }
+
+// TestHeadIsKnownWhileSubscribed: the head a subscriber learnt from the
+// store, raised by what was published to it meanwhile and by every item
+// since, is handed to the next subscribers of the account, until it has
+// none; a dropped subscriber teaches nothing.
+func TestHeadIsKnownWhileSubscribed(t *testing.T) {
+	t.Parallel()
+	h := New(2, prometheus.NewRegistry())
+	a := h.Subscribe("org_a")
+	if _, known := a.Head(); known {
+		t.Fatal("first subscriber: head known, want unknown")
+	}
+	h.Publish("org_a", entry(3)) // stored after a read the store
+	a.Learn(2)
+	b := h.Subscribe("org_a")
+	if head, known := b.Head(); !known || head != 3 {
+		t.Fatalf("after learning 2 with 3 published meanwhile: head %d (known %v), want 3", head, known)
+	}
+	h.Publish("org_a", entry(5))
+	h.Publish("org_a", entry(4))
+	if head, _ := h.Subscribe("org_b").Head(); head != 0 {
+		t.Fatalf("another account: head %d, want unknown", head)
+	}
+	c := h.SubscribeFunc("org_a", func() {})
+	if head, known := c.Head(); !known || head != 5 {
+		t.Fatalf("after 5 and 4: head %d (known %v), want 5", head, known)
+	}
+	for _, s := range []*Subscription{a, b, c} {
+		s.Close()
+	}
+	d := h.Subscribe("org_a")
+	if _, known := d.Head(); known {
+		t.Fatal("after every subscriber left: head known, want unknown")
+	}
+	for seq := int64(6); seq <= 8; seq++ {
+		h.Publish("org_a", entry(seq)) // d is dropped as slow at 8
+	}
+	d.Learn(8)
+	if _, known := h.Subscribe("org_a").Head(); known {
+		t.Fatal("learnt from a dropped subscriber: head known, want unknown")
+	}
+}

@@ -263,10 +263,11 @@ func TestStreamBacklog(t *testing.T) {
 	}
 }
 
-// TestOpenReadsTheHeadOnce: a stream opens with one lookup of its
-// account's head, at the head or resuming from an item a stream may have
-// sent; only a position past the hint is checked against the items.
-func TestOpenReadsTheHeadOnce(t *testing.T) {
+// TestOpenAtAKnownHeadReadsNothing: a stream opened at a head the caller
+// knows (the hub's) costs no lookup, at the head or resuming from an item
+// a stream may have sent; only a position past it is checked against the
+// items. Open without it finds the exact head though the hint lags.
+func TestOpenAtAKnownHeadReadsNothing(t *testing.T) {
 	var finds atomic.Int64
 	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
 		if e.CommandName == "find" {
@@ -284,25 +285,32 @@ func TestOpenReadsTheHeadOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	add(t, s, "acct_a", 3)
+	add(t, s, "acct_a", 3) // fewer than DefaultHintEvery: no hint yet
+	st, err := s.Open(ctx, "acct_a", mustPosition(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Head() != 3 {
+		t.Fatalf("open with no hint: head %d, want 3", st.Head())
+	}
 	for _, c := range []struct {
 		account, lastEventID string
-	}{{"acct_a", ""}, {"acct_a", "2"}, {"acct_a", "3"}, {"acct_empty", ""}} {
-		at, err := store.ParsePosition(c.lastEventID)
+		head                 int64
+	}{{"acct_a", "", 3}, {"acct_a", "2", 3}, {"acct_a", "3", 3}, {"acct_empty", "", 0}} {
+		before := finds.Load()
+		st, err := s.OpenAt(ctx, c.account, mustPosition(t, c.lastEventID), c.head)
 		if err != nil {
 			t.Fatal(err)
 		}
-		before := finds.Load()
-		if _, err := s.Open(ctx, c.account, at); err != nil {
-			t.Fatal(err)
-		}
-		if n := finds.Load() - before; n != 1 {
-			t.Errorf("open %s from %q: %d lookups, want 1", c.account, c.lastEventID, n)
+		if n := finds.Load() - before; n != 0 || st.Head() != c.head {
+			t.Errorf("open %s from %q at %d: %d lookups and head %d, want none and %d", c.account, c.lastEventID, c.head, n, st.Head(), c.head)
 		}
 	}
-	at, _ := store.ParsePosition("4")
 	var beyond *store.BeyondHeadError
-	if _, err := s.Open(ctx, "acct_a", at); !errors.As(err, &beyond) || beyond.Head != 3 {
+	if _, err := s.OpenAt(ctx, "acct_a", mustPosition(t, "3"), 2); err != nil {
+		t.Errorf("open from 3 past a known head 2 that the items pass: %v, want it open", err)
+	}
+	if _, err := s.OpenAt(ctx, "acct_a", mustPosition(t, "4"), 3); !errors.As(err, &beyond) || beyond.Head != 3 {
 		t.Errorf("open from 4 past the head 3: %v, want a BeyondHeadError at 3", err)
 	}
 }

@@ -45,24 +45,29 @@ func (e *BeyondHeadError) Error() string {
 // one seen both ways is sent once. A position past the head fails with a
 // *BeyondHeadError.
 //
-// The head is the account's hint, one lookup. That rests on the consumer
-// publishing items only once their hint is written (seqlog.AppendBatches
-// returns only then): every item a stream ever sent, live or from the
-// backlog of one, is at most a hint. Items stored but not hinted yet are
-// not published yet, and reach the stream live. A position past the hint
-// is checked against the items themselves before it is refused, so that a
-// hint behind for any other reason refuses nothing a stream sent.
+// The head is read from the items themselves, forward from the
+// account's hint (see Head): nothing rests on when the hint was written.
 func (s *Store) Open(ctx context.Context, account string, at Position) (*Stream, error) {
-	hint, err := s.log.HeadHint(ctx, account)
+	head, err := s.Head(ctx, account)
 	if err != nil {
 		return nil, err
 	}
-	head := hint.Seq
+	return s.open(account, at, head)
+}
+
+// OpenAt is Open with the head already known: head must be such that
+// every item up to it is stored and every item after it reaches the
+// caller's subscription live (the hub knows such a head for an account
+// it follows). It reads nothing unless at is past head, which is then
+// checked against the items before it is refused.
+func (s *Store) OpenAt(ctx context.Context, account string, at Position, head int64) (*Stream, error) {
 	if at.resume && at.after > head {
-		if head, err = s.Head(ctx, account); err != nil {
-			return nil, err
-		}
+		return s.Open(ctx, account, at)
 	}
+	return s.open(account, at, head)
+}
+
+func (s *Store) open(account string, at Position, head int64) (*Stream, error) {
 	st := &Stream{store: s, account: account, last: head, head: head}
 	if at.resume {
 		if at.after > head {
@@ -72,6 +77,9 @@ func (s *Store) Open(ctx context.Context, account string, at Position) (*Stream,
 	}
 	return st, nil
 }
+
+// Head is the head the stream was opened at.
+func (st *Stream) Head() int64 { return st.head }
 
 // Delivery is an item for a stream, with its JSON; Live says it came from
 // the live topic rather than from the store.

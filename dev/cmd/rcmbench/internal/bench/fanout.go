@@ -273,10 +273,10 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		"MongoDB command monitor (rcm_mongodb_command_duration_seconds), so a change that adds a round trip shows however noisy the timings.",
 		fmtRate(cfg.FanOutRate), fmtRate(cfg.FanOutBurst))
 	sec.note("Hops: a follower of the activity topic in this process, like each feed's hub, records for every item the " +
-		"timestamp its feed's producer gave it (once the item and its head's hint are stored) and when it arrived here. " +
+		"timestamp its feed's producer gave it (once the item is stored) and when it arrived here. " +
 		"So publish → received splits into the event's produce → the item's publication (fetch, store, produce), → its " +
 		"arrival at a follower of the topic, → its arrival at each subscriber (hub, stream write, client). The writes " +
-		"row is the first instance's inserts (items) and updates (heads' hints) with their mean duration.")
+		"row is the first instance's inserts (items) and updates (heads' hints, written once per 8 items of an account) with their mean duration.")
 	sec.note("Memory: the first instance's VmRSS from /proc before connecting, 1 s after the last subscriber connected, and after both rounds.")
 	return sec, nil
 }
