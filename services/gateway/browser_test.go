@@ -183,6 +183,11 @@ func TestCORS(t *testing.T) {
 		if got := corsHeaders(resp.Header); len(got) != 0 {
 			t.Errorf("preflight: got CORS headers %v, want none", got)
 		}
+		// Nothing is answered for an origin off the list: an OPTIONS from it
+		// is what it is without a policy, a method no route has.
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("preflight: got %d, want 405 as for any OPTIONS", resp.StatusCode)
+		}
 	})
 	t.Run("header not allowed", func(t *testing.T) {
 		resp, _ := g.do(t, "OPTIONS", "/v1/activity", nil, "Origin", pageOrigin, "Access-Control-Request-Method", "GET",
