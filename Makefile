@@ -12,7 +12,7 @@ FUZZTIME  ?= 20s
 export RCM_BIN_DIR := $(BIN)
 export RCM_TEST_FIGURES := $(BIN)/test-figures.txt
 
-.PHONY: all build run test tools vet fmt-check bench fuzz clean tidy chaos
+.PHONY: all build run test tools vet fmt-check bench fuzz clean tidy chaos browser-test
 
 all: build
 
@@ -38,6 +38,14 @@ test: build vet fmt-check tools
 ## tools: what the tests run besides Go (promtool and prometheus, from Debian)
 tools:
 	@deploy/prometheus/install.sh
+
+## browser-test: the local stack's page and a page of another origin in
+## headless Chromium (Debian's chromium and playwright-core from npm,
+## installed by dev/browser/install.sh when missing); the screenshots go
+## to bin/browser-test/
+browser-test: build
+	@dev/browser/install.sh
+	cd dev/browser && node browser-test.mjs
 
 vet:
 	@for d in $(MODULES); do (cd $$d && $(GO) vet ./...) || exit 1; done

@@ -114,6 +114,9 @@ type Config struct {
 	Partitions int32
 	// Restart is the backoff of the services' supervisor.
 	Restart Restart
+	// CORSOrigins are origins the gateway allows besides the page's (a
+	// test's own page on another port, a front-end under development).
+	CORSOrigins []string
 }
 
 // Stack is a running local platform.
@@ -247,7 +250,7 @@ func (s *Stack) env(name string) []string {
 		"RCM_KAFKA_INSTANCE_ID": name,
 	}
 	if name == Gateway {
-		env["RCM_CORS_ORIGINS"] = "http://" + s.addrs[Page]
+		env["RCM_CORS_ORIGINS"] = strings.Join(append([]string{s.URL(Page)}, s.cfg.CORSOrigins...), ",")
 	}
 	for k, v := range s.wired[name] {
 		env[k] = v

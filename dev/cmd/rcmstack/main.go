@@ -4,16 +4,24 @@
 // separate processes, and the page for people (package devpage). A service that exits or is
 // killed is restarted (100 ms backoff doubling to 5 s, reset after 30 s up)
 // and the restart logged. Ctrl-C stops everything.
+//
+// Besides RCM_DATA_DIR and RCM_BIN_DIR, for a program that runs the stack
+// beside others (the browser test): RCM_STACK_RANDOM_PORTS=1 puts every
+// server on a free port, RCM_STACK_CORS_ORIGINS (comma-separated) are
+// origins the gateway allows besides the page's, and RCM_STACK_READY_FILE
+// is where the addresses are written as JSON once everything is ready.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,9 +52,22 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		binDir = filepath.Dir(exe)
 	}
 	logger.Info("starting the local stack", slog.String("data_dir", dataDir), slog.String("bin_dir", binDir))
-	s, err := stack.Start(ctx, stack.Config{DataDir: dataDir, BinDir: binDir, Logger: logger, Seed: true})
+	var origins []string
+	for _, o := range strings.Split(getenv("RCM_STACK_CORS_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	s, err := stack.Start(ctx, stack.Config{DataDir: dataDir, BinDir: binDir, Logger: logger, Seed: true,
+		RandomPorts: getenv("RCM_STACK_RANDOM_PORTS") == "1", CORSOrigins: origins})
 	if err != nil {
 		return err
+	}
+	if path := getenv("RCM_STACK_READY_FILE"); path != "" {
+		if err := writeReady(path, s); err != nil {
+			s.Close()
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, `
 RCM is ready.
@@ -83,4 +104,22 @@ Ctrl-C stops everything.
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// writeReady writes the stack's addresses to path as JSON, through a
+// temporary file renamed into place, so that a reader polling for the
+// file never sees half of it.
+func writeReady(path string, s *stack.Stack) error {
+	b, err := json.Marshal(map[string]string{
+		"page": s.URL(stack.Page), "gateway": s.GatewayURL(), "account": stack.DemoAccount,
+		"dataDir": s.DataDir(), "logs": filepath.Join(s.DataDir(), "logs"),
+	})
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -95,8 +95,13 @@ async function main() {
   $("checkpoint").onclick = async () => {
     const r = await api("GET", "/v1/compliance-log/checkpoint");
     const witnessed = r.status === 200 && /^— \S*witness\S* /m.test(r.body);
+    // A checkpoint's second line is its tree size: it follows the log
+    // within seconds, so it may cover fewer entries than a verify just
+    // counted.
+    const size = r.status === 200 ? r.body.split("\n")[1] : "";
     $("witness-status").className = witnessed ? "ok" : "bad";
-    $("witness-status").textContent = r.status !== 200 ? "no checkpoint yet" : witnessed ? "cosigned by the witness" : "not cosigned";
+    $("witness-status").textContent = r.status !== 200 ? "no checkpoint yet" :
+      "checkpoint of " + size + " entries: " + (witnessed ? "cosigned by the witness" : "not cosigned");
     show($("log-result"), r);
   };
   $("consent").onclick = async () => show($("document-result"), await api("GET", "/v1/documents/" + doc() + "/consent"));
