@@ -38,7 +38,8 @@ import (
 // on anything else (an updateMany by account, say) is not serialized and
 // may change the document between the front's read and its write.
 //
-// Everything else (reads, inserts, writes filtered on anything else,
+// A find of a list of _id is answered by lookups by _id (findin.go).
+// Everything else (other reads, inserts, writes filtered on anything else,
 // OP_COMPRESSED, checksummed or moreToCome messages) is forwarded as it
 // came on the client's own backend connection; replies come back by a
 // kernel splice. A connection that asks for exhausting replies or sends
@@ -170,7 +171,11 @@ func (f *frontConn) handle(msg []byte) ([]byte, error) {
 	if f.plain || flags != 0 {
 		return nil, nil
 	}
-	kind, ok := writeKinds[strings.ToLower(commandName(msg))]
+	name := commandName(msg)
+	if name == "find" {
+		return f.find(msg)
+	}
+	kind, ok := writeKinds[strings.ToLower(name)]
 	if !ok {
 		return nil, nil
 	}
@@ -195,6 +200,25 @@ func (f *frontConn) handle(msg []byte) ([]byte, error) {
 		msg = out
 	}
 	return f.p.roundTrip(msg)
+}
+
+// find answers msg itself when it is a find of a list of _id (see
+// findin.go); nil means forward it.
+func (f *frontConn) find(msg []byte) ([]byte, error) {
+	m, err := parseOpMsg(msg)
+	if err != nil {
+		return nil, nil
+	}
+	q, ok := parseFindIn(m)
+	if !ok {
+		return nil, nil
+	}
+	reply, ok, err := f.p.answerFindIn(m, q)
+	if err != nil || !ok {
+		return nil, err
+	}
+	f.p.inSplit.Add(1)
+	return reply, nil
 }
 
 // write is a parsed write command the front serializes.

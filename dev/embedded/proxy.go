@@ -29,6 +29,9 @@ type proxy struct {
 	// itself (the conditions failed) and how many it sent with the filter
 	// reduced to _id; tests read them.
 	serialized, answered, reduced atomic.Int64
+	// How many finds of {_id: {$in: [...]}} the front answered with
+	// lookups by _id (see findin.go); tests read it.
+	inSplit atomic.Int64
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}

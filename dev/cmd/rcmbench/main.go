@@ -88,6 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (bench.Config, string, error) {
 	fs.Float64Var(&cfg.FanOutBurst, "fanout-burst", cfg.FanOutBurst, "events per second of the second round")
 	fs.IntVar(&cfg.GrowthCampaigns, "growth-campaigns", cfg.GrowthCampaigns, "campaigns seeded for the growth measurement")
 	fs.IntVar(&cfg.GrowthEntries, "growth-entries", cfg.GrowthEntries, "compliance log entries seeded for the growth measurement")
+	fs.IntVar(&cfg.GrowthLargeEntries, "growth-large-entries", cfg.GrowthLargeEntries, "log entries of the one large account whose proofs, checkpoints and verify the growth scenario times")
 	fs.DurationVar(&cfg.GrowthDuration, "growth-duration", cfg.GrowthDuration, "start-campaign measurement time of the growth scenario, per store size")
 	fs.StringVar(&cfg.PprofDir, "pprof", "", "directory to write CPU profiles of the measured phases to (slows the store: take figures without it)")
 	fs.BoolVar(&cfg.KeepData, "keep", false, "keep the stacks' data dirs and service logs")

@@ -82,6 +82,9 @@ type Config struct {
 	GrowthCampaigns int
 	GrowthEntries   int
 	GrowthDuration  time.Duration
+	// GrowthLargeEntries is the size of the one large account whose
+	// proofs, checkpoints and verify the growth scenario times.
+	GrowthLargeEntries int
 
 	// PprofDir, when set, receives CPU profiles of the services (through
 	// RCM_PPROF_ADDR) and of this process (the embedded store and broker
@@ -117,6 +120,7 @@ func DefaultConfig() Config {
 		GrowthCampaigns:    100_000,
 		GrowthEntries:      100_000,
 		GrowthDuration:     15 * time.Second,
+		GrowthLargeEntries: 100_000,
 		Progress:           os.Stderr,
 	}
 }
@@ -145,6 +149,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%d subscribers over %d accounts: want at least one per account", c.Subscribers, c.SubscriberAccounts)
 	case c.ComplianceEvents < c.ComplianceAccounts:
 		return fmt.Errorf("%d events over %d accounts: want at least one per account", c.ComplianceEvents, c.ComplianceAccounts)
+	case c.GrowthLargeEntries < growthMidEntries:
+		return fmt.Errorf("growth's large account needs at least %d entries", growthMidEntries)
 	case c.GrowthEntries < growthProbeEntries || c.GrowthCampaigns < 0:
 		return fmt.Errorf("growth needs at least %d entries", growthProbeEntries)
 	}
@@ -219,6 +225,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		err := withEnv(ctx, cfg, "growth", func(e *env) error {
 			e.logf("== %s", ScenarioGrowth)
 			sec, err := growth(ctx, e)
+			if err := add(ScenarioGrowth, sec, err); err != nil {
+				return err
+			}
+			sec, err = growthLog(ctx, e)
 			return add(ScenarioGrowth, sec, err)
 		})
 		if err != nil {
