@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/servicetest"
@@ -24,10 +26,11 @@ import (
 )
 
 // TestStoreCommandsPerStart counts, on the wire, the store commands the
-// real service sends for each start: at most two on the request path (one
-// read of the document's record, one write carrying the campaign, its
-// event and the principal's nonce) and at most three in all once the relay
-// has published the events and removed them from the outbox.
+// real service sends for each start on a document it has held for a
+// while: at most two on the request path (one read of the document's
+// record, one write carrying the campaign, its event and the principal's
+// nonce) and at most three in all once the relay has published the events
+// and removed them from the outbox.
 func TestStoreCommandsPerStart(t *testing.T) {
 	t.Parallel()
 	counter := newCommandCounter(t, mongotest.URI(t))
@@ -45,18 +48,21 @@ func TestStoreCommandsPerStart(t *testing.T) {
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	doc := []byte(`{"id":"doc_count","accountId":"org_c","loan":{"status":"BEHIND"},"version":1}`)
-	if err := kafkax.ProduceAwaitGroup(ctx, kafkatest.Client(t), group, &kgo.Record{Topic: documents, Key: []byte("doc_count"), Value: doc}); err != nil {
+	// A document the read model has held for a while, as most are when a
+	// campaign starts on them.
+	held := campaignseed.Record(campaignseed.Document{ID: "doc_count", AccountID: "org_c", LoanStatus: "BEHIND", Version: 1,
+		UpdatedAt: time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)})
+	if _, err := mongotest.Client(t).Database(db).Collection(campaignseed.DocumentsCollection).InsertOne(ctx, held); err != nil {
 		t.Fatal(err)
 	}
 	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func() {
+	start := func(doc string) {
 		t.Helper()
 		body := `{"sms":true,"email":true,"call":false,"tone":"friendly","cadence":"weekly"}`
-		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/doc_count/rcm", strings.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/"+doc+"/rcm", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +80,7 @@ func TestStoreCommandsPerStart(t *testing.T) {
 			t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
 		}
 	}
-	start() // the first start of a document is not the steady state
+	start("doc_count") // the first start of a document is not the steady state
 	outboxEmpty := func() bool {
 		var rec struct {
 			Outbox []bson.Raw `bson:"outbox"`
@@ -92,7 +98,7 @@ func TestStoreCommandsPerStart(t *testing.T) {
 		// request's path: wait for it first.
 		servicetest.Eventually(t, 20*time.Second, "the outbox emptied", outboxEmpty)
 		mark := counter.snapshot()
-		start()
+		start("doc_count")
 		onPath = add(onPath, diff(counter.snapshot(), mark))
 		// The relay may remove this start's event before its answer
 		// arrives: that removal is not the request's.
@@ -108,6 +114,22 @@ func TestStoreCommandsPerStart(t *testing.T) {
 	}
 	if got := perStart(all); got > 3 {
 		t.Errorf("store commands per start in all: got %.2f (%v), want at most 3", got, all)
+	}
+
+	// A start in the minute after the read model first applied the
+	// document also claims its nonce in the nonce store: its record may
+	// not have existed when the nonce was first used.
+	doc := []byte(`{"id":"doc_new","accountId":"org_c","loan":{"status":"BEHIND"},"version":1}`)
+	if err := kafkax.ProduceAwaitGroup(ctx, kafkatest.Client(t), group, &kgo.Record{Topic: documents, Key: []byte("doc_new"), Value: doc}); err != nil {
+		t.Fatal(err)
+	}
+	mark := counter.snapshot()
+	start("doc_new")
+	young := diff(counter.snapshot(), mark)
+	delete(young, "update documents $pullAll")
+	delete(young, "delete principal_nonces") // the nonce store's sweep, at most once a minute
+	if want := map[string]int{"find documents": 1, "insert principal_nonces": 1, "update documents": 1}; !maps.Equal(young, want) {
+		t.Errorf("store commands of a start on a document just applied: got %v, want %v", young, want)
 	}
 }
 

@@ -44,6 +44,9 @@ type documentDoc struct {
 	Version   int64     `bson:"version"`
 	Deleted   bool      `bson:"deleted"`
 	UpdatedAt time.Time `bson:"updatedAt"`
+	// CreatedAt is when the record was made; absent on records made
+	// before records held it.
+	CreatedAt *time.Time `bson:"createdAt,omitempty"`
 
 	Borrower *borrowerDoc `bson:"borrower,omitempty"`
 
@@ -280,6 +283,7 @@ func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn f
 		return nil, err
 	}
 	defer unlock()
+	guarded := false // nonce claimed in the nonce store
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := retryPause(ctx, attempt); err != nil {
@@ -300,6 +304,12 @@ func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn f
 		}
 		if err := checkNonce(r, nonce); err != nil {
 			return nil, err
+		}
+		if !guarded && r.young(nonce) {
+			if err := s.guardNonce(ctx, nonce); err != nil {
+				return nil, err
+			}
+			guarded = true
 		}
 		rev := r.Revision
 		evs, err := fn(&r)
@@ -448,7 +458,9 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 		case errors.Is(err, campaign.ErrNotFound):
 			// Not held yet: insert. Another replica inserting it
 			// meanwhile makes this a compare-and-set lost: read again.
-			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Borrower: borrowerOf(doc.Borrower), Version: doc.Version, UpdatedAt: now.UTC(), Revision: 1})
+			at := now.UTC()
+			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Borrower: borrowerOf(doc.Borrower),
+				Version: doc.Version, UpdatedAt: at, CreatedAt: &at, Revision: 1})
 			if mongox.IsDuplicateKey(err) {
 				continue
 			}
