@@ -63,6 +63,26 @@ func (n Nonce) claimed(held []nonceDoc) []nonceDoc {
 	return append(out, nonceDoc{ID: n.ID, Expires: n.Expires.UTC()})
 }
 
+// pruneAt is how many of a record's nonces must have expired before a
+// claim writes the list without them; until then a claim pushes its
+// nonce alone, and the expired ones (a few dozen bytes each) wait.
+const pruneAt = 8
+
+// claim adds to a record write's set and push the claim of n's nonce in
+// a record holding held: n pushed, or the list set anew without the
+// expired ones once pruneAt of them expired (or when none is held: a
+// list stored as null takes no $push).
+func (n Nonce) claim(held []nonceDoc, set, push bson.D) (bson.D, bson.D) {
+	if n.ID == "" {
+		return set, push
+	}
+	kept := n.claimed(held)
+	if len(held) == 0 || len(held)+1-len(kept) >= pruneAt {
+		return append(set, bson.E{Key: "nonces", Value: kept}), push
+	}
+	return set, append(push, bson.E{Key: "nonces", Value: nonceDoc{ID: n.ID, Expires: n.Expires.UTC()}})
+}
+
 // checkNonce refuses a replay: n's nonce held by record r.
 func checkNonce(r documentDoc, n Nonce) error {
 	if n.ID != "" && slices.ContainsFunc(r.Nonces, func(d nonceDoc) bool { return d.ID == n.ID }) {

@@ -357,9 +357,7 @@ func (s *Store) start(ctx context.Context, accountID, documentID string, nonce N
 			// The list may be stored as null, which takes no $push.
 			set, push = append(set, bson.E{Key: "campaigns", Value: []stateDoc{st}}), push[1:]
 		}
-		if nonce.ID != "" {
-			set = append(set, bson.E{Key: "nonces", Value: nonce.claimed(r.Nonces)})
-		}
+		set, push = nonce.claim(r.Nonces, set, push)
 		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
 			bson.D{{Key: "$set", Value: set}, {Key: "$push", Value: push}})
 		if err != nil {
