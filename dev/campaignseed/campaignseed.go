@@ -14,7 +14,9 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
-// Where the campaign service keeps its data.
+// Where the campaign service keeps its data. CampaignsCollection holds
+// the static fields of the campaigns started before the records held
+// them; the service writes none any more, and neither does a seed.
 const (
 	Database            = "rcm_campaign"
 	CampaignsCollection = "campaigns"
@@ -42,32 +44,18 @@ type Document struct {
 	Version         int64
 	// UpdatedAt is when the read model applied the document.
 	UpdatedAt time.Time
+	// CreatedAt is when the read model first applied it, making its
+	// record; zero: UpdatedAt.
+	CreatedAt time.Time
 	Campaigns []Campaign
 	// Outbox holds the events of those campaigns still waiting for the
 	// relay; empty once it published them all.
 	Outbox []events.Message
 }
 
-// Static is the campaign's document in the campaigns collection, what
-// never changes of it, as the service wrote it before its document's
-// record held those fields too (Record). The service still reads it for
-// a campaign whose record lacks them; it writes none any more.
-func Static(c Campaign) bson.D {
-	d := bson.D{
-		{Key: "_id", Value: c.ID},
-		{Key: "accountId", Value: c.AccountID},
-		{Key: "documentId", Value: c.DocumentID},
-		{Key: "sms", Value: c.SMS}, {Key: "email", Value: c.Email}, {Key: "call", Value: c.Call},
-		{Key: "tone", Value: c.Tone}, {Key: "cadence", Value: c.Cadence},
-	}
-	if c.Notes != "" {
-		d = append(d, bson.E{Key: "notes", Value: c.Notes})
-	}
-	return append(d, bson.E{Key: "createdBy", Value: c.CreatedBy}, bson.E{Key: "createdAt", Value: c.CreatedAt})
-}
-
 // Record is the document's record in the documents collection: the
-// document, the changing state of each of its campaigns, and its outbox.
+// document, each of its campaigns (what changes of it and what does not),
+// and its outbox.
 func Record(d Document) bson.D {
 	var loan any
 	if d.LoanStatus != "" {
@@ -78,6 +66,11 @@ func Record(d Document) bson.D {
 		{Key: "loan", Value: loan},
 		{Key: "version", Value: d.Version}, {Key: "deleted", Value: false}, {Key: "updatedAt", Value: d.UpdatedAt},
 	}
+	created := d.CreatedAt
+	if created.IsZero() {
+		created = d.UpdatedAt
+	}
+	rec = append(rec, bson.E{Key: "createdAt", Value: created})
 	if d.TimeZone != "" || d.State != "" {
 		var b bson.D
 		if d.TimeZone != "" {

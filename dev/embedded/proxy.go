@@ -12,7 +12,8 @@ import (
 // proxy is the front of the embedded MongoDB server: it forwards the
 // connections accepted on a public listener to FerretDB, serializes the
 // single-document writes and answers compare-and-set filters without a
-// scan (see front.go), and can drop every connection at once.
+// scan, queues each database's writes in the order they came (see
+// front.go), and can drop every connection at once.
 //
 // FerretDB, on shutdown, stops accepting but lets open connections go on
 // for up to three seconds; a fault test wants the server gone when Close
@@ -23,6 +24,7 @@ type proxy struct {
 	ln      net.Listener
 	backend string
 	locks   idLocks
+	gates   writeGates
 	idle    chan *ownConn // the front's own idle backend connections
 	ids     atomic.Int32
 	// How many writes the front serialized, of which how many it answered
@@ -32,6 +34,8 @@ type proxy struct {
 	// How many finds of {_id: {$in: [...]}} the front answered with
 	// lookups by _id (see findin.go); tests read it.
 	inSplit atomic.Int64
+	// How many writes went through their database's gate.
+	gated atomic.Int64
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}

@@ -6,14 +6,17 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/dev/servicetest"
@@ -24,10 +27,11 @@ import (
 )
 
 // TestStoreCommandsPerStart counts, on the wire, the store commands the
-// real service sends for each start: at most two on the request path (one
-// read of the document's record, one write carrying the campaign, its
-// event and the principal's nonce) and at most three in all once the relay
-// has published the events and removed them from the outbox.
+// real service sends for each start on a document it has held for a
+// while: at most two on the request path (one read of the document's
+// record, one write carrying the campaign, its event and the principal's
+// nonce) and at most three in all once the relay has published the events
+// and removed them from the outbox.
 func TestStoreCommandsPerStart(t *testing.T) {
 	t.Parallel()
 	counter := newCommandCounter(t, mongotest.URI(t))
@@ -45,18 +49,21 @@ func TestStoreCommandsPerStart(t *testing.T) {
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	doc := []byte(`{"id":"doc_count","accountId":"org_c","loan":{"status":"BEHIND"},"version":1}`)
-	if err := kafkax.ProduceAwaitGroup(ctx, kafkatest.Client(t), group, &kgo.Record{Topic: documents, Key: []byte("doc_count"), Value: doc}); err != nil {
+	// A document the read model has held for a while, as most are when a
+	// campaign starts on them.
+	held := campaignseed.Record(campaignseed.Document{ID: "doc_count", AccountID: "org_c", LoanStatus: "BEHIND", Version: 1,
+		UpdatedAt: time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)})
+	if _, err := mongotest.Client(t).Database(db).Collection(campaignseed.DocumentsCollection).InsertOne(ctx, held); err != nil {
 		t.Fatal(err)
 	}
 	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := func() {
+	start := func(doc string) {
 		t.Helper()
 		body := `{"sms":true,"email":true,"call":false,"tone":"friendly","cadence":"weekly"}`
-		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/doc_count/rcm", strings.NewReader(body))
+		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/"+doc+"/rcm", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +81,7 @@ func TestStoreCommandsPerStart(t *testing.T) {
 			t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
 		}
 	}
-	start() // the first start of a document is not the steady state
+	start("doc_count") // the first start of a document is not the steady state
 	outboxEmpty := func() bool {
 		var rec struct {
 			Outbox []bson.Raw `bson:"outbox"`
@@ -92,7 +99,7 @@ func TestStoreCommandsPerStart(t *testing.T) {
 		// request's path: wait for it first.
 		servicetest.Eventually(t, 20*time.Second, "the outbox emptied", outboxEmpty)
 		mark := counter.snapshot()
-		start()
+		start("doc_count")
 		onPath = add(onPath, diff(counter.snapshot(), mark))
 		// The relay may remove this start's event before its answer
 		// arrives: that removal is not the request's.
@@ -108,6 +115,118 @@ func TestStoreCommandsPerStart(t *testing.T) {
 	}
 	if got := perStart(all); got > 3 {
 		t.Errorf("store commands per start in all: got %.2f (%v), want at most 3", got, all)
+	}
+
+	// A start in the minute after the read model first applied the
+	// document also claims its nonce in the nonce store: its record may
+	// not have existed when the nonce was first used.
+	doc := []byte(`{"id":"doc_new","accountId":"org_c","loan":{"status":"BEHIND"},"version":1}`)
+	if err := kafkax.ProduceAwaitGroup(ctx, kafkatest.Client(t), group, &kgo.Record{Topic: documents, Key: []byte("doc_new"), Value: doc}); err != nil {
+		t.Fatal(err)
+	}
+	mark := counter.snapshot()
+	start("doc_new")
+	young := diff(counter.snapshot(), mark)
+	delete(young, "update documents $pullAll")
+	delete(young, "delete principal_nonces") // the nonce store's sweep, at most once a minute
+	if want := map[string]int{"find documents": 1, "insert principal_nonces": 1, "update documents": 1}; !maps.Equal(young, want) {
+		t.Errorf("store commands of a start on a document just applied: got %v, want %v", young, want)
+	}
+}
+
+// TestStoreCommandsPerAttempt counts the same for contact attempts on a
+// document the service has held for a while: one read of the record and
+// one write on the request path, at most three commands in all, and the
+// write carries the new attempt (and the nonce) only, not the attempts
+// recorded before it: its size does not grow with them.
+func TestStoreCommandsPerAttempt(t *testing.T) {
+	t.Parallel()
+	counter := newCommandCounter(t, mongotest.URI(t))
+	db := mongotest.NewDatabase(t)
+	documents := kafkatest.NewTopic(t, 2)
+	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
+		"RCM_MONGODB_URI":         counter.URI(),
+		"RCM_MONGODB_DATABASE":    db,
+		"RCM_EVENTS_TOPIC":        kafkatest.NewTopic(t, 2),
+		"RCM_DOCUMENTS_TOPIC":     documents,
+		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
+		"RCM_DOCUMENTS_GROUP":     "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-"),
+		"RCM_KAFKA_PARTITIONS":    "2",
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := mongotest.Client(t).Database(db).Collection(campaignseed.DocumentsCollection)
+	held := campaignseed.Record(campaignseed.Document{ID: "doc_att", AccountID: "org_c", LoanStatus: "BEHIND", Version: 1,
+		TimeZone: "America/Chicago", UpdatedAt: time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)})
+	if _, err := client.InsertOne(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const path, body = "/v1/documents/doc_att/contact-attempts", `{"channel":"sms","direction":"inbound","notes":"called back"}`
+	attempt := func() {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, inst.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if err := signer.Sign(req, principal.Principal{AccountID: "org_c", UserID: "user_c"}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("attempt: got %d %s, want 201", resp.StatusCode, answer)
+		}
+	}
+	outboxEmpty := func() bool {
+		var rec struct {
+			Outbox []bson.Raw `bson:"outbox"`
+		}
+		err := client.FindOne(ctx, bson.D{{Key: "_id", Value: "doc_att"}}).Decode(&rec)
+		return err == nil && len(rec.Outbox) == 0
+	}
+	attempt() // the first command of a record is not the steady state
+	servicetest.Eventually(t, 20*time.Second, "the first attempt's event out of the outbox", outboxEmpty)
+
+	const attempts = 20
+	before := counter.snapshot()
+	var onPath map[string]int
+	var writes []int
+	for range attempts {
+		servicetest.Eventually(t, 20*time.Second, "the outbox emptied", outboxEmpty)
+		mark, sized := counter.snapshot(), len(counter.sizesOf("update documents"))
+		attempt()
+		onPath = add(onPath, diff(counter.snapshot(), mark))
+		delete(onPath, "update documents $pullAll")
+		if w := counter.sizesOf("update documents")[sized:]; len(w) == 1 {
+			writes = append(writes, w[0])
+		}
+	}
+	servicetest.Eventually(t, 20*time.Second, "the outbox emptied", outboxEmpty)
+	all := diff(counter.snapshot(), before)
+
+	perAttempt := func(m map[string]int) float64 { return float64(total(m)) / attempts }
+	if got := perAttempt(onPath); got > 2 {
+		t.Errorf("store commands per attempt on the request path: got %.2f (%v), want at most 2", got, onPath)
+	}
+	if got := perAttempt(all); got > 3 {
+		t.Errorf("store commands per attempt in all: got %.2f (%v), want at most 3", got, all)
+	}
+	if len(writes) != attempts {
+		t.Fatalf("saw %d single writes of the record for %d attempts", len(writes), attempts)
+	}
+	// Each write holds one attempt, one event and one nonce, of the same
+	// sizes each time; ids and times are of fixed width.
+	if first, last := writes[0], writes[attempts-1]; last > first+16 {
+		t.Errorf("the record's write grew from %d to %d bytes over %d attempts: it carries more than the new attempt", first, last, attempts)
 	}
 }
 
@@ -147,6 +266,7 @@ type commandCounter struct {
 	target string
 	mu     sync.Mutex
 	counts map[string]int
+	sizes  map[string][]int // each command's size on the wire, in order
 	open   []net.Conn
 }
 
@@ -160,7 +280,7 @@ func newCommandCounter(t *testing.T, uri string) *commandCounter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &commandCounter{ln: ln, target: u.Host, counts: map[string]int{}}
+	c := &commandCounter{ln: ln, target: u.Host, counts: map[string]int{}, sizes: map[string][]int{}}
 	go c.serve()
 	t.Cleanup(func() {
 		_ = ln.Close()
@@ -175,6 +295,13 @@ func newCommandCounter(t *testing.T, uri string) *commandCounter {
 
 func (c *commandCounter) URI() string {
 	return "mongodb://" + c.ln.Addr().String() + "/?directConnection=true"
+}
+
+// sizesOf returns the wire sizes of the commands of key so far, in order.
+func (c *commandCounter) sizesOf(key string) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.sizes[key])
 }
 
 func (c *commandCounter) snapshot() map[string]int {
@@ -219,6 +346,7 @@ func (c *commandCounter) serve() {
 					}
 					c.mu.Lock()
 					c.counts[key]++
+					c.sizes[key] = append(c.sizes[key], len(msg))
 					c.mu.Unlock()
 				}
 				if _, err := server.Write(msg); err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/rcm-platform/rcm/services/campaign/internal/app"
 	"github.com/rcm-platform/rcm/services/campaign/internal/documents"
 	"github.com/rcm-platform/rcm/services/campaign/internal/idempotency"
-	"github.com/rcm-platform/rcm/services/campaign/internal/nonces"
 	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 )
@@ -34,7 +33,7 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 	defer svc.Close()
 	st := store.New(svc.DB())
 	idem := idempotency.New(svc.DB(), time.Now)
-	guard := nonces.New(svc.DB().Collection("principal_nonces"), time.Now)
+	guard := st.Nonces()
 	svc.Signer.GuardWrites(guard)
 	svc.Signer.ClaimInCommand(api.ClaimsNonceInCommand)
 

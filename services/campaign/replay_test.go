@@ -14,6 +14,8 @@ import (
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // TestSignedStartReplayRefused: a start claims its principal's nonce in
@@ -58,6 +60,7 @@ func TestSignedStartReplayRefused(t *testing.T) {
 		return send(t, inst, start(doc), body, h)
 	}
 
+	records := mongotest.Client(t).Database(db).Collection("documents")
 	put("doc_r1", "BEHIND", 1)
 	put("doc_r2", "CURRENT", 1)
 	tests := []struct {
@@ -77,6 +80,11 @@ func TestSignedStartReplayRefused(t *testing.T) {
 			h := signed(tt.doc)
 			if got := post(a, tt.doc, h); got != tt.first {
 				t.Fatalf("first: got %d, want %d", got, tt.first)
+			}
+			if tt.first == http.StatusNotFound {
+				// The nonce of a command on a document nobody knows is
+				// claimed without making it a record.
+				noRecord(t, records, tt.doc)
 			}
 			if tt.before != nil {
 				tt.before()
@@ -132,6 +140,39 @@ func TestSignedAttemptReplayRefused(t *testing.T) {
 	}
 	if got := send(t, b, path, body, sign(t, signer, path, body)); got != http.StatusCreated {
 		t.Fatalf("the attempt signed again: got %d, want 201", got)
+	}
+
+	// An attempt on a document not known yet: 404, and no record made
+	// for it; its replay once the document is known is refused.
+	const unknown = "/v1/documents/doc_a2/contact-attempts"
+	h = sign(t, signer, unknown, body)
+	if got := send(t, a, unknown, body, h); got != http.StatusNotFound {
+		t.Fatalf("on an unknown document: got %d, want 404", got)
+	}
+	noRecord(t, mongotest.Client(t).Database(db).Collection("documents"), "doc_a2")
+	doc = `{"id":"doc_a2","accountId":"org_r","loan":{"status":"BEHIND"},"version":1}`
+	if err := kafkax.ProduceAwaitGroup(ctx, kafkatest.Client(t), group, &kgo.Record{Topic: documents, Key: []byte("doc_a2"), Value: []byte(doc)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range []*servicetest.Instance{b, a} {
+		if got := send(t, inst, unknown, body, h); got != http.StatusForbidden {
+			t.Fatalf("replay once the document is known: got %d, want 403", got)
+		}
+	}
+	if got := send(t, b, unknown, body, sign(t, signer, unknown, body)); got != http.StatusCreated {
+		t.Fatalf("the attempt signed again: got %d, want 201", got)
+	}
+}
+
+// noRecord fails t if the documents collection holds a record of doc.
+func noRecord(t *testing.T, records *mongo.Collection, doc string) {
+	t.Helper()
+	n, err := records.CountDocuments(context.Background(), bson.D{{Key: "_id", Value: doc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("a record of %s was made for a command answered 404", doc)
 	}
 }
 

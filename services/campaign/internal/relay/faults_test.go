@@ -462,8 +462,8 @@ func (o *removalDuringRead) Pending(ctx context.Context) ([]store.Pending, error
 	return pending, err
 }
 
-func (o *removalDuringRead) RemoveFromOutbox(ctx context.Context, campaignID string, msgs []events.Message) error {
-	err := o.Store.RemoveFromOutbox(ctx, campaignID, msgs)
+func (o *removalDuringRead) RemoveFromOutboxes(ctx context.Context, batch map[string][]events.Message) error {
+	err := o.Store.RemoveFromOutboxes(ctx, batch)
 	if err == nil {
 		o.once.Do(func() { close(o.removed) })
 	}

@@ -24,6 +24,7 @@ package relay
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -43,7 +44,9 @@ import (
 // records, and their consent.
 type Outbox interface {
 	Pending(ctx context.Context) ([]store.Pending, error)
-	RemoveFromOutbox(ctx context.Context, documentID string, msgs []events.Message) error
+	// RemoveFromOutboxes removes published events, by document, in one
+	// command; it may be sent again after a failure.
+	RemoveFromOutboxes(ctx context.Context, batch map[string][]events.Message) error
 	Consent(ctx context.Context, documentID string) (events.Consent, error)
 }
 
@@ -431,27 +434,21 @@ func (r *Relay) sweepLoop(ctx context.Context) {
 	}
 }
 
-// removers bounds the outbox removals running at once.
+// removers bounds the consent publishes running at once.
 const removers = 4
 
-// removeAcked deletes acknowledged events from their outboxes, batched per
-// document, after publishing the consent of a document whose events
-// changed it. A failed removal is retried; if it keeps failing the event is
-// left in the outbox and republished later, which consumers absorb.
+// removalBatch bounds the documents one outbox removal covers.
+const removalBatch = 64
+
+// removeAcked deletes acknowledged events from their outboxes, batched
+// across documents, after publishing the consent of a document whose
+// events changed it. A failed removal is retried; if it keeps failing the
+// events are left in the outbox and republished later, which consumers
+// absorb.
 func (r *Relay) removeAcked(ctx context.Context) {
 	batch := map[string][]events.Message{}
 	flush := func() {
-		// Documents are independent: a few removals at once keep up
-		// with the acknowledgements.
-		var g errgroup.Group
-		g.SetLimit(removers)
-		for documentID, msgs := range batch {
-			g.Go(func() error {
-				r.settle(ctx, documentID, msgs)
-				return nil
-			})
-		}
-		_ = g.Wait()
+		r.settle(ctx, batch)
 		clear(batch)
 	}
 	for {
@@ -478,40 +475,69 @@ func (r *Relay) removeAcked(ctx context.Context) {
 	}
 }
 
-// settle finishes acknowledged events of documentID's outbox: the
-// document's consent goes out if they changed it, then they leave the
-// outbox. If either fails they are released for the sweep.
-func (r *Relay) settle(ctx context.Context, documentID string, msgs []events.Message) {
-	giveUp := func(what string, err error) {
+// settle finishes acknowledged events of the outboxes of batch (document
+// id → events): a document's consent goes out if they changed it, then
+// they leave the outboxes, up to removalBatch documents per removal. The
+// events of a document whose consent or removal fails are released for
+// the sweep.
+func (r *Relay) settle(ctx context.Context, batch map[string][]events.Message) {
+	giveUp := func(what, documentID string, msgs []events.Message, err error) {
 		r.dirty.Store(true)
 		r.logger.Warn(what+"; events will be republished", slog.String("document_id", documentID), slog.Any("err", err))
 		for _, m := range msgs {
 			r.release(m.ID)
 		}
 	}
-	if i := slices.IndexFunc(msgs, changesConsent); i >= 0 {
-		if err := r.publishConsent(ctx, msgs[i].AccountID, documentID); err != nil {
-			r.metrics.consent.WithLabelValues("error").Inc()
-			giveUp("consent publish failed", err)
-			return
+	// Documents are independent: a few consent publishes at once keep up
+	// with the acknowledgements.
+	var mu sync.Mutex
+	ready := make(map[string][]events.Message, len(batch))
+	var g errgroup.Group
+	g.SetLimit(removers)
+	for documentID, msgs := range batch {
+		i := slices.IndexFunc(msgs, changesConsent)
+		if i < 0 {
+			ready[documentID] = msgs
+			continue
 		}
-		r.metrics.consent.WithLabelValues("ok").Inc()
+		g.Go(func() error {
+			if err := r.publishConsent(ctx, msgs[i].AccountID, documentID); err != nil {
+				r.metrics.consent.WithLabelValues("error").Inc()
+				giveUp("consent publish failed", documentID, msgs, err)
+				return nil
+			}
+			r.metrics.consent.WithLabelValues("ok").Inc()
+			mu.Lock()
+			ready[documentID] = msgs
+			mu.Unlock()
+			return nil
+		})
 	}
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		if err = r.outbox.RemoveFromOutbox(ctx, documentID, msgs); err == nil {
-			break
+	_ = g.Wait()
+	ids := slices.Sorted(maps.Keys(ready))
+	for chunk := range slices.Chunk(ids, removalBatch) {
+		part := make(map[string][]events.Message, len(chunk))
+		for _, id := range chunk {
+			part[id] = ready[id]
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			if err = r.outbox.RemoveFromOutboxes(ctx, part); err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
+			}
+		}
+		for id, msgs := range part {
+			if err != nil {
+				giveUp("outbox removal failed", id, msgs, err)
+				continue
+			}
+			r.removedFromOutbox(msgs)
 		}
 	}
-	if err != nil {
-		giveUp("outbox removal failed", err)
-		return
-	}
-	r.removedFromOutbox(msgs)
 }
 
 // changesConsent reports whether m is an event that changed its

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,9 @@ type documentDoc struct {
 	Version   int64     `bson:"version"`
 	Deleted   bool      `bson:"deleted"`
 	UpdatedAt time.Time `bson:"updatedAt"`
+	// CreatedAt is when the record was made; absent on records made
+	// before records held it.
+	CreatedAt *time.Time `bson:"createdAt,omitempty"`
 
 	Borrower *borrowerDoc `bson:"borrower,omitempty"`
 
@@ -280,6 +284,7 @@ func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn f
 		return nil, err
 	}
 	defer unlock()
+	guarded := false // nonce claimed in the nonce store
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := retryPause(ctx, attempt); err != nil {
@@ -301,7 +306,13 @@ func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn f
 		if err := checkNonce(r, nonce); err != nil {
 			return nil, err
 		}
-		rev := r.Revision
+		if !guarded && r.young(nonce) {
+			if err := s.guardNonce(ctx, nonce); err != nil {
+				return nil, err
+			}
+			guarded = true
+		}
+		rev, was := r.Revision, fieldsOf(&r)
 		evs, err := fn(&r)
 		if err == nil && len(evs) == 0 {
 			return nil, nil
@@ -318,21 +329,12 @@ func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn f
 		if err != nil {
 			return nil, err
 		}
-		set := bson.D{
-			{Key: "consent", Value: r.Consent},
-			{Key: "campaigns", Value: r.Campaigns},
-			{Key: "requests", Value: r.Requests},
-			{Key: "attempts", Value: r.Attempts},
-			{Key: "revision", Value: rev + 1},
-		}
-		if nonce.ID != "" {
-			set = append(set, bson.E{Key: "nonces", Value: nonce.claimed(r.Nonces)})
-		}
+		set, push := changes(was, fieldsOf(&r), &r)
+		set = append(set, bson.E{Key: "revision", Value: rev + 1})
+		push = append(push, bson.E{Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}})
+		set, push = nonce.claim(r.Nonces, set, push)
 		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
-			bson.D{
-				{Key: "$set", Value: set},
-				{Key: "$push", Value: bson.D{{Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}}}},
-			})
+			bson.D{{Key: "$set", Value: set}, {Key: "$push", Value: push}})
 		if err != nil {
 			return nil, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
 		}
@@ -341,6 +343,61 @@ func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn f
 		}
 	}
 	return nil, fmt.Errorf("write document %s: %w", documentID, ErrConflict)
+}
+
+// fields is what a command may change of a record, each encoded as the
+// store writes it, the attempts one by one: comparing the fields before
+// and after a command tells what it changed, whatever it changed in place.
+type fields struct {
+	consent, campaigns, requests []byte
+	attempts                     [][]byte
+}
+
+// encoded is v as the store writes it; nil if it cannot be encoded
+// (then it never equals anything and is written whole).
+func encoded(v any) []byte {
+	b, err := bson.Marshal(bson.D{{Key: "v", Value: v}})
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func fieldsOf(d *documentDoc) fields {
+	f := fields{consent: encoded(d.Consent), campaigns: encoded(d.Campaigns), requests: encoded(d.Requests)}
+	for _, a := range d.Attempts {
+		f.attempts = append(f.attempts, encoded(a))
+	}
+	return f
+}
+
+func same(a, b []byte) bool { return a != nil && bytes.Equal(a, b) }
+
+// changes returns the $set and $push of the fields of d that changed from
+// was to now: what is unchanged is not written, and attempts appended to
+// those held are pushed, so that a command's write is the size of what it
+// changed, not of the record. A list held empty (absent, or null in
+// records of old) is set, as null takes no $push.
+func changes(was, now fields, d *documentDoc) (set, push bson.D) {
+	if !same(was.consent, now.consent) {
+		set = append(set, bson.E{Key: "consent", Value: d.Consent})
+	}
+	if !same(was.campaigns, now.campaigns) {
+		set = append(set, bson.E{Key: "campaigns", Value: d.Campaigns})
+	}
+	if !same(was.requests, now.requests) {
+		set = append(set, bson.E{Key: "requests", Value: d.Requests})
+	}
+	n := len(was.attempts)
+	kept := len(now.attempts) >= n && slices.EqualFunc(was.attempts, now.attempts[:min(n, len(now.attempts))], same)
+	switch {
+	case kept && len(now.attempts) == n:
+	case kept && n > 0:
+		push = append(push, bson.E{Key: "attempts", Value: bson.D{{Key: "$each", Value: d.Attempts[n:]}}})
+	default:
+		set = append(set, bson.E{Key: "attempts", Value: d.Attempts})
+	}
+	return set, push
 }
 
 // UpdateDocument applies fn to the record of documentID as account sees
@@ -448,7 +505,9 @@ func (s *Store) ApplyDocument(ctx context.Context, doc campaign.Document, now ti
 		case errors.Is(err, campaign.ErrNotFound):
 			// Not held yet: insert. Another replica inserting it
 			// meanwhile makes this a compare-and-set lost: read again.
-			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Borrower: borrowerOf(doc.Borrower), Version: doc.Version, UpdatedAt: now.UTC(), Revision: 1})
+			at := now.UTC()
+			_, err := s.documents.InsertOne(ctx, documentDoc{ID: doc.ID, AccountID: doc.AccountID, Loan: loan, Borrower: borrowerOf(doc.Borrower),
+				Version: doc.Version, UpdatedAt: at, CreatedAt: &at, Revision: 1})
 			if mongox.IsDuplicateKey(err) {
 				continue
 			}

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -49,28 +51,43 @@ func (s *Store) Pending(ctx context.Context) ([]Pending, error) {
 }
 
 // RemoveFromOutbox deletes published events from a document record's
-// outbox in one $pullAll of the elements as stored (FerretDB's $pull
-// matches whole elements, not a query), filtered on _id alone: no read,
-// and no scan on the embedded store. It leaves the revision alone: a
-// command's write appends to the outbox with $push and never sets it. It
-// takes the record's lock: on a store that does not isolate concurrent
-// updates, a removal racing a command could otherwise undo the command; on
-// MongoDB $pullAll is atomic.
+// outbox: RemoveFromOutboxes of one record.
 func (s *Store) RemoveFromOutbox(ctx context.Context, documentID string, msgs []events.Message) error {
-	unlock, err := s.locks.Lock(ctx, "document/"+documentID)
-	if err != nil {
-		return err
+	return s.RemoveFromOutboxes(ctx, map[string][]events.Message{documentID: msgs})
+}
+
+// RemoveFromOutboxes deletes published events from the outboxes of the
+// records of batch (document id → its events) in one command: a $pullAll
+// of the elements as stored per record (FerretDB's $pull matches whole
+// elements, not a query), each filtered on _id alone: no read, and no
+// scan on the embedded store. It leaves the revisions alone: a command's
+// write appends to the outbox with $push and never sets it. It takes the
+// records' locks (in order, so two removals never wait for each other in
+// a circle): on a store that does not isolate concurrent updates, a
+// removal racing a command could otherwise undo the command; on MongoDB
+// each $pullAll is atomic. A removal is idempotent: after a failure the
+// whole batch may be sent again.
+func (s *Store) RemoveFromOutboxes(ctx context.Context, batch map[string][]events.Message) error {
+	ids := slices.Sorted(maps.Keys(batch))
+	models := make([]mongo.WriteModel, 0, len(ids))
+	for _, id := range ids {
+		unlock, err := s.locks.Lock(ctx, "document/"+id)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		elems := make(bson.A, 0, len(batch[id]))
+		for _, m := range batch[id] {
+			elems = append(elems, outboxElem(m))
+		}
+		models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
+			SetUpdate(bson.D{{Key: "$pullAll", Value: bson.D{{Key: "outbox", Value: elems}}}}))
 	}
-	defer unlock()
-	elems := make(bson.A, 0, len(msgs))
-	for _, m := range msgs {
-		elems = append(elems, outboxElem(m))
+	if len(models) == 0 {
+		return nil
 	}
-	_, err = s.documents.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: documentID}},
-		bson.D{{Key: "$pullAll", Value: bson.D{{Key: "outbox", Value: elems}}}})
-	if err != nil {
-		return fmt.Errorf("remove %d events from the outbox of %s: %w", len(msgs), documentID, mongox.Classify(err))
+	if _, err := s.documents.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
+		return fmt.Errorf("remove published events from %d outboxes: %w", len(models), mongox.Classify(err))
 	}
 	return nil
 }

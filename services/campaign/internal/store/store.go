@@ -23,8 +23,10 @@ import (
 
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/mongox"
+	"github.com/rcm-platform/rcm/pkg/principal"
 	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/rcm-platform/rcm/services/campaign/internal/keylock"
+	"github.com/rcm-platform/rcm/services/campaign/internal/nonces"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
@@ -33,6 +35,10 @@ import (
 const (
 	CampaignsCollection = "campaigns"
 	DocumentsCollection = "documents"
+	// NoncesCollection is the nonce store (package nonces): the guard of
+	// the commands that do not claim their nonce in a record's write, and
+	// of those that find no record to claim it in (see Nonce).
+	NoncesCollection = "principal_nonces"
 )
 
 // ErrConflict means the record kept changing between read and write
@@ -61,6 +67,7 @@ var ErrExists = errors.New("campaign already exists")
 type Store struct {
 	campaigns *mongo.Collection
 	documents *mongo.Collection
+	guard     *nonces.Store
 	locks     *keylock.Map
 }
 
@@ -69,9 +76,14 @@ func New(db *mongo.Database) *Store {
 	return &Store{
 		campaigns: db.Collection(CampaignsCollection),
 		documents: db.Collection(DocumentsCollection),
+		guard:     nonces.New(db.Collection(NoncesCollection), time.Now),
 		locks:     keylock.New(),
 	}
 }
+
+// Nonces is the nonce store the store claims nonces in when no record
+// takes them (see Nonce): the service's guard of commands.
+func (s *Store) Nonces() principal.Nonces { return s.guard }
 
 // byRevision is the filter of a compare-and-set: the document id, with
 // field still holding the value read. Every write that replaces what it
@@ -283,6 +295,7 @@ func (s *Store) start(ctx context.Context, accountID, documentID string, nonce N
 		return campaign.Campaign{}, events.Message{}, err
 	}
 	defer unlock()
+	guarded := false // nonce claimed in the nonce store
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			if err := retryPause(ctx, attempt); err != nil {
@@ -300,6 +313,12 @@ func (s *Store) start(ctx context.Context, accountID, documentID string, nonce N
 		}
 		if err := checkNonce(r, nonce); err != nil {
 			return campaign.Campaign{}, events.Message{}, err
+		}
+		if !guarded && r.young(nonce) {
+			if err := s.guardNonce(ctx, nonce); err != nil {
+				return campaign.Campaign{}, events.Message{}, err
+			}
+			guarded = true
 		}
 		rev := r.Revision
 		c, e, err := s.admit(r, accountID, build)
@@ -319,7 +338,8 @@ func (s *Store) start(ctx context.Context, accountID, documentID string, nonce N
 		}
 		st := stateOf(c)
 		if !exists {
-			r.Revision, r.Campaigns, r.Outbox, r.Nonces = 1, []stateDoc{st}, outbox, nonce.claimed(r.Nonces)
+			created := c.CreatedAt.UTC()
+			r.Revision, r.CreatedAt, r.Campaigns, r.Outbox, r.Nonces = 1, &created, []stateDoc{st}, outbox, nonce.claimed(r.Nonces)
 			_, err := s.documents.InsertOne(ctx, r)
 			if mongox.IsDuplicateKey(err) {
 				continue
@@ -337,9 +357,7 @@ func (s *Store) start(ctx context.Context, accountID, documentID string, nonce N
 			// The list may be stored as null, which takes no $push.
 			set, push = append(set, bson.E{Key: "campaigns", Value: []stateDoc{st}}), push[1:]
 		}
-		if nonce.ID != "" {
-			set = append(set, bson.E{Key: "nonces", Value: nonce.claimed(r.Nonces)})
-		}
+		set, push = nonce.claim(r.Nonces, set, push)
 		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
 			bson.D{{Key: "$set", Value: set}, {Key: "$push", Value: push}})
 		if err != nil {

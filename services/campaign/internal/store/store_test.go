@@ -198,6 +198,42 @@ func TestRemoveFromOutbox(t *testing.T) {
 	}
 }
 
+// TestRemoveFromOutboxes: one removal across records takes from each the
+// events named for it, and only those.
+func TestRemoveFromOutboxes(t *testing.T) {
+	t.Parallel()
+	s := newStore(t)
+	ctx := context.Background()
+	a, b, kept := start(t, s, behind("doc_ra", "org_r")), start(t, s, behind("doc_rb", "org_r")), start(t, s, behind("doc_rc", "org_r"))
+	pending, err := s.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := map[string][]events.Message{}
+	for _, p := range pending {
+		if p.DocumentID != kept.DocumentID {
+			batch[p.DocumentID] = append(batch[p.DocumentID], p.Message)
+		}
+	}
+	if len(batch[a.DocumentID]) != 1 || len(batch[b.DocumentID]) != 1 {
+		t.Fatalf("pending %v: want one event of each record", pending)
+	}
+	if err := s.RemoveFromOutboxes(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Sent again, as after a failure whose removal landed: nothing more.
+	if err := s.RemoveFromOutboxes(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	pending, err = s.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 || pending[0].DocumentID != kept.DocumentID {
+		t.Fatalf("got pending %v, want only the event of %s", pending, kept.DocumentID)
+	}
+}
+
 func TestApplyDocumentVersions(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/stack"
 	"github.com/rcm-platform/rcm/pkg/ids"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
@@ -365,16 +366,23 @@ func (e *env) tokens(accounts []string) (map[string]string, error) {
 	return out, nil
 }
 
-// putBehind publishes one BEHIND document per account and waits until
-// the campaign service applied them.
-func (e *env) putBehind(ctx context.Context, accounts []string, doc func(account string) string) error {
+// holdBehind writes one BEHIND document per account into the campaign
+// service's records, as its read model applied them an hour ago
+// (campaignseed): the documents campaigns start on have mostly been held
+// for a while. A record younger than a minute makes a command claim its
+// principal's nonce in the nonce store as well (see
+// services/campaign/internal/store.Nonce), which would be most of the
+// starts if the documents were published just before the load.
+func (e *env) holdBehind(ctx context.Context, accounts []string, doc func(account string) string) error {
+	coll := e.mongo.Database(campaignseed.Database).Collection(campaignseed.DocumentsCollection)
+	at := time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)
 	for chunk := range slices.Chunk(accounts, 500) {
-		docs := make([]stack.Document, 0, len(chunk))
+		recs := make([]any, 0, len(chunk))
 		for _, a := range chunk {
-			docs = append(docs, stack.Document{ID: doc(a), AccountID: a, Loan: &stack.Loan{Status: "BEHIND"}, Version: 1})
+			recs = append(recs, campaignseed.Record(campaignseed.Document{ID: doc(a), AccountID: a, LoanStatus: "BEHIND", Version: 1, UpdatedAt: at}))
 		}
-		if err := e.stk.PutDocuments(ctx, docs...); err != nil {
-			return err
+		if _, err := coll.InsertMany(ctx, recs); err != nil {
+			return fmt.Errorf("hold the BEHIND documents: %w", err)
 		}
 	}
 	return nil

@@ -331,13 +331,10 @@ func (e *env) timeList(ctx context.Context) (time.Duration, error) {
 
 // seedCampaigns inserts n campaigns, 100 per account on one document of
 // the account, in the campaign service's own layout (campaignseed): each
-// campaign's static fields, and each document's record with the state of
-// its campaigns, their events already published.
+// document's record with its campaigns, their events already published.
 func (e *env) seedCampaigns(ctx context.Context, n int) error {
-	db := e.mongo.Database(campaignseed.Database)
-	campaigns, documents := db.Collection(campaignseed.CampaignsCollection), db.Collection(campaignseed.DocumentsCollection)
+	documents := e.mongo.Database(campaignseed.Database).Collection(campaignseed.DocumentsCollection)
 	now := time.Now()
-	batch := make([]any, 0, 1000)
 	var records []any
 	var onDoc []campaignseed.Campaign
 	flush := func(coll *mongo.Collection, docs []any) error {
@@ -353,7 +350,6 @@ func (e *env) seedCampaigns(ctx context.Context, n int) error {
 		if err != nil {
 			return err
 		}
-		batch = append(batch, campaignseed.Static(c))
 		onDoc = append(onDoc, c)
 		if i%100 == 99 || i == n-1 {
 			records = append(records, campaignseed.Record(campaignseed.Document{
@@ -361,21 +357,12 @@ func (e *env) seedCampaigns(ctx context.Context, n int) error {
 			}))
 			onDoc = nil
 		}
-		if len(batch) == cap(batch) {
-			if err := flush(campaigns, batch); err != nil {
-				return err
-			}
-			batch = batch[:0]
-		}
 		if len(records) == 100 {
 			if err := flush(documents, records); err != nil {
 				return err
 			}
 			records = records[:0]
 		}
-	}
-	if err := flush(campaigns, batch); err != nil {
-		return err
 	}
 	return flush(documents, records)
 }

@@ -53,8 +53,8 @@ type startOps struct {
 }
 
 func (e *env) newStartOps(ctx context.Context, accounts []string) (*startOps, error) {
-	e.logf("publishing %d BEHIND documents", len(accounts))
-	if err := e.putBehind(ctx, accounts, docOf); err != nil {
+	e.logf("holding %d BEHIND documents", len(accounts))
+	if err := e.holdBehind(ctx, accounts, docOf); err != nil {
 		return nil, err
 	}
 	tokens, err := e.tokens(accounts)
@@ -253,7 +253,8 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	add("raw InsertOne of a document's record as a start leaves it", &raw, fmtRate(raw.Rate()))
 	add("clear-and-record a contact attempt through the gateway (POST /v1/documents/{id}/contact-attempts)", &attTotal, att.rates())
 
-	sec.note("%d closed-loop workers for %s per round (after a %s warm-up), over %d accounts with one BEHIND document each; "+
+	sec.note("%d closed-loop workers for %s per round (after a %s warm-up), over %d accounts with one BEHIND document each, "+
+		"held by the read model for an hour (written straight into its records); "+
 		"%d rounds, gateway and direct alternating, each round on a fresh stack; the rate is all rounds' requests over all "+
 		"rounds' time, the percentiles are of all their latencies. The raw baseline ran %s. All in one run.",
 		cfg.Concurrency, cfg.Duration, cfg.Warmup, cfg.Accounts, cfg.Rounds, cfg.RawDuration)
