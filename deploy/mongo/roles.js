@@ -42,10 +42,12 @@ ensureRole("rcmCompliance", [
   { resource: { db: "rcm_compliance", collection: "checkpoint_heads" }, actions: ["find", "insert", "update"] },
 ]);
 
-// Campaigns and the documents read model change in place (one write per
-// command); the outbox lives inside the campaign documents.
+// Each document's record changes in place (one write per command): the
+// document, its consent, its campaigns, its contact attempts, its outbox.
 ensureRole("rcmCampaign", [
-  { resource: { db: "rcm_campaign", collection: "campaigns" }, actions: ["find", "insert", "update", "createIndex"] },
+  // Campaigns written before their fixed fields moved into the document's
+  // record are still read; nothing writes this collection any more.
+  { resource: { db: "rcm_campaign", collection: "campaigns" }, actions: ["find"] },
   { resource: { db: "rcm_campaign", collection: "documents" }, actions: ["find", "insert", "update", "createIndex"] },
   // Idempotency-Key claims: taken, answered, released after a failure, and
   // swept after 24 hours.
