@@ -118,15 +118,23 @@ type accountBatch struct {
 // records stores nothing twice and publishes the same items again, which
 // the subscribers skip by cursor.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
-	return kafkax.DecodeOrDeadLetter(ctx, records, decode, c.storeAndPublish, c.deadLetters)
+	// Announced before decoding, so that the partitions of a fetch
+	// handed over together make one write (see merger).
+	write := c.merged.expect()
+	defer write.withdraw()
+	process := func(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
+		return c.storeAndPublish(ctx, write, batch)
+	}
+	return kafkax.DecodeOrDeadLetter(ctx, records, decode, process, c.deadLetters)
 }
 
 // storeAndPublish stores the batch's items, each account's in offset
 // order and all accounts' in the same few commands (with the batches of
-// other partitions handled meanwhile: see merger), and publishes every
+// other partitions handled meanwhile: see merger; write is this call's
+// announcement), and publishes every
 // stored item in one produce call. It rejects nothing: whatever
 // decodes is an item.
-func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
+func (c *Consumer) storeAndPublish(ctx context.Context, write *expected, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
 	var (
 		batches   []*accountBatch
 		byAccount = map[string]*accountBatch{}
@@ -158,7 +166,7 @@ func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[a
 	for i, b := range batches {
 		toStore[i] = store.Batch{Account: b.account, Items: b.items}
 	}
-	results, err := c.merged.append(ctx, toStore)
+	results, err := write.append(ctx, toStore)
 	if err != nil {
 		return nil, err
 	}
