@@ -7,7 +7,8 @@ import (
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
 )
 
-// writeFunc stores batches of several accounts, at most one per account.
+// writeFunc stores (and publishes) batches of several accounts, at most
+// one per account.
 type writeFunc func(ctx context.Context, batches []store.Batch) ([][]store.Appended, error)
 
 // merger makes the writes of partitions handled at the same time one
