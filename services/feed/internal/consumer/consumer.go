@@ -71,7 +71,7 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 			Name: "rcm_feed_dead_letters_total", Help: "Records that were not valid events, sent to the dead-letter topic.",
 		}),
 	}
-	c.merged = &merger{write: c.store.AppendBatches}
+	c.merged = &merger{write: c.storeAndPublishAll}
 	reg.MustRegister(c.stored, c.replayed, c.deadLettered)
 	c.deadLetters = kafkax.NewDeadLetters(cfg.DeadLetter, c.deadLettered, cfg.Logger)
 	return c
@@ -105,12 +105,6 @@ func decode(r *kgo.Record) (accountItem, error) {
 	return accountItem{account: e.AccountID, item: it}, nil
 }
 
-// accountBatch is one account's items of a batch, in offset order.
-type accountBatch struct {
-	account string
-	items   []activity.Item
-}
-
 // Handle is the kafkax.BatchHandler of one partition. It returns nil only
 // once every malformed record is on the dead-letter topic, every valid
 // event of records is stored and every stored item is published, so the
@@ -118,18 +112,25 @@ type accountBatch struct {
 // records stores nothing twice and publishes the same items again, which
 // the subscribers skip by cursor.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
-	return kafkax.DecodeOrDeadLetter(ctx, records, decode, c.storeAndPublish, c.deadLetters)
+	// Announced before decoding, so that the partitions of a fetch
+	// handed over together make one write (see merger).
+	write := c.merged.expect()
+	defer write.withdraw()
+	process := func(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
+		return c.storeAndPublish(ctx, write, batch)
+	}
+	return kafkax.DecodeOrDeadLetter(ctx, records, decode, process, c.deadLetters)
 }
 
 // storeAndPublish stores the batch's items, each account's in offset
-// order and all accounts' in the same few commands (with the batches of
-// other partitions handled meanwhile: see merger), and publishes every
-// stored item in one produce call. It rejects nothing: whatever
-// decodes is an item.
-func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
+// order, and publishes every stored item: with the batches of other
+// partitions handled meanwhile (see merger; write is this call's
+// announcement), all accounts' in the same few commands and one produce
+// call. It rejects nothing: whatever decodes is an item.
+func (c *Consumer) storeAndPublish(ctx context.Context, write *expected, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
 	var (
-		batches   []*accountBatch
-		byAccount = map[string]*accountBatch{}
+		batches   []store.Batch
+		byAccount = map[string]int{}
 		seen      = map[string]bool{}
 	)
 	for _, d := range batch {
@@ -143,22 +144,31 @@ func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[a
 			continue
 		}
 		seen[ai.item.ID] = true
-		b := byAccount[ai.account]
-		if b == nil {
-			b = &accountBatch{account: ai.account}
+		b, ok := byAccount[ai.account]
+		if !ok {
+			b = len(batches)
 			byAccount[ai.account] = b
-			batches = append(batches, b)
+			batches = append(batches, store.Batch{Account: ai.account})
 		}
-		b.items = append(b.items, ai.item)
+		batches[b].Items = append(batches[b].Items, ai.item)
 	}
 	if len(batches) == 0 {
 		return nil, nil
 	}
-	toStore := make([]store.Batch, len(batches))
-	for i, b := range batches {
-		toStore[i] = store.Batch{Account: b.account, Items: b.items}
+	if _, err := write.append(ctx, batches); err != nil {
+		return nil, err
 	}
-	results, err := c.merged.append(ctx, toStore)
+	return nil, nil
+}
+
+// storeAndPublishAll is the merger's write: it stores batches, of
+// several partitions, and publishes every stored item in one produce
+// call, so that the partitions handled together cost one round trip to
+// the broker, not one each one after another. A failed produce fails
+// every partition of the write, which each retries: what was stored is
+// then published again at the same cursors.
+func (c *Consumer) storeAndPublishAll(ctx context.Context, batches []store.Batch) ([][]store.Appended, error) {
+	results, err := c.store.AppendBatches(ctx, batches)
 	if err != nil {
 		return nil, err
 	}
@@ -175,15 +185,15 @@ func (c *Consumer) storeAndPublish(ctx context.Context, batch []kafkax.Decoded[a
 			return nil, fmt.Errorf("publish %d activity items: %w", len(out), err)
 		}
 	}
-	return nil, nil
+	return results, nil
 }
 
 // records returns the activity records of b's stored items whose place
 // is known.
-func (c *Consumer) records(b *accountBatch, results []store.Appended) ([]*kgo.Record, error) {
+func (c *Consumer) records(b store.Batch, results []store.Appended) ([]*kgo.Record, error) {
 	out := make([]*kgo.Record, 0, len(results))
 	for i, res := range results {
-		it := b.items[i]
+		it := b.Items[i]
 		if res.Replay {
 			c.replayed.Inc()
 		} else {
@@ -192,7 +202,7 @@ func (c *Consumer) records(b *accountBatch, results []store.Appended) ([]*kgo.Re
 		if res.Seq == 0 {
 			// Stored long ago, too far back to find cheaply: its
 			// subscribers had it then, and history serves it.
-			c.logger.Info("replayed event not republished", slog.String("event_id", it.ID), slog.String("account_id", b.account))
+			c.logger.Info("replayed event not republished", slog.String("event_id", it.ID), slog.String("account_id", b.Account))
 			continue
 		}
 		it.Seq = res.Seq
@@ -200,8 +210,8 @@ func (c *Consumer) records(b *accountBatch, results []store.Appended) ([]*kgo.Re
 		if err != nil {
 			return nil, fmt.Errorf("encode item %s: %w", it.ID, err)
 		}
-		out = append(out, &kgo.Record{Topic: c.activityTopic, Key: []byte(b.account), Value: value})
-		c.logger.Debug("activity item stored", slog.String("event_id", it.ID), slog.String("account_id", b.account),
+		out = append(out, &kgo.Record{Topic: c.activityTopic, Key: []byte(b.Account), Value: value})
+		c.logger.Debug("activity item stored", slog.String("event_id", it.ID), slog.String("account_id", b.Account),
 			slog.Int64("seq", it.Seq), slog.Bool("replay", res.Replay))
 	}
 	return out, nil

@@ -37,11 +37,13 @@ func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
 type producer struct {
 	mu      sync.Mutex
 	records []*kgo.Record
+	calls   int
 }
 
 func (p *producer) ProduceSync(_ context.Context, rs ...*kgo.Record) kgo.ProduceResults {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.calls++
 	var out kgo.ProduceResults
 	for _, r := range rs {
 		p.records = append(p.records, r)
@@ -454,5 +456,46 @@ func TestHandleBatchesTheStoreWritesOfManyAccounts(t *testing.T) {
 		if got := f.stored(t, account(i)); !slices.Equal(got, want) {
 			t.Fatalf("%s: got %v, want %v", account(i), got, want)
 		}
+	}
+}
+
+// TestPartitionsHandledTogetherPublishInOneCall: the batches of
+// partitions handled at the same time are stored in one write and their
+// items published in one produce call, each partition's handler
+// returning once its own items are stored and published.
+func TestPartitionsHandledTogetherPublishInOneCall(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, nil)
+	a, b := f.record(t, "org_a"), f.record(t, "org_b")
+	// A third partition announced and not yet come holds the write until
+	// both batches wait for it.
+	held := f.consumer.merged.expect()
+	errs := make(chan error, 2)
+	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 0, []*kgo.Record{a}) }()
+	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 1, []*kgo.Record{b}) }()
+	waitFor(t, "both partitions' batches waiting", func() bool {
+		m := f.consumer.merged
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.queue) == 2
+	})
+	held.withdraw()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := f.producer.published(t)
+	slices.Sort(got)
+	want := []string{"org_a:1:" + eventID(a), "org_b:1:" + eventID(b)}
+	if !slices.Equal(got, want) {
+		t.Fatalf("published %v, want %v", got, want)
+	}
+	f.producer.mu.Lock()
+	calls := f.producer.calls
+	f.producer.mu.Unlock()
+	if calls != 1 {
+		t.Fatalf("%d produce calls for the two partitions handled together, want 1", calls)
 	}
 }

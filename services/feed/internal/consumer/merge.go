@@ -7,7 +7,8 @@ import (
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
 )
 
-// writeFunc stores batches of several accounts, at most one per account.
+// writeFunc stores (and publishes) batches of several accounts, at most
+// one per account.
 type writeFunc func(ctx context.Context, batches []store.Batch) ([][]store.Appended, error)
 
 // merger makes the writes of partitions handled at the same time one
@@ -17,12 +18,21 @@ type writeFunc func(ctx context.Context, batches []store.Batch) ([][]store.Appen
 // write never share an account. On the embedded store an insert costs
 // about the same for 5 documents as for 50, and inserts in parallel wait
 // for each other: fewer, larger inserts are what lowers the latency.
+//
+// The partitions of a fetch are handed over together, each announcing
+// its call (expect) before it decodes: the first batch to come then waits
+// for the others announced, instead of writing alone and making them
+// wait for its write, so that a fetch costs one write, not two. What it
+// relies on is that an announced call comes or withdraws soon: between
+// the two a handler only decodes its records and parks the malformed
+// ones on the dead-letter topic.
 type merger struct {
 	write writeFunc
 
-	mu    sync.Mutex
-	queue []*mergeCall
-	busy  bool // a write is under way
+	mu     sync.Mutex
+	queue  []*mergeCall
+	busy   bool // a write is under way, or its lead is chosen
+	coming int  // calls announced that have neither come nor withdrawn
 }
 
 type mergeCall struct {
@@ -33,19 +43,65 @@ type mergeCall struct {
 	lead    chan struct{} // closed when this call is to make the next write
 }
 
+// expected is a call announced: append or withdraw ends it.
+type expected struct {
+	m    *merger
+	over bool
+}
+
+// expect announces a call of append to come.
+func (m *merger) expect() *expected {
+	m.mu.Lock()
+	m.coming++
+	m.mu.Unlock()
+	return &expected{m: m}
+}
+
+// withdraw says that the call announced will not come; after append, or
+// a second time, it does nothing.
+func (x *expected) withdraw() {
+	if x.over {
+		return
+	}
+	x.over = true
+	m := x.m
+	m.mu.Lock()
+	m.coming--
+	next := m.next()
+	m.mu.Unlock()
+	if next != nil {
+		close(next.lead)
+	}
+}
+
+// append is the merger's append for the call announced.
+func (x *expected) append(ctx context.Context, batches []store.Batch) ([][]store.Appended, error) {
+	if x.over {
+		return x.m.append(ctx, batches)
+	}
+	x.over = true
+	return x.m.join(ctx, batches, true)
+}
+
 // append stores batches, with those of other calls waiting meanwhile,
 // and returns their results; an error of the write is every call's.
 // The write runs with the context of the call that makes it: one
 // cancelled fails the others, which their partitions retry.
 func (m *merger) append(ctx context.Context, batches []store.Batch) ([][]store.Appended, error) {
+	return m.join(ctx, batches, false)
+}
+
+func (m *merger) join(ctx context.Context, batches []store.Batch, announced bool) ([][]store.Appended, error) {
 	c := &mergeCall{batches: batches, done: make(chan struct{}), lead: make(chan struct{})}
 	m.mu.Lock()
 	m.queue = append(m.queue, c)
-	lead := !m.busy
-	m.busy = true
+	if announced {
+		m.coming--
+	}
+	next := m.next()
 	m.mu.Unlock()
-	if lead {
-		m.run(ctx)
+	if next != nil {
+		close(next.lead)
 	}
 	for {
 		select {
@@ -56,6 +112,17 @@ func (m *merger) append(ctx context.Context, batches []store.Batch) ([][]store.A
 			c.lead = nil
 		}
 	}
+}
+
+// next returns the call to make the next write, the first waiting, when
+// no write is under way and no call announced is still to come; m.mu
+// must be held.
+func (m *merger) next() *mergeCall {
+	if m.busy || m.coming > 0 || len(m.queue) == 0 {
+		return nil
+	}
+	m.busy = true
+	return m.queue[0]
 }
 
 // run makes one write of every call waiting, then hands the next write
@@ -81,10 +148,10 @@ func (m *merger) run(ctx context.Context) {
 		close(c.done)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.queue) == 0 {
-		m.busy = false
-		return
+	m.busy = false
+	next := m.next()
+	m.mu.Unlock()
+	if next != nil {
+		close(next.lead)
 	}
-	close(m.queue[0].lead)
 }

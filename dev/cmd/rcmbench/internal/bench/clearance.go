@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/cmd/rcmbench/internal/load"
 	"github.com/rcm-platform/rcm/dev/stack"
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // clearanceCalls are the outbound calls recorded on each document before
@@ -23,7 +25,8 @@ type clearanceDoc struct {
 }
 
 // clearance measures the dry-run clearance through the gateway beside a
-// plain read of the same document's record (its consent), on one stack,
+// plain read of the same document's record (its consent) through the
+// gateway and a raw find of the record by _id on the store, on one stack,
 // with the same workers over the same documents, in alternating rounds.
 func clearance(ctx context.Context, e *env) (*Section, error) {
 	cfg := e.cfg
@@ -62,13 +65,27 @@ func clearance(ctx context.Context, e *env) (*Section, error) {
 		}
 		return nil
 	}
-	var reads, clears pathRuns
+	records := e.mongo.Database(campaignseed.Database).Collection(campaignseed.DocumentsCollection)
+	raw := func(_ context.Context, _, i int) error {
+		d := docs[i%len(docs)]
+		// The whole record, as the campaign service reads it: a record's
+		// _id is its document's.
+		rec, err := records.FindOne(ctx, bson.D{{Key: "_id", Value: d.doc}}).Raw()
+		if err != nil {
+			return fmt.Errorf("find the record of %s: %w", d.doc, err)
+		}
+		if id, ok := rec.Lookup("_id").StringValueOK(); !ok || id != d.doc {
+			return fmt.Errorf("find the record of %s: found %v", d.doc, rec.Lookup("_id"))
+		}
+		return nil
+	}
+	var reads, clears, raws pathRuns
 	for round := range cfg.Rounds {
 		for _, p := range []struct {
 			phase string
 			op    load.Op
 			runs  *pathRuns
-		}{{"clearance-read", read, &reads}, {"clearance", clear, &clears}} {
+		}{{"clearance-raw", raw, &raws}, {"clearance-read", read, &reads}, {"clearance", clear, &clears}} {
 			e.logf("%s round %d: %d workers for %s", p.phase, round+1, cfg.Concurrency, cfg.ClearanceDuration)
 			res, err := e.closedLoop(ctx, p.phase, cfg.ClearanceDuration, p.op)
 			if err != nil {
@@ -78,22 +95,27 @@ func clearance(ctx context.Context, e *env) (*Section, error) {
 			p.runs.rounds = append(p.runs.rounds, res)
 		}
 	}
-	readTotal, clearTotal := reads.total(), clears.total()
+	readTotal, clearTotal, rawTotal := reads.total(), clears.total(), raws.total()
 
 	sec := &Section{
-		Title:  "Contact clearance through the gateway, beside a plain read of the document",
-		Header: []string{"request", "requests", "requests/s", "per round", "p50", "p99", "errors", "rate vs plain read"},
+		Title:  "Contact clearance through the gateway, beside a plain read of the document and the store's raw find",
+		Header: []string{"request", "requests", "requests/s", "per round", "p50", "p99", "errors", "rate vs plain read", "rate vs raw find"},
 	}
 	add := func(name string, r *load.Result, rounds string) {
 		sec.row(name, fmtInt(r.Ops), fmtRate(r.Rate()), rounds, fmtDur(r.Latencies.Percentile(50)), fmtDur(r.Latencies.Percentile(99)),
-			fmtInt(r.Errors), fmtRatio(ratio(r.Rate(), readTotal.Rate())))
+			fmtInt(r.Errors), fmtRatio(ratio(r.Rate(), readTotal.Rate())), fmtRatio(ratio(r.Rate(), rawTotal.Rate())))
 	}
+	add("raw FindOne by _id of the same documents' records", &rawTotal, raws.rates())
 	add("plain read: GET /v1/documents/{id}/consent", &readTotal, reads.rates())
 	add("clearance: GET /v1/documents/{id}/contact-clearance?channel=call&campaignId=…", &clearTotal, clears.rates())
 	sec.note("%d closed-loop workers for %s per round (after a %s warm-up), over %d accounts with one BEHIND document each; "+
-		"%d rounds, the plain read and the clearance alternating on one stack; the rate is all rounds' requests over all "+
-		"rounds' time, the percentiles are of all their latencies. Every answer was checked: the consent of the document "+
-		"asked for, and the clearance allowed.", cfg.Concurrency, cfg.ClearanceDuration, cfg.Warmup, cfg.ClearanceAccounts, cfg.Rounds)
+		"%d rounds, the raw find, the plain read and the clearance alternating on one stack; the rate is all rounds' requests over all "+
+		"rounds' time, the percentiles are of all their latencies. Every answer was checked: the record of the document "+
+		"asked for, its consent, and the clearance allowed.", cfg.Concurrency, cfg.ClearanceDuration, cfg.Warmup, cfg.ClearanceAccounts, cfg.Rounds)
+	sec.note("Dry-run clearance through the gateway ÷ the store's raw find by _id, same run: %s (target ≥ 0.5). The raw find "+
+		"is this process's MongoDB driver (the client of the other raw baselines) reading each document's whole record by _id "+
+		"from the campaign service's collection on the same embedded store, with the same workers; it is the one store "+
+		"command a clearance needs.", fmtRatio(ratio(clearTotal.Rate(), rawTotal.Rate())))
 	sec.note("Each document has a campaign started on sms, email and call and %d allowed outbound calls recorded through the "+
 		"gateway, each with a no_answer outcome, its borrower in a fixed-offset time zone where the run falls in the "+
 		"afternoon; every event was published and recorded before the first round. Both requests go through the gateway "+
@@ -101,8 +123,8 @@ func clearance(ctx context.Context, e *env) (*Section, error) {
 		"_id; the clearance then evaluates every rule at the server's time (campaign, loan, consent, channel, contact "+
 		"hours in the borrower's zone, the 168-hour call limit over the recorded calls, the conversation cooldown) and "+
 		"records nothing.", clearanceCalls)
-	if readTotal.Errors+clearTotal.Errors > 0 {
-		sec.note("First errors: plain read %v; clearance %v.", readTotal.FirstErr, clearTotal.FirstErr)
+	if readTotal.Errors+clearTotal.Errors+rawTotal.Errors > 0 {
+		sec.note("First errors: raw find %v; plain read %v; clearance %v.", rawTotal.FirstErr, readTotal.FirstErr, clearTotal.FirstErr)
 	}
 	return sec, nil
 }
