@@ -181,8 +181,10 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 		"of the same store, with the log's two unique indexes. Afterwards the service verified the chain and tree of %s "+
 		"through the gateway: ok, %d entries.", accounts[0], v.Entries)
 	sec.note("Store commands the compliance service sent during the burst (its MongoDB command monitor: count, and "+
-		"time summed over commands in flight): %s in all, %.1f per 100 entries; %s. The raw writer sent %d.",
-		fmtInt(int(cmdCount)), 100*cmdCount/float64(n), cmds, 2*len(byAccount))
+		"time summed over commands in flight): %s in all, %.1f per 100 entries; %s. They include those of the "+
+		"checkpoints signed meanwhile (%d, at most one per account per second: spec/transparency.md); the appends came "+
+		"in %d partition batches. The raw writer sent %d.",
+		fmtInt(int(cmdCount)), 100*cmdCount/float64(n), cmds, signed, partitionBatches, 2*len(byAccount))
 	return sec, nil
 }
 
