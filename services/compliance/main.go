@@ -81,6 +81,14 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 			service.Indexes(cfg.CreateIndexes, checkpoints.EnsureIndexes),
 			svc.Topics([]string{cfg.EventsTopic, cfg.CheckpointsTopic}, cfg.DLQTopic),
 		},
-		Background: []service.Loop{svc.Consume(client, cfg.MaxBatch, cons.Handle), signer.Run},
+		Background: []service.Loop{
+			// Partitions hold different accounts: their records decode
+			// and validate on every core at once, and those ready
+			// together are appended in one write (consumer.Handle).
+			func(ctx context.Context) error {
+				return kafkax.ConsumeLoop(ctx, client, cfg.MaxBatch, cons.Handle, svc.Logger, kafkax.PartitionsAtOnce(cfg.Partitions))
+			},
+			signer.Run,
+		},
 	})
 }

@@ -10,7 +10,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,6 +49,7 @@ type Consumer struct {
 	logger      *slog.Logger
 	now         func() time.Time
 	appended    func(account string)
+	merged      *merger
 	m           *metrics
 }
 
@@ -86,10 +89,12 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 	for _, t := range []string{events.TypeCampaignStarted, events.TypeOptOut, events.TypeCampaignEnded} {
 		m.appends.WithLabelValues(t)
 	}
-	return &Consumer{
+	c := &Consumer{
 		ledger: cfg.Ledger, deadLetters: kafkax.NewDeadLetters(cfg.DeadLetter, m.deadLetter, cfg.Logger),
 		logger: cfg.Logger, now: cfg.Now, appended: cfg.Appended, m: m,
 	}
+	c.merged = &merger{write: c.appendAll}
+	return c
 }
 
 // Handle appends one partition's batch. It returns nil only when every
@@ -98,19 +103,62 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 // (ledger.UnappendableError), is parked, and the batch goes on without it.
 // An error is a failure that a retry may cure (the store or the broker did
 // not answer); nothing is committed past it.
+//
+// Handle may be called for several partitions at the same time
+// (kafkax.PartitionsAtOnce): each decodes and validates its records on a
+// core of its own, and the events of the partitions that are ready while
+// a write is under way go to the store together in the next one (see
+// merger).
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
 	start := c.now()
-	if err := kafkax.DecodeOrDeadLetter(ctx, records, kafkarec.Decode, c.appendAll, c.deadLetters); err != nil {
+	decoded := decodeAll(records)
+	decode := func(r *kgo.Record) (events.Event, error) {
+		d := decoded[r]
+		return d.event, d.err
+	}
+	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, c.merged.append, c.deadLetters); err != nil {
 		return err
 	}
 	c.m.batch.Observe(c.now().Sub(start).Seconds())
 	return nil
 }
 
+// decoding is what kafkarec.Decode made of a record.
+type decoding struct {
+	event events.Event
+	err   error
+}
+
+// decodeAll decodes and validates records on every core at once: the
+// costliest step of a batch before its entries are built, and one that
+// depends on nothing but the record (kafkarec.Decode is a pure function
+// of it, its schemas compiled once and safe to share).
+func decodeAll(records []*kgo.Record) map[*kgo.Record]decoding {
+	out := make([]decoding, len(records))
+	workers := min(runtime.GOMAXPROCS(0), (len(records)+decodeAtLeast-1)/decodeAtLeast)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(records); i += workers {
+				out[i].event, out[i].err = kafkarec.Decode(records[i])
+			}
+		})
+	}
+	wg.Wait()
+	m := make(map[*kgo.Record]decoding, len(records))
+	for i, r := range records {
+		m[r] = out[i]
+	}
+	return m
+}
+
+// decodeAtLeast is how many records a decoding goroutine is worth.
+const decodeAtLeast = 16
+
 // appendAll appends the events of batch per account, each account's in
-// offset order, all accounts together (ledger.AppendBatches: a few store
-// commands for the whole fetch), and returns those the log can never
-// hold, left out.
+// the order of batch, all accounts together (ledger.AppendBatches: a few
+// store commands for the whole fetch), and returns those the log can
+// never hold, left out.
 func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
 	var order []string
 	byAccount := map[string][]kafkax.Decoded[events.Event]{}

@@ -254,7 +254,10 @@ func (l *Ledger) grow(ctx context.Context, accounts []string, res [][]Appended, 
 		if last == 0 {
 			continue
 		}
-		gs = append(gs, tree.Growth{Account: account, To: last, Known: func(seq int64) ([]byte, bool) {
+		// Seq 1 written by this call: the account had no entry before
+		// (the unique index of account and seq says so).
+		fresh := len(res[i]) > 0 && res[i][0].Seq == 1 && !res[i][0].Replay
+		gs = append(gs, tree.Growth{Account: account, To: last, New: fresh, Known: func(seq int64) ([]byte, bool) {
 			d, ok := mine[seq]
 			return d, ok
 		}})

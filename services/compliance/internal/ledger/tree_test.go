@@ -526,3 +526,53 @@ func TestARecordStoredDifferentlyIsNotOverwritten(t *testing.T) {
 		t.Fatalf("verify: got %+v %v, want broken at 10", v, err)
 	}
 }
+
+// TestANewAccountsTreeIsNotLookedUp: the first entries of accounts that
+// had none start their trees from nothing, without a lookup of a size
+// hint or an edge, and the trees are the entries' own; an account with
+// entries before is looked up once, as its tree may be larger than this
+// process knows.
+func TestANewAccountsTreeIsNotLookedUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	counts := &storeCommands{}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(counts.monitor()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	db := cl.Database(mongotest.NewDatabase(t))
+	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
+	if err := l.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	accounts := []string{"org_new0", "org_new1", "org_new2", "org_new3"}
+	var batches []ledger.Batch
+	for _, a := range accounts {
+		batches = append(batches, ledger.Batch{Account: a, Events: optOuts(t, a, 5)})
+	}
+	if _, err := l.AppendBatches(ctx, batches); err != nil {
+		t.Fatal(err)
+	}
+	if reads := counts.treeReads.Load(); reads != 0 {
+		t.Fatalf("the trees of %d new accounts cost %d reads, want none", len(accounts), reads)
+	}
+
+	// Another process: the accounts have entries, their trees are read.
+	next := ledger.New(ledger.Config{DB: db, Now: time.Now})
+	for i, a := range accounts {
+		batches[i].Events = optOuts(t, a, 3)
+	}
+	before := counts.treeReads.Load()
+	if _, err := next.AppendBatches(ctx, batches); err != nil {
+		t.Fatal(err)
+	}
+	if reads := counts.treeReads.Load() - before; reads < int64(len(accounts)) {
+		t.Fatalf("the trees of %d accounts with entries cost %d reads, want at least a size hint each", len(accounts), reads)
+	}
+	for _, a := range accounts {
+		if v, err := next.Verify(ctx, a); err != nil || !v.OK || v.TreeSize != 8 {
+			t.Fatalf("verify %s: %+v %v", a, v, err)
+		}
+	}
+}

@@ -220,6 +220,14 @@ type Growth struct {
 	Account string
 	To      int64
 	Known   func(seq int64) ([]byte, bool)
+	// New says that the account had no entry before this growth's (its
+	// first, at seq 1, was just written): its tree is then empty, and
+	// ExtendAll does not look up a size hint or an edge for it. A tree
+	// grows only over durable entries, so no tree of the account can
+	// exist; records left in the store anyway (a log emptied by hand)
+	// collide with the new ones, which must then equal them, as any
+	// record stored already must.
+	New bool
 }
 
 // ExtendAll grows several accounts' trees as Extend does, and returns
@@ -227,7 +235,9 @@ type Growth struct {
 // leaves are all known (the common case: one process appends to its
 // partitions' accounts) cost one insert of every account's records and
 // one write of their size hints per hintChunk accounts, whatever the
-// number of accounts; the others go through Extend, which reads what it
+// number of accounts (the edges not in memory are read first, in
+// parallel, but for the new accounts', which are empty); the others go
+// through Extend, which reads what it
 // lacks. A record stored already must equal the new one, as in Extend.
 // One account's tree found inconsistent (ErrInconsistent, returned with
 // the sizes) does not keep the others from growing.
@@ -252,6 +262,10 @@ func (t *Tree) ExtendAll(ctx context.Context, gs []Growth) ([]int64, error) {
 	g.SetLimit(lookupsInFlight)
 	for i, gr := range gs {
 		if edges[i] = t.cached(gr.Account); edges[i] != nil || gr.Known == nil {
+			continue
+		}
+		if gr.New {
+			edges[i] = NewBuilder()
 			continue
 		}
 		g.Go(func() error {

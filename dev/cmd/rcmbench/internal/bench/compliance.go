@@ -1,10 +1,14 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/logseed"
@@ -73,6 +77,18 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 	if err := feed.Stop(); err != nil {
 		return nil, fmt.Errorf("stop the feed: %w", err)
 	}
+	cmdsBefore, err := e.commandsByName(ctx, stack.Compliance)
+	if err != nil {
+		return nil, err
+	}
+	signedBefore, err := e.metric(ctx, stack.Compliance, checkpointsSigned)
+	if err != nil {
+		return nil, err
+	}
+	batchesBefore, err := e.metric(ctx, stack.Compliance, appendBatches)
+	if err != nil {
+		return nil, err
+	}
 	wait := e.profile(ctx, "compliance-append", 5*time.Second)
 	start := time.Now()
 	if err := e.kafka.ProduceSync(ctx, recs...).FirstErr(); err != nil {
@@ -83,8 +99,23 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 		return nil, err
 	}
 	appendTook := time.Since(start)
+	cmdsAfter, err := e.commandsByName(ctx, stack.Compliance)
+	if err != nil {
+		return nil, err
+	}
+	cmds, cmdCount := commandsSince(cmdsBefore, cmdsAfter)
+	signedAfter, err := e.metric(ctx, stack.Compliance, checkpointsSigned)
+	if err != nil {
+		return nil, err
+	}
+	batchesAfter, err := e.metric(ctx, stack.Compliance, appendBatches)
+	if err != nil {
+		return nil, err
+	}
+	signed, partitionBatches := int(signedAfter-signedBefore), int(batchesAfter-batchesBefore)
+	e.logf("  %d partition batches, %d checkpoints signed", partitionBatches, signed)
 	wait()
-	e.logf("  %s entries (produced in %s)", fmtRate(float64(n)/appendTook.Seconds()), fmtDur(produced))
+	e.logf("  %s entries (produced in %s); store commands: %s", fmtRate(float64(n)/appendTook.Seconds()), fmtDur(produced), cmds)
 
 	// The chain of one account, recomputed by the service through the
 	// gateway: the entries are what the log should hold.
@@ -149,8 +180,20 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 		"per account with an ordered InsertMany of the entries and an unordered one of the records, into a scratch database "+
 		"of the same store, with the log's two unique indexes. Afterwards the service verified the chain and tree of %s "+
 		"through the gateway: ok, %d entries.", accounts[0], v.Entries)
+	sec.note("Store commands the compliance service sent during the burst (its MongoDB command monitor: count, and "+
+		"time summed over commands in flight): %s in all, %.1f per 100 entries; %s. They include those of the "+
+		"checkpoints signed meanwhile (%d, at most one per account per second: spec/transparency.md); the appends came "+
+		"in %d partition batches. The raw writer sent %d.",
+		fmtInt(int(cmdCount)), 100*cmdCount/float64(n), cmds, signed, partitionBatches, 2*len(byAccount))
 	return sec, nil
 }
+
+// checkpointsSigned counts the checkpoints the compliance service signed
+// and stored; appendBatches the partition batches it appended.
+const (
+	checkpointsSigned = "rcm_log_checkpoints_signed_total"
+	appendBatches     = "rcm_compliance_append_batch_duration_seconds_count"
+)
 
 // waitLag waits until the group has committed every record of the event
 // topic.
@@ -212,4 +255,71 @@ func (e *env) rawInsertMany(ctx context.Context, byAccount [][]events.Event) (ti
 		}
 	}
 	return time.Since(start), nil
+}
+
+// commandUse is what a service's store commands of one name cost.
+type commandUse struct {
+	count   float64
+	seconds float64
+}
+
+// commandsByName reads the service's store commands so far, by command
+// name (its MongoDB command monitor: storeCommands and
+// storeCommandSeconds, every outcome).
+func (e *env) commandsByName(ctx context.Context, service string) (map[string]commandUse, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.stk.URL(service)+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]commandUse{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		count := strings.HasPrefix(line, storeCommands+"{")
+		if !count && !strings.HasPrefix(line, storeCommandSeconds+"{") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `command="`)
+		name, _, _ := strings.Cut(rest, `"`)
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", service, line, err)
+		}
+		u := out[name]
+		if count {
+			u.count += v
+		} else {
+			u.seconds += v
+		}
+		out[name] = u
+	}
+	return out, sc.Err()
+}
+
+// commandsSince returns the commands of after not in before, as "name
+// count (seconds)" in name order, and their total count.
+func commandsSince(before, after map[string]commandUse) (string, float64) {
+	var names []string
+	for name := range after {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var parts []string
+	var total float64
+	for _, name := range names {
+		n := after[name].count - before[name].count
+		if n <= 0 {
+			continue
+		}
+		total += n
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", name, fmtInt(int(n)),
+			fmtDur(time.Duration((after[name].seconds-before[name].seconds)*float64(time.Second)))))
+	}
+	return strings.Join(parts, ", "), total
 }
