@@ -3,15 +3,21 @@ package ledger_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/logseed"
 	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
+	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
+	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // seedLog fills a fresh database with n entries of account and their tree
@@ -84,5 +90,60 @@ func TestVerifyReadsInBatches(t *testing.T) {
 	t.Logf("verify of %d entries: %d store commands", n, cmds)
 	if cmds >= n/40 {
 		t.Fatalf("verify of %d entries cost %d store commands, want fewer than %d", n, cmds, n/40)
+	}
+}
+
+// TestVerifyFindsWhatBreaksPastTheFirstWindow: verify reads the log a
+// window at a time; an edit, a missing entry and an edited or missing
+// tree record in a later window are each reported where they are.
+func TestVerifyFindsWhatBreaksPastTheFirstWindow(t *testing.T) {
+	t.Parallel()
+	const account, n = "org_far", 1300
+	entry := func(seq int64) bson.D { return bson.D{{Key: "_id", Value: seqlog.Key(account, seq)}} }
+	record := func(leaf int64) bson.D {
+		return bson.D{{Key: "_id", Value: tree.Key(account, tlog.StoredHashIndex(0, leaf))}}
+	}
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, db *mongo.Database)
+		want   int64
+		reason string
+	}{
+		{"an entry edited", func(t *testing.T, db *mongo.Database) {
+			if _, err := db.Collection(auditlog.EntriesCollection).UpdateOne(context.Background(), entry(1200),
+				bson.D{{Key: "$set", Value: bson.D{{Key: "eventType", Value: "campaign_started"}}}}); err != nil {
+				t.Fatal(err)
+			}
+		}, 1200, "does not match its hash"},
+		{"an entry deleted", func(t *testing.T, db *mongo.Database) {
+			if _, err := db.Collection(auditlog.EntriesCollection).DeleteOne(context.Background(), entry(1030)); err != nil {
+				t.Fatal(err)
+			}
+		}, 1030, "seq 1030 is missing"},
+		{"an interior hash edited", func(t *testing.T, db *mongo.Database) {
+			editRecord(t, db, record(1279), 8) // the subtree of leaves 1024 to 1279
+		}, 1280, "hashes over entries up to 1280"},
+		{"a record deleted", func(t *testing.T, db *mongo.Database) {
+			if _, err := db.Collection(tree.HashesCollection).DeleteOne(context.Background(), record(1100)); err != nil {
+				t.Fatal(err)
+			}
+		}, 1101, "entry 1101 is not in the stored tree"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			db := seedLog(t, account, n, &storeCommands{})
+			tt.tamper(t, db)
+			v, err := ledger.New(ledger.Config{DB: db, Now: time.Now}).Verify(context.Background(), account)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.OK || v.FirstBrokenSeq == nil || *v.FirstBrokenSeq != tt.want || !strings.Contains(v.Reason, tt.reason) {
+				t.Fatalf("got %+v (first broken %v), want broken at %d because %q", v, v.FirstBrokenSeq, tt.want, tt.reason)
+			}
+			if v.HeadSeq != n || v.TreeSize != n {
+				t.Fatalf("got head %d and tree %d, want %d and %d", v.HeadSeq, v.TreeSize, n, n)
+			}
+		})
 	}
 }
