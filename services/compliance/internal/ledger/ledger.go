@@ -399,8 +399,8 @@ type Slot struct {
 	Entry auditlog.Entry
 }
 
-// Range reads seqs from, from+step, … (step is 1 or -1), n of them, with a
-// few lookups in flight at once, in order.
+// Range reads seqs from, from+step, … (step is 1 or -1), n of them, in
+// finds by _id of a few hundred keys each (seqlog.Range), in order.
 func (l *Ledger) Range(ctx context.Context, account string, from int64, step int64, n int) ([]Slot, error) {
 	docs, err := seqlog.Range[auditlog.Doc](ctx, l.log, account, from, step, n)
 	if err != nil {
