@@ -131,6 +131,26 @@ func Seal(e *Entry, prev string) error {
 	return nil
 }
 
+// Check returns what entry e's fields make: the hash it must carry given
+// its prevHash (ComputeHash) and its leaf data as it is (LeafData), from
+// one canonical encoding (SealLeaf) when that hash is the one e carries;
+// an entry that does not match its hash is encoded again as those two
+// say, so that what is wrong with it is theirs to tell. It fails when e
+// cannot be encoded.
+func Check(e Entry) (hash string, leaf []byte, err error) {
+	sealed := e
+	if leaf, err = SealLeaf(&sealed, e.PrevHash, nil); err == nil && sealed.Hash == e.Hash {
+		return sealed.Hash, leaf, nil
+	}
+	if hash, err = ComputeHash(e); err != nil {
+		return "", nil, err
+	}
+	if leaf, err = LeafData(e); err != nil {
+		return "", nil, err
+	}
+	return hash, leaf, nil
+}
+
 // Canonical re-encodes the JSON document raw per RFC 8785. It fails on
 // what RFC 8785 cannot encode (I-JSON): a number beyond the range of a
 // double, a duplicate key, a lone surrogate, invalid UTF-8.
@@ -183,6 +203,16 @@ func (v *Verifier) Add(e Entry) error {
 	if !v.res.OK {
 		return ErrBroken
 	}
+	h, err := ComputeHash(e)
+	return v.AddHashed(e, h, err)
+}
+
+// AddHashed is Add of e given what its fields make: hash, the hash e must
+// carry (ComputeHash), or hashErr when it has none, as Check gives them.
+func (v *Verifier) AddHashed(e Entry, hash string, hashErr error) error {
+	if !v.res.OK {
+		return ErrBroken
+	}
 	want := v.res.HeadSeq + 1
 	switch {
 	case e.AccountID != v.account:
@@ -194,11 +224,10 @@ func (v *Verifier) Add(e Entry) error {
 	case e.PrevHash != v.prev:
 		return v.broken(e.Seq, fmt.Sprintf("prevHash of %d does not link to the hash of %d", e.Seq, v.res.HeadSeq))
 	}
-	h, err := ComputeHash(e)
-	if err != nil {
-		return v.broken(e.Seq, err.Error())
+	if hashErr != nil {
+		return v.broken(e.Seq, hashErr.Error())
 	}
-	if h != e.Hash {
+	if hash != e.Hash {
 		return v.broken(e.Seq, fmt.Sprintf("entry %d does not match its hash", e.Seq))
 	}
 	v.prev = e.Hash

@@ -59,3 +59,48 @@ func TestSealLeafIsSealAndLeafData(t *testing.T) {
 		t.Fatal("SealLeaf took data RFC 8785 cannot encode")
 	}
 }
+
+// TestCheckIsComputeHashAndLeafData: Check gives the hash ComputeHash
+// gives and the leaf LeafData gives, for an entry sealed as written and
+// for the same entry edited in every field (where its hash no longer
+// holds), and fails where they fail.
+func TestCheckIsComputeHashAndLeafData(t *testing.T) {
+	t.Parallel()
+	e := Entry{
+		EventID: "evt_1", AccountID: "org_1", Seq: 7, EventType: "opt_out", DocumentID: "doc_1", CampaignID: "cmp_1",
+		Actor: Actor{Type: "user", ID: "user_1", SessionID: "sess_1"}, Data: json.RawMessage(`{"b":1,"a":"<é>"}`),
+		OccurredAt: "2026-04-27T10:00:00.000Z", RecordedAt: "2026-04-27T10:00:01.000Z",
+	}
+	if err := Seal(&e, GenesisHash); err != nil {
+		t.Fatal(err)
+	}
+	edits := []func(*Entry){
+		func(*Entry) {},
+		func(x *Entry) { x.EventID += "x" }, func(x *Entry) { x.AccountID += "x" }, func(x *Entry) { x.Seq++ },
+		func(x *Entry) { x.EventType += "x" }, func(x *Entry) { x.DocumentID += "x" }, func(x *Entry) { x.CampaignID += "x" },
+		func(x *Entry) { x.Actor.ID += "x" }, func(x *Entry) { x.Actor.SessionID = "" }, func(x *Entry) { x.Data = json.RawMessage(`{"a":"<é>","b":1.0}`) },
+		func(x *Entry) { x.Data = json.RawMessage(`{"a":2}`) }, func(x *Entry) { x.OccurredAt += "x" }, func(x *Entry) { x.RecordedAt += "x" },
+		func(x *Entry) { x.PrevHash = e.Hash }, func(x *Entry) { x.Hash = GenesisHash },
+	}
+	for i, edit := range edits {
+		x := e
+		edit(&x)
+		wantHash, err := ComputeHash(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantLeaf, err := LeafData(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hash, leaf, err := Check(x)
+		if err != nil || hash != wantHash || !bytes.Equal(leaf, wantLeaf) {
+			t.Fatalf("edit %d: Check gave %s %s %v, want %s %s", i, hash, leaf, err, wantHash, wantLeaf)
+		}
+	}
+	bad := e
+	bad.Data = json.RawMessage(`{"a":1,"a":2}`)
+	if _, _, err := Check(bad); err == nil {
+		t.Fatal("Check took data RFC 8785 cannot encode")
+	}
+}

@@ -531,22 +531,63 @@ type Slot[T any] struct {
 	Doc   T
 }
 
+// rangeBatch is how many documents one find of Range asks for by _id, and
+// rangeInFlight how many such finds it keeps in flight. MongoDB answers a
+// find of {_id: {$in: keys}} from its _id index; the embedded store's
+// front answers it with lookups by _id of its own (up to 1,000 keys), so a
+// few hundred keys a find cost one round trip where they cost one each.
+const (
+	rangeBatch    = 256
+	rangeInFlight = 4
+)
+
 // Range reads n documents of account's sequence, at seqs from, from+step,
-// … (step is 1 or -1), with a few lookups by _id in flight at once, and
-// returns them in that order.
+// … (step is 1 or -1), in finds by _id of up to rangeBatch keys each, a
+// few in flight at once, and returns them in that order.
 func Range[T any](ctx context.Context, l *Log, account string, from, step int64, n int) ([]Slot[T], error) {
 	slots := make([]Slot[T], n)
-	err := lookups(ctx, n, func(ctx context.Context, i int) error {
-		s := &slots[i]
-		s.Seq = from + int64(i)*step
-		var err error
-		s.Found, err = l.Get(ctx, account, s.Seq, &s.Doc)
-		return err
-	})
-	if err != nil {
+	for i := range slots {
+		slots[i].Seq = from + int64(i)*step
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(rangeInFlight)
+	for lo := 0; lo < n; lo += rangeBatch {
+		part := slots[lo:min(lo+rangeBatch, n)]
+		g.Go(func() error { return findSlots(gctx, l, account, part) })
+	}
+	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("read %d of %s from %d: %w", n, account, from, err)
 	}
 	return slots, nil
+}
+
+// findSlots fills slots (at most a few hundred) from one find of their
+// keys by _id; a slot whose document is not stored stays not Found.
+func findSlots[T any](ctx context.Context, l *Log, account string, slots []Slot[T]) error {
+	keys := make([]string, len(slots))
+	at := make(map[string]int, len(slots))
+	for i, s := range slots {
+		keys[i] = Key(account, s.Seq)
+		at[keys[i]] = i
+	}
+	cur, err := l.docs.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: keys}}}},
+		options.Find().SetBatchSize(int32(len(keys))))
+	if err != nil {
+		return mongox.Classify(err)
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		id, _ := cur.Current.Lookup("_id").StringValueOK()
+		i, ok := at[id]
+		if !ok {
+			continue // not asked for: a store that answers more than asked
+		}
+		if err := cur.Decode(&slots[i].Doc); err != nil {
+			return fmt.Errorf("decode %s: %w", id, err)
+		}
+		slots[i].Found = true
+	}
+	return mongox.Classify(cur.Err())
 }
 
 // insertedBefore returns how many documents an ordered insert wrote before

@@ -244,3 +244,50 @@ func TestRange(t *testing.T) {
 		}
 	}
 }
+
+// TestRangeOverManyFinds reads more positions than one find asks for,
+// both ways, with documents missing on either side of a find's bounds
+// and another account's documents beside them: each position holds its
+// own document, in order.
+func TestRangeOverManyFinds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, mk := newLog(t)
+	l := mk()
+	const n = 700
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("e%d", i+1)
+	}
+	for _, account := range []string{"org_many", "org_other"} {
+		if _, err := l.Append(ctx, account, items(account, ids...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := map[int64]bool{1: true, 256: true, 257: true, 512: true, 513: true, 700: true}
+	for seq := range missing {
+		if _, err := db.Collection("docs").DeleteOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key("org_many", seq)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []int64{1, -1} {
+		from := int64(1)
+		if step < 0 {
+			from = n + 5
+		}
+		slots, err := seqlog.Range[doc](ctx, l, "org_many", from, step, n+5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(slots) != n+5 {
+			t.Fatalf("step %d: %d slots", step, len(slots))
+		}
+		for i, s := range slots {
+			seq := from + int64(i)*step
+			want := seq >= 1 && seq <= n && !missing[seq]
+			if s.Seq != seq || s.Found != want || (want && s.Doc.EventID != fmt.Sprintf("e%d", seq)) {
+				t.Fatalf("step %d, slot %d: %+v, want seq %d found %v", step, i, s, seq, want)
+			}
+		}
+	}
+}

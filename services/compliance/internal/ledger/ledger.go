@@ -402,8 +402,8 @@ type Slot struct {
 	Entry auditlog.Entry
 }
 
-// Range reads seqs from, from+step, … (step is 1 or -1), n of them, with a
-// few lookups in flight at once, in order.
+// Range reads seqs from, from+step, … (step is 1 or -1), n of them, in
+// finds by _id of a few hundred keys each (seqlog.Range), in order.
 func (l *Ledger) Range(ctx context.Context, account string, from int64, step int64, n int) ([]Slot, error) {
 	docs, err := seqlog.Range[auditlog.Doc](ctx, l.log, account, from, step, n)
 	if err != nil {
@@ -581,14 +581,44 @@ func (l *Ledger) keep(account string, v verification) {
 	l.verified[account] = v
 }
 
+// verifyWindow is how many entries (and tree records) recompute reads at
+// once; the next window is read while one is checked.
+const verifyWindow = 1024
+
+// window is one window of entries and their stored tree records (nil
+// when the tree is not read), or the error reading them.
+type window struct {
+	slots   []Slot
+	records [][]tlog.Hash
+	err     error
+}
+
+// readWindow reads n entries of account from seq from on, and with them
+// (at once) the stored tree records of their leaves.
+func (l *Ledger) readWindow(ctx context.Context, account string, from int64, n int) window {
+	var w window
+	var treeErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { w.records, treeErr = l.tree.Records(ctx, account, from-1, n) })
+	w.slots, w.err = l.Range(ctx, account, from, 1, n)
+	wg.Wait()
+	if w.err == nil {
+		w.err = treeErr
+	}
+	return w
+}
+
 // recompute recomputes account's chain from its first entry to head, and
 // its tree: every leaf hash and every stored hash of the tree, rebuilt in
-// memory from the entries, must equal the stored ones (read a window at a
-// time, a lookup by _id per record). The result's Entries counts the entries
-// found, which falls short of HeadSeq when some were deleted; HeadSeq and
-// HeadHash say where the log reached, broken or not; TreeSize and
-// RootHash are the stored tree's, up to head. FirstBrokenSeq is the lowest
-// seq at which either the chain or the tree does not hold.
+// memory from the entries, must equal the stored ones. Entries and tree
+// records are read verifyWindow at a time in finds by _id of a few
+// hundred keys (seqlog.Range, tree.Records), the next window while one is
+// checked; each entry is encoded once for both its hash and its leaf
+// (auditlog.Check). The result's Entries counts the entries found, which
+// falls short of HeadSeq when some were deleted; HeadSeq and HeadHash say
+// where the log reached, broken or not; TreeSize and RootHash are the
+// stored tree's, up to head. FirstBrokenSeq is the lowest seq at which
+// either the chain or the tree does not hold.
 func (l *Ledger) recompute(ctx context.Context, account string, head int64) (auditlog.Result, error) {
 	// Catch the tree up first, so that what it lacks is what it cannot
 	// have; a tree that contradicts the entries is reported below.
@@ -598,26 +628,35 @@ func (l *Ledger) recompute(ctx context.Context, account string, head int64) (aud
 	}
 	size = min(size, head)
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	windows := make(chan window, 1)
+	go func() {
+		defer close(windows)
+		for from := int64(1); from <= head; from += verifyWindow {
+			w := l.readWindow(ctx, account, from, int(min(verifyWindow, head-from+1)))
+			select {
+			case windows <- w:
+			case <-ctx.Done():
+				return
+			}
+			if w.err != nil {
+				return
+			}
+		}
+	}()
+
 	v := auditlog.NewVerifier(account)
 	built := tree.NewBuilder()
 	var treeBroken int64 // the first seq the stored tree does not hold; 0 when none
 	var treeReason string
 	var stored int64
 	var headHash string
-	const window = 64
-	for from := int64(1); from <= head; from += window {
-		n := int(min(window, head-from+1))
-		slots, err := l.Range(ctx, account, from, 1, n)
-		if err != nil {
-			return auditlog.Result{}, err
+	for w := range windows {
+		if w.err != nil {
+			return auditlog.Result{}, w.err
 		}
-		var records [][]tlog.Hash
-		if treeBroken == 0 {
-			if records, err = l.tree.Records(ctx, account, from-1, n); err != nil {
-				return auditlog.Result{}, err
-			}
-		}
-		for i, s := range slots {
+		for i, s := range w.slots {
 			if !s.Found {
 				// Skipping it lets the verifier report the missing seq;
 				// the tree cannot go past it.
@@ -627,12 +666,13 @@ func (l *Ledger) recompute(ctx context.Context, account string, head int64) (aud
 				continue
 			}
 			stored++
-			_ = v.Add(s.Entry)
+			hash, leaf, cerr := auditlog.Check(s.Entry)
+			_ = v.AddHashed(s.Entry, hash, cerr)
 			if s.Seq == head {
 				headHash = s.Entry.Hash
 			}
 			if treeBroken == 0 {
-				if reason := checkLeaf(built, s.Entry, records[i]); reason != "" {
+				if reason := checkLeaf(built, s.Entry.Seq, leaf, cerr, w.records[i]); reason != "" {
 					treeBroken, treeReason = s.Seq, reason
 				}
 			}
@@ -661,13 +701,12 @@ func (l *Ledger) recompute(ctx context.Context, account string, head int64) (aud
 	return out, nil
 }
 
-// checkLeaf adds entry e's leaf to built and compares the record it
-// makes with the one stored (nil when none); it returns what is wrong, or
-// "".
-func checkLeaf(built *tree.Builder, e auditlog.Entry, stored []tlog.Hash) string {
-	data, err := auditlog.LeafData(e)
-	if err != nil {
-		return err.Error()
+// checkLeaf adds the leaf of entry seq, data (or leafErr when it has
+// none), to built and compares the record it makes with the one stored
+// (nil when none); it returns what is wrong, or "".
+func checkLeaf(built *tree.Builder, seq int64, data []byte, leafErr error, stored []tlog.Hash) string {
+	if leafErr != nil {
+		return leafErr.Error()
 	}
 	want, err := built.Add(data)
 	if err != nil {
@@ -675,13 +714,13 @@ func checkLeaf(built *tree.Builder, e auditlog.Entry, stored []tlog.Hash) string
 	}
 	switch {
 	case stored == nil:
-		return fmt.Sprintf("entry %d is not in the stored tree", e.Seq)
+		return fmt.Sprintf("entry %d is not in the stored tree", seq)
 	case len(stored) != len(want) || stored[0] != want[0]:
-		return fmt.Sprintf("the stored tree's leaf hash of entry %d is not the hash of the entry", e.Seq)
+		return fmt.Sprintf("the stored tree's leaf hash of entry %d is not the hash of the entry", seq)
 	}
 	for i := range want {
 		if stored[i] != want[i] {
-			return fmt.Sprintf("the stored tree's hashes over entries up to %d are not the hashes of the entries", e.Seq)
+			return fmt.Sprintf("the stored tree's hashes over entries up to %d are not the hashes of the entries", seq)
 		}
 	}
 	return ""

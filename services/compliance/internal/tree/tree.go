@@ -482,23 +482,40 @@ func (t *Tree) Reader(ctx context.Context, account string) tlog.HashReader {
 	})
 }
 
+// recordsBatch is how many records one find of Records asks for, and
+// recordsInFlight how many such finds it keeps in flight.
+const (
+	recordsBatch    = 256
+	recordsInFlight = 4
+)
+
 // Records returns the stored hashes of account's records (leaves) from,
-// from+1, … n of them, read in one query by _id; nil for a record not
-// stored.
+// from+1, … n of them, read in finds by _id of up to recordsBatch keys, a
+// few in flight at once; nil for a record not stored.
 func (t *Tree) Records(ctx context.Context, account string, from int64, n int) ([][]tlog.Hash, error) {
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = Key(account, tlog.StoredHashIndex(0, from+int64(i)))
-	}
-	got, err := t.find(ctx, keys)
-	if err != nil {
-		return nil, fmt.Errorf("tree of %s from %d: %w", account, from, err)
-	}
 	out := make([][]tlog.Hash, n)
-	for i, k := range keys {
-		if r, ok := got[k]; ok {
-			out[i] = r
-		}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(recordsInFlight)
+	for lo := 0; lo < n; lo += recordsBatch {
+		part := out[lo:min(lo+recordsBatch, n)]
+		first := from + int64(lo)
+		g.Go(func() error {
+			keys := make([]string, len(part))
+			for i := range keys {
+				keys[i] = Key(account, tlog.StoredHashIndex(0, first+int64(i)))
+			}
+			got, err := t.find(gctx, keys)
+			if err != nil {
+				return err
+			}
+			for i, k := range keys {
+				part[i] = got[k]
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, fmt.Errorf("tree of %s from %d: %w", account, from, err)
 	}
 	return out, nil
 }
