@@ -361,8 +361,9 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 		l.owe(account, last, false)
 		return nil
 	}
+	var proof tlog.TreeProof
 	if found {
-		if err := l.check(ctx, account, last, size, root); err != nil {
+		if proof, err = l.check(ctx, account, last, size, root); err != nil {
 			var inc *InconsistentError
 			if errors.As(err, &inc) {
 				return l.refuse(ctx, account, inc)
@@ -377,6 +378,10 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 	st, err := l.cfg.Store.Put(ctx, cp, last)
 	if err != nil {
 		return err
+	}
+	if found && st.fresh {
+		// A witness that holds the last checkpoint is given this proof.
+		st.proof, st.proofFrom = proof, last.Size
 	}
 	if l.cfg.Publish == nil {
 		// Else the publication mark carries the hint.
@@ -401,32 +406,33 @@ func (l *Loop) refuse(ctx context.Context, account string, inc *InconsistentErro
 }
 
 // check proves the tree of size with root consistent with the stored
-// checkpoint last, whose root is the one the log signed.
-func (l *Loop) check(ctx context.Context, account string, last *stored, size int64, root tlog.Hash) error {
+// checkpoint last, whose root is the one the log signed, and returns the
+// proof.
+func (l *Loop) check(ctx context.Context, account string, last *stored, size int64, root tlog.Hash) (tlog.TreeProof, error) {
 	inc := &InconsistentError{Account: account, LastSize: last.Size, Size: size, LastRoot: last.Root, Root: root}
 	switch {
 	case size < last.Size:
 		inc.Reason = "the tree is smaller"
-		return inc
+		return nil, inc
 	case size == last.Size:
 		inc.Reason = "another root at the same size"
-		return inc
+		return nil, inc
 	}
 	start := l.cfg.Now()
 	proof, err := l.cfg.Tree.ProveTree(ctx, account, size, last.Size)
 	if err != nil && !errors.Is(err, ErrTreeInconsistent) {
-		return err
+		return nil, err
 	}
 	l.cfg.Metrics.Proofs.WithLabelValues("consistency").Observe(l.cfg.Now().Sub(start).Seconds())
 	if errors.Is(err, ErrTreeInconsistent) {
 		inc.Reason = err.Error()
-		return inc
+		return nil, inc
 	}
 	if err := tlog.CheckTree(proof, size, root, last.Size, last.Root); err != nil {
 		inc.Reason = err.Error()
-		return inc
+		return nil, inc
 	}
-	return nil
+	return proof, nil
 }
 
 // deliver has each witness that has not cosigned account's latest
@@ -545,7 +551,11 @@ func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, erro
 	l.mu.Lock()
 	old, known := l.witness[key]
 	l.mu.Unlock()
-	if !known && st.seq > 1 {
+	switch {
+	case known || st.seq == 1:
+	case st.proofFrom > 0:
+		old = st.proofFrom // the predecessor signing checked against
+	default:
 		prev, err := l.cfg.Store.get(ctx, cp.Account, st.seq-1)
 		if err != nil {
 			return "", err
@@ -564,7 +574,7 @@ func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, erro
 			return "", &Refusal{Witness: w.ID(), Status: http.StatusConflict, Size: old,
 				Reason: fmt.Sprintf("it holds a checkpoint of size %d the log never stored", old)}
 		}
-		line, err := l.addTo(ctx, w, cp, old)
+		line, err := l.addTo(ctx, w, st, old)
 		r, ok := IsRefusal(err)
 		if !ok || r.Status != http.StatusConflict || r.Size < 0 || r.Size == old {
 			if err == nil {
@@ -622,13 +632,19 @@ func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint, fresh bool
 	return true
 }
 
-func (l *Loop) addTo(ctx context.Context, w *Witness, cp Checkpoint, old int64) (string, error) {
-	var proof tlog.TreeProof
-	if old > 0 && old < cp.Size {
+// addTo offers st to w, which holds size old, with the proof from old:
+// the one signing checked when it is from old, else one read now.
+func (l *Loop) addTo(ctx context.Context, w *Witness, st *stored, old int64) (string, error) {
+	cp := st.Checkpoint
+	proof := st.proof
+	if old > 0 && old < cp.Size && (proof == nil || st.proofFrom != old) {
 		var err error
 		if proof, err = l.cfg.Tree.ProveTree(ctx, cp.Account, cp.Size, old); err != nil {
 			return "", err
 		}
+	}
+	if old <= 0 || old >= cp.Size {
+		proof = nil
 	}
 	return w.AddCheckpoint(ctx, l.cfg.Client, old, proof, cp.Note)
 }

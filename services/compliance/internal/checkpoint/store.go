@@ -95,6 +95,10 @@ type stored struct {
 	// fresh says that this process has just inserted it: it has no
 	// cosignature, and nobody published it.
 	fresh bool
+	// proof, of a fresh one, is its tree's consistency proof from size
+	// proofFrom (its predecessor's), as signing checked it.
+	proof     tlog.TreeProof
+	proofFrom int64
 }
 
 // ErrRaced says that another writer stored a checkpoint of the account
@@ -219,16 +223,38 @@ func (s *Store) latest(ctx context.Context, account string) (*stored, bool, erro
 	return last, true, nil
 }
 
-// lastSeq bounds the numbers of seqlog.Key's twelve digits.
-const lastSeq = 999_999_999_999
-
-// lastFrom reads account's last checkpoint numbered from or later, in one
-// query; nil when there is none.
+// lastFrom reads account's checkpoints from and from+1 in one query (by
+// _id alone: the store's only indexed lookup), then probes forward from
+// the later while there is a next; nil when neither is stored (deleted:
+// the caller looks from 1).
 func (s *Store) lastFrom(ctx context.Context, account string, from int64) (*stored, error) {
-	return s.findOne(ctx, bson.D{
-		{Key: "accountId", Value: account},
-		{Key: "_id", Value: bson.D{{Key: "$gte", Value: seqlog.Key(account, from)}, {Key: "$lte", Value: seqlog.Key(account, lastSeq)}}},
-	}, options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}}))
+	cur, err := s.checkpoints.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in",
+		Value: bson.A{seqlog.Key(account, from), seqlog.Key(account, from+1)}}}}})
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", mongox.Classify(err))
+	}
+	var docs []doc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", mongox.Classify(err))
+	}
+	var last *stored
+	for _, d := range docs {
+		st, err := decode(d)
+		if err != nil {
+			return nil, err
+		}
+		if last == nil || st.seq > last.seq {
+			last = st
+		}
+	}
+	for last != nil && last.seq > from {
+		next, err := s.get(ctx, account, last.seq+1)
+		if err != nil || next == nil {
+			return last, err
+		}
+		last = next
+	}
+	return last, nil
 }
 
 // get reads checkpoint number seq of account; nil when there is none.
@@ -236,15 +262,20 @@ func (s *Store) get(ctx context.Context, account string, seq int64) (*stored, er
 	return s.findOne(ctx, bson.D{{Key: "_id", Value: seqlog.Key(account, seq)}})
 }
 
-func (s *Store) findOne(ctx context.Context, filter bson.D, opts ...options.Lister[options.FindOneOptions]) (*stored, error) {
+func (s *Store) findOne(ctx context.Context, filter bson.D) (*stored, error) {
 	var d doc
-	err := s.checkpoints.FindOne(ctx, filter, opts...).Decode(&d)
+	err := s.checkpoints.FindOne(ctx, filter).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoint: %w", mongox.Classify(err))
 	}
+	return decode(d)
+}
+
+// decode reads a stored checkpoint document.
+func decode(d doc) (*stored, error) {
 	raw, err := base64.StdEncoding.DecodeString(d.Root)
 	if err != nil || len(raw) != tlog.HashSize {
 		return nil, fmt.Errorf("checkpoint %s: stored root %q is not a hash", d.ID, d.Root)
