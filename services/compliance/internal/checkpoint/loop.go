@@ -103,6 +103,10 @@ type debt struct {
 	// running says that an attempt is under way; again, that a new
 	// checkpoint was stored meanwhile and is to be delivered at once.
 	running, again bool
+	// st is the latest checkpoint as signing just read or stored it,
+	// for the next attempt to start from instead of reading it again;
+	// nil once an attempt took it.
+	st *stored
 }
 
 // NewLoop returns the loop of cfg.
@@ -221,18 +225,18 @@ func (l *Loop) round(ctx context.Context) {
 	_ = g.Wait()
 }
 
-// owe puts account's latest checkpoint up for delivery: at once when it
-// is new, else when the account's backoff allows.
-func (l *Loop) owe(account string, fresh bool) {
+// owe puts account's latest checkpoint st up for delivery: at once when
+// it is new (fresh), else when the account's backoff allows.
+func (l *Loop) owe(account string, st *stored, fresh bool) {
 	l.mu.Lock()
 	d, ok := l.owed[account]
 	switch {
 	case !ok:
-		l.owed[account] = &debt{wait: l.cfg.Pace.Retry}
+		l.owed[account] = &debt{wait: l.cfg.Pace.Retry, st: st}
 	case fresh && d.running:
-		d.again = true
+		d.again, d.st = true, st
 	case fresh:
-		d.due = time.Time{}
+		d.due, d.st = time.Time{}, st
 	}
 	l.mu.Unlock()
 	poke(l.deliverWake)
@@ -260,9 +264,11 @@ func (l *Loop) delivering(ctx context.Context) {
 				continue
 			}
 			d.running = true
+			st := d.st
+			d.st = nil
 			wg.Go(func() {
 				defer func() { <-slots }()
-				l.settle(a, l.deliver(ctx, a))
+				l.settle(a, l.deliver(ctx, a, st))
 			})
 		}
 		l.mu.Unlock()
@@ -273,6 +279,25 @@ func (l *Loop) delivering(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// deliverOwed makes one attempt to deliver account's latest checkpoint,
+// if it is owed, as the delivering loop does, and reports whether it is
+// done.
+func (l *Loop) deliverOwed(ctx context.Context, account string) bool {
+	l.mu.Lock()
+	d, ok := l.owed[account]
+	if !ok || d.running {
+		l.mu.Unlock()
+		return !ok
+	}
+	d.running = true
+	st := d.st
+	d.st = nil
+	l.mu.Unlock()
+	done := l.deliver(ctx, account, st)
+	l.settle(account, done)
+	return done
 }
 
 // settle records the outcome of an attempt to deliver account's latest
@@ -333,11 +358,12 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 		return err
 	}
 	if found && last.Size == size && last.Root == root {
-		l.owe(account, false)
+		l.owe(account, last, false)
 		return nil
 	}
+	var proof tlog.TreeProof
 	if found {
-		if err := l.check(ctx, account, last, size, root); err != nil {
+		if proof, err = l.check(ctx, account, last, size, root); err != nil {
 			var inc *InconsistentError
 			if errors.As(err, &inc) {
 				return l.refuse(ctx, account, inc)
@@ -349,8 +375,17 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := l.cfg.Store.Put(ctx, cp, last); err != nil {
+	st, err := l.cfg.Store.Put(ctx, cp, last)
+	if err != nil {
 		return err
+	}
+	if found && st.fresh {
+		// A witness that holds the last checkpoint is given this proof.
+		st.proof, st.proofFrom = proof, last.Size
+	}
+	if l.cfg.Publish == nil {
+		// Else the publication mark carries the hint.
+		l.cfg.Store.hint(ctx, account, st.seq)
 	}
 	// The Gap runs from the checkpoint stored, not from the look that
 	// began it: stored checkpoints are a Gap apart however long it took.
@@ -358,7 +393,7 @@ func (l *Loop) Sign(ctx context.Context, account string) error {
 	l.last[account] = l.cfg.Now()
 	l.mu.Unlock()
 	l.cfg.Metrics.signed.Inc()
-	l.owe(account, true)
+	l.owe(account, &st, true)
 	return nil
 }
 
@@ -371,46 +406,56 @@ func (l *Loop) refuse(ctx context.Context, account string, inc *InconsistentErro
 }
 
 // check proves the tree of size with root consistent with the stored
-// checkpoint last, whose root is the one the log signed.
-func (l *Loop) check(ctx context.Context, account string, last *stored, size int64, root tlog.Hash) error {
+// checkpoint last, whose root is the one the log signed, and returns the
+// proof.
+func (l *Loop) check(ctx context.Context, account string, last *stored, size int64, root tlog.Hash) (tlog.TreeProof, error) {
 	inc := &InconsistentError{Account: account, LastSize: last.Size, Size: size, LastRoot: last.Root, Root: root}
 	switch {
 	case size < last.Size:
 		inc.Reason = "the tree is smaller"
-		return inc
+		return nil, inc
 	case size == last.Size:
 		inc.Reason = "another root at the same size"
-		return inc
+		return nil, inc
 	}
 	start := l.cfg.Now()
 	proof, err := l.cfg.Tree.ProveTree(ctx, account, size, last.Size)
 	if err != nil && !errors.Is(err, ErrTreeInconsistent) {
-		return err
+		return nil, err
 	}
 	l.cfg.Metrics.Proofs.WithLabelValues("consistency").Observe(l.cfg.Now().Sub(start).Seconds())
 	if errors.Is(err, ErrTreeInconsistent) {
 		inc.Reason = err.Error()
-		return inc
+		return nil, inc
 	}
 	if err := tlog.CheckTree(proof, size, root, last.Size, last.Root); err != nil {
 		inc.Reason = err.Error()
-		return inc
+		return nil, inc
 	}
-	return nil
+	return proof, nil
 }
 
 // deliver has each witness that has not cosigned account's latest
 // checkpoint cosign it, then publishes it unless it was published with
 // as many cosignatures. It reports whether nothing is left to do: each
-// witness cosigned or refused it for good, and the topic took it.
-func (l *Loop) deliver(ctx context.Context, account string) bool {
-	st, found, err := l.cfg.Store.latest(ctx, account)
-	if err != nil || !found {
-		return l.delivered(ctx, account, err)
+// witness cosigned or refused it for good, and the topic took it. st,
+// when not nil, is the latest as signing just read or stored it: a later
+// one stored by another replica meanwhile is that replica's to deliver,
+// and one this process just stored has no cosignature to read.
+func (l *Loop) deliver(ctx context.Context, account string, st *stored) bool {
+	if st == nil {
+		var found bool
+		var err error
+		if st, found, err = l.cfg.Store.latest(ctx, account); err != nil || !found {
+			return l.delivered(ctx, account, err)
+		}
 	}
-	lines, err := l.cfg.Store.cosignatures(ctx, st.Checkpoint)
-	if err != nil {
-		return l.delivered(ctx, account, err)
+	lines := map[string]string{}
+	if !st.fresh {
+		var err error
+		if lines, err = l.cfg.Store.cosignatures(ctx, st.Checkpoint); err != nil {
+			return l.delivered(ctx, account, err)
+		}
 	}
 	done := l.collect(ctx, st, lines)
 	cp := st.Checkpoint
@@ -419,7 +464,7 @@ func (l *Loop) deliver(ctx context.Context, account string) bool {
 			cp.Cosignatures = append(cp.Cosignatures, line)
 		}
 	}
-	return l.publish(ctx, st.seq, cp) && done
+	return l.publish(ctx, st.seq, cp, st.fresh) && done
 }
 
 // delivered reports whether an attempt that ended with err is done, and
@@ -506,7 +551,11 @@ func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, erro
 	l.mu.Lock()
 	old, known := l.witness[key]
 	l.mu.Unlock()
-	if !known && st.seq > 1 {
+	switch {
+	case known || st.seq == 1:
+	case st.proofFrom > 0:
+		old = st.proofFrom // the predecessor signing checked against
+	default:
 		prev, err := l.cfg.Store.get(ctx, cp.Account, st.seq-1)
 		if err != nil {
 			return "", err
@@ -525,7 +574,7 @@ func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, erro
 			return "", &Refusal{Witness: w.ID(), Status: http.StatusConflict, Size: old,
 				Reason: fmt.Sprintf("it holds a checkpoint of size %d the log never stored", old)}
 		}
-		line, err := l.addTo(ctx, w, cp, old)
+		line, err := l.addTo(ctx, w, st, old)
 		r, ok := IsRefusal(err)
 		if !ok || r.Status != http.StatusConflict || r.Size < 0 || r.Size == old {
 			if err == nil {
@@ -546,21 +595,25 @@ func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, erro
 // publish puts cp, checkpoint number seq of its account, on the topic
 // unless it is there already with as many cosignatures, and reports
 // whether it is. A failed attempt is counted and retried by the caller.
-func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint) bool {
+// fresh says that this process has just stored cp: nobody published it
+// yet, so the mark is not read.
+func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint, fresh bool) bool {
 	if l.cfg.Publish == nil {
 		return true
 	}
 	mark := publishMark(seq, len(cp.Cosignatures))
-	published, err := l.cfg.Store.published(ctx, cp.Account)
-	if err != nil {
-		l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
-		return false
-	}
-	if published >= mark {
-		return true
+	if !fresh {
+		published, err := l.cfg.Store.published(ctx, cp.Account)
+		if err != nil {
+			l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
+			return false
+		}
+		if published >= mark {
+			return true
+		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PublishTimeout)
-	err = l.cfg.Publish(pctx, cp.Account, cp.Text())
+	err := l.cfg.Publish(pctx, cp.Account, cp.Text())
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -571,7 +624,7 @@ func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint) bool {
 		return false
 	}
 	l.cfg.Metrics.published.Inc()
-	if err := l.cfg.Store.markPublished(ctx, cp.Account, mark); err != nil {
+	if err := l.cfg.Store.markPublished(ctx, cp.Account, seq, mark); err != nil {
 		// Published again later: the topic is at least once.
 		l.cfg.Logger.WarnContext(ctx, "checkpoint published but not marked so", slog.String("account_id", cp.Account), slog.Any("err", err))
 		return false
@@ -579,13 +632,19 @@ func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint) bool {
 	return true
 }
 
-func (l *Loop) addTo(ctx context.Context, w *Witness, cp Checkpoint, old int64) (string, error) {
-	var proof tlog.TreeProof
-	if old > 0 && old < cp.Size {
+// addTo offers st to w, which holds size old, with the proof from old:
+// the one signing checked when it is from old, else one read now.
+func (l *Loop) addTo(ctx context.Context, w *Witness, st *stored, old int64) (string, error) {
+	cp := st.Checkpoint
+	proof := st.proof
+	if old > 0 && old < cp.Size && (proof == nil || st.proofFrom != old) {
 		var err error
 		if proof, err = l.cfg.Tree.ProveTree(ctx, cp.Account, cp.Size, old); err != nil {
 			return "", err
 		}
+	}
+	if old <= 0 || old >= cp.Size {
+		proof = nil
 	}
 	return w.AddCheckpoint(ctx, l.cfg.Client, old, proof, cp.Note)
 }

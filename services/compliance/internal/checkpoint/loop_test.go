@@ -25,7 +25,9 @@ import (
 	"github.com/rcm-platform/rcm/pkg/witness"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -81,6 +83,8 @@ type rigOptions struct {
 	witnessDown bool
 	// stopped leaves the loop to be started by r.start.
 	stopped bool
+	// monitor watches the commands the rig's store client sends.
+	monitor *event.CommandMonitor
 }
 
 func newRig(t *testing.T, opts ...func(*rigOptions)) *rig {
@@ -91,7 +95,15 @@ func newRig(t *testing.T, opts ...func(*rigOptions)) *rig {
 	}
 	ctx := context.Background()
 	r := &rig{reg: prometheus.NewRegistry(), witnessReg: prometheus.NewRegistry()}
-	r.db = mongotest.Client(t).Database(mongotest.NewDatabase(t))
+	cl := mongotest.Client(t)
+	if o.monitor != nil {
+		var err error
+		if cl, err = mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(o.monitor)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	}
+	r.db = cl.Database(mongotest.NewDatabase(t))
 	r.led = ledger.New(ledger.Config{DB: r.db, Now: time.Now})
 	if err := r.led.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)

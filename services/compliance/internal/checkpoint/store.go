@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rcm-platform/rcm/pkg/mongox"
@@ -22,7 +23,7 @@ const (
 	CheckpointsCollection = "checkpoints"
 	// HeadsCollection holds a hint of each account's latest checkpoint
 	// number (the checkpoints themselves say where the sequence ends),
-	// and how far its checkpoints were published (publishMark).
+	// written with how far its checkpoints were published (publishMark).
 	HeadsCollection = "checkpoint_heads"
 	// CosignaturesCollection holds the cosignatures witnesses gave,
 	// insert-only, one document per checkpoint and witness, apart from
@@ -38,6 +39,12 @@ type Store struct {
 	// witnesses are the ids (Witness.ID) whose cosignatures are read.
 	witnesses []string
 	now       func() time.Time
+
+	// known holds, per account, the number of the latest checkpoint this
+	// process stored or read: where the next look for the latest starts.
+	// The store says where the sequence ends; this only saves the hint.
+	mu    sync.Mutex
+	known map[string]int64
 }
 
 // NewStore returns the store in db, reading the cosignatures of the
@@ -50,7 +57,7 @@ func NewStore(db *mongo.Database, witnesses []string, now func() time.Time) *Sto
 		checkpoints: db.Collection(CheckpointsCollection),
 		heads:       db.Collection(HeadsCollection),
 		cosigs:      db.Collection(CosignaturesCollection),
-		witnesses:   witnesses, now: now,
+		witnesses:   witnesses, now: now, known: map[string]int64{},
 	}
 }
 
@@ -85,6 +92,13 @@ type cosigDoc struct {
 type stored struct {
 	Checkpoint
 	seq int64
+	// fresh says that this process has just inserted it: it has no
+	// cosignature, and nobody published it.
+	fresh bool
+	// proof, of a fresh one, is its tree's consistency proof from size
+	// proofFrom (its predecessor's), as signing checked it.
+	proof     tlog.TreeProof
+	proofFrom int64
 }
 
 // ErrRaced says that another writer stored a checkpoint of the account
@@ -119,16 +133,30 @@ func (s *Store) Put(ctx context.Context, cp Checkpoint, last *stored) (stored, e
 	if err != nil {
 		return stored{}, fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, mongox.Classify(err))
 	}
-	// The hint only saves probes: a lost one costs a few lookups.
-	_, _ = s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: cp.Account}},
+	s.remember(cp.Account, seq)
+	return stored{Checkpoint: cp, seq: seq, fresh: true}, nil
+}
+
+// remember notes seq as the latest checkpoint of account known here.
+func (s *Store) remember(account string, seq int64) {
+	s.mu.Lock()
+	s.known[account] = seq
+	s.mu.Unlock()
+}
+
+// hint records seq as a hint of account's latest checkpoint number. The
+// hint only saves probes to a process that knows nothing of the account
+// yet: a lost or late one costs a few lookups.
+func (s *Store) hint(ctx context.Context, account string, seq int64) {
+	_, _ = s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
 		bson.D{{Key: "$max", Value: bson.D{{Key: "seq", Value: seq}}}}, options.UpdateOne().SetUpsert(true))
-	return stored{Checkpoint: cp, seq: seq}, nil
 }
 
 // Latest returns account's latest checkpoint with its cosignatures;
-// found is false when it has none. It costs a few lookups by _id: the
-// hint, then the sequence probed forward from it (or galloped from 1 when
-// the hint points past the end).
+// found is false when it has none. It costs one lookup when this process
+// stored or read one of the account's checkpoints (the last one stored
+// from that one on), one more for the hint otherwise, and a gallop from 1
+// when neither is stored any more.
 func (s *Store) Latest(ctx context.Context, account string) (Checkpoint, bool, error) {
 	st, found, err := s.latest(ctx, account)
 	if err != nil || !found {
@@ -139,16 +167,23 @@ func (s *Store) Latest(ctx context.Context, account string) (Checkpoint, bool, e
 }
 
 func (s *Store) latest(ctx context.Context, account string) (*stored, bool, error) {
-	var hint struct {
-		Seq int64 `bson:"seq"`
-	}
-	err := s.heads.FindOne(ctx, bson.D{{Key: "_id", Value: account}}).Decode(&hint)
-	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, false, fmt.Errorf("checkpoint hint of %s: %w", account, mongox.Classify(err))
+	s.mu.Lock()
+	from := s.known[account]
+	s.mu.Unlock()
+	if from == 0 {
+		var hint struct {
+			Seq int64 `bson:"seq"`
+		}
+		err := s.heads.FindOne(ctx, bson.D{{Key: "_id", Value: account}}).Decode(&hint)
+		if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+			return nil, false, fmt.Errorf("checkpoint hint of %s: %w", account, mongox.Classify(err))
+		}
+		from = hint.Seq
 	}
 	var last *stored
-	if hint.Seq > 0 {
-		if last, err = s.get(ctx, account, hint.Seq); err != nil {
+	if from > 0 {
+		var err error
+		if last, err = s.lastFrom(ctx, account, from); err != nil {
 			return nil, false, err
 		}
 	}
@@ -178,19 +213,48 @@ func (s *Store) latest(ctx context.Context, account string) (*stored, bool, erro
 			}
 		}
 		if last == nil {
+			s.mu.Lock()
+			delete(s.known, account)
+			s.mu.Unlock()
 			return nil, false, nil
 		}
 	}
-	for {
-		next, err := s.get(ctx, account, last.seq+1)
+	s.remember(account, last.seq)
+	return last, true, nil
+}
+
+// lastFrom reads account's checkpoints from and from+1 in one query (by
+// _id alone: the store's only indexed lookup), then probes forward from
+// the later while there is a next; nil when neither is stored (deleted:
+// the caller looks from 1).
+func (s *Store) lastFrom(ctx context.Context, account string, from int64) (*stored, error) {
+	cur, err := s.checkpoints.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in",
+		Value: bson.A{seqlog.Key(account, from), seqlog.Key(account, from+1)}}}}})
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", mongox.Classify(err))
+	}
+	var docs []doc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("read checkpoint: %w", mongox.Classify(err))
+	}
+	var last *stored
+	for _, d := range docs {
+		st, err := decode(d)
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
-		if next == nil {
-			return last, true, nil
+		if last == nil || st.seq > last.seq {
+			last = st
+		}
+	}
+	for last != nil && last.seq > from {
+		next, err := s.get(ctx, account, last.seq+1)
+		if err != nil || next == nil {
+			return last, err
 		}
 		last = next
 	}
+	return last, nil
 }
 
 // get reads checkpoint number seq of account; nil when there is none.
@@ -207,6 +271,11 @@ func (s *Store) findOne(ctx context.Context, filter bson.D) (*stored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoint: %w", mongox.Classify(err))
 	}
+	return decode(d)
+}
+
+// decode reads a stored checkpoint document.
+func decode(d doc) (*stored, error) {
 	raw, err := base64.StdEncoding.DecodeString(d.Root)
 	if err != nil || len(raw) != tlog.HashSize {
 		return nil, fmt.Errorf("checkpoint %s: stored root %q is not a hash", d.ID, d.Root)
@@ -299,10 +368,11 @@ func (s *Store) published(ctx context.Context, account string) (int64, error) {
 }
 
 // markPublished records that account's checkpoints were published up to
-// mark (publishMark); it never moves the mark back.
-func (s *Store) markPublished(ctx context.Context, account string, mark int64) error {
+// mark (publishMark) of checkpoint number seq, and seq as the hint of the
+// latest; it never moves either back.
+func (s *Store) markPublished(ctx context.Context, account string, seq, mark int64) error {
 	_, err := s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: "published", Value: mark}}}}, options.UpdateOne().SetUpsert(true))
+		bson.D{{Key: "$max", Value: bson.D{{Key: "published", Value: mark}, {Key: "seq", Value: seq}}}}, options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return fmt.Errorf("publication hint of %s: %w", account, mongox.Classify(err))
 	}

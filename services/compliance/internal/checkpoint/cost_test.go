@@ -1,0 +1,114 @@
+package checkpoint
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
+	"go.mongodb.org/mongo-driver/v2/event"
+)
+
+// commands counts the commands a client sends, by command and collection.
+type commands struct {
+	mu sync.Mutex
+	n  map[string]int // "find checkpoints" → count
+}
+
+func (c *commands) monitor() *event.CommandMonitor {
+	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		switch e.CommandName {
+		case "find", "insert", "update", "delete", "getMore", "aggregate":
+		default:
+			return
+		}
+		coll, _ := e.Command.Lookup(e.CommandName).StringValueOK()
+		c.mu.Lock()
+		c.n[e.CommandName+" "+coll]++
+		c.mu.Unlock()
+	}}
+}
+
+// take returns the counts since the last take and starts again.
+func (c *commands) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.n
+	c.n = map[string]int{}
+	return out
+}
+
+// TestCheckpointStoreCost: once an account has a checkpoint, signing the
+// next and delivering it (one witness, the topic) costs the checkpoint
+// store one find (is the one this process knows still the last stored?),
+// the insert of the checkpoint and of its cosignature, and one update
+// (the publication mark, which carries the hint of the latest), and the
+// tree two reads (its edge, and one consistency proof for the check and
+// the witness); it logs the ledger's other commands beside them. A
+// process new to the account adds one find, of the hint.
+func TestCheckpointStoreCost(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := &commands{n: map[string]int{}}
+	r := newRig(t, func(o *rigOptions) { o.stopped, o.monitor = true, c.monitor() })
+	const account, rounds = "org_cost", 8
+	evs := optOuts(t, account, rounds+2)
+	step := func(i int) {
+		t.Helper()
+		if _, err := r.led.Append(ctx, account, evs[i:i+1]); err != nil {
+			t.Fatal(err)
+		}
+		c.take()
+		if err := r.loop.Sign(ctx, account); err != nil {
+			t.Fatal(err)
+		}
+		if !r.loop.deliverOwed(ctx, account) {
+			t.Fatalf("checkpoint %d not delivered", i+1)
+		}
+	}
+	step(0) // the first looks the account up
+	total := map[string]int{}
+	for i := 1; i <= rounds; i++ {
+		step(i)
+		for k, v := range c.take() {
+			total[k] += v
+		}
+	}
+	if got := r.latest(t, account); got.Size != rounds+1 || len(got.Cosignatures) != 1 {
+		t.Fatalf("latest checkpoint: size %d with %d cosignatures, want %d with 1", got.Size, len(got.Cosignatures), rounds+1)
+	}
+	per := func(k string) float64 { return float64(total[k]) / rounds }
+	t.Logf("store commands per checkpoint: %v", total)
+	want := map[string]float64{
+		"find " + CheckpointsCollection:    1,
+		"find " + HeadsCollection:          0,
+		"find " + CosignaturesCollection:   0,
+		"insert " + CheckpointsCollection:  1,
+		"insert " + CosignaturesCollection: 1,
+		"update " + HeadsCollection:        1,
+		"find " + tree.HashesCollection:    2,
+	}
+	for k, w := range want {
+		if got := per(k); got > w {
+			t.Errorf("%s: %.2f per checkpoint, want at most %v", k, got, w)
+		}
+	}
+
+	// Another process, new to the account, signs the next.
+	cfg := r.loop.cfg
+	cfg.Store = NewStore(r.db, r.store.witnesses, time.Now)
+	cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	r.loop = NewLoop(cfg)
+	step(rounds + 1)
+	got := c.take()
+	t.Logf("store commands of the first checkpoint of a process: %v", got)
+	finds := got["find "+CheckpointsCollection] + got["find "+HeadsCollection] + got["find "+CosignaturesCollection]
+	if finds > 2 {
+		t.Errorf("the first checkpoint of a process: %d finds of the checkpoint store, want at most 2 (the hint, the latest)", finds)
+	}
+	if cp := r.latest(t, account); cp.Size != rounds+2 || len(cp.Cosignatures) != 1 {
+		t.Fatalf("latest checkpoint: size %d with %d cosignatures, want %d with 1", cp.Size, len(cp.Cosignatures), rounds+2)
+	}
+}
