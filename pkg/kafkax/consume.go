@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -22,20 +24,30 @@ type BatchHandler func(ctx context.Context, topic string, partition int32, recor
 // ConsumeLoop is the poll loop of a consumer-group client created with
 // GroupOpts (manual commits, kgo.BlockRebalanceOnPoll). For each fetch it
 // hands every partition's batch to handle, retrying a failed batch with
-// backoff, commits the offsets of what was handled, and only then allows a
-// rebalance: offsets are committed only after the work is durable, and a
-// partition cannot move to another member in the middle of a batch.
+// backoff, and commits the offsets of what was handled: offsets are
+// committed only after the work is durable, and a partition cannot move
+// to another member in the middle of a batch.
 //
-// Retries are bounded by rebalances: once a rebalance waits for this loop
-// (kgo.OnPartitionsCallbackBlocked), a failing batch is not tried again,
-// nor are the partitions not handled yet; the loop commits what was
-// handled, moves the consume position of every other partition of the
-// fetch back to its first unhandled record, and allows the rebalance. A
-// partition that stays with this member is then fetched again from that
-// record, one that moves is read by its new owner from the committed
-// offset: nothing is skipped, and no record holds a rebalance longer than
-// firstAttemptGrace. It returns when ctx is done, after committing what
-// was handled.
+// The commit does not hold up the next fetch: it is sent asynchronously
+// (franz-go sends commits one at a time, in the order they were made),
+// and the loop polls and handles the next records while it is in flight,
+// rebalances still blocked. Rebalancing is allowed again only once no
+// commit is in flight: when the commit was answered before the next poll,
+// or, if a rebalance waits (kgo.OnPartitionsCallbackBlocked) during that
+// poll or that fetch's handling, after waiting for it; a partition is
+// thus never revoked, nor the loop left, with its offsets still on the
+// way.
+//
+// Retries are bounded by rebalances: once a rebalance waits for this loop,
+// a failing batch is not tried again, nor are the partitions not handled
+// yet; the loop commits what was handled, moves the consume position of
+// every other partition of the fetch back to its first unhandled record,
+// and allows the rebalance. A partition that stays with this member is
+// then fetched again from that record, one that moves is read by its new
+// owner from the committed offset: nothing is skipped, and no record
+// holds a rebalance longer than firstAttemptGrace (plus the commit in
+// flight). It returns when ctx is done, after committing what was
+// handled.
 //
 // The partitions of a fetch are handled one after another, unless
 // PartitionsAtOnce says how many may be handled at the same time: then
@@ -50,13 +62,37 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 	gate := &rebalanceGate{waiting: make(chan struct{})}
 	gates.Store(cl, gate)
 	defer gates.Delete(cl)
+	var (
+		blocked  bool           // polled since the last AllowRebalance
+		inFlight *pendingCommit // the last commit sent, nil once answered
+	)
+	// allow waits for the commit in flight, then lets a rebalance run.
+	allow := func() {
+		inFlight.wait()
+		inFlight = nil
+		gate.reset()
+		cl.AllowRebalance()
+		blocked = false
+	}
 	for {
-		fetches := cl.PollRecords(ctx, maxRecords)
+		if blocked && inFlight.answered() {
+			allow()
+		}
+		fetches, byGate := poll(ctx, cl, maxRecords, gate, blocked)
+		blocked = true
 		if fetches.IsClientClosed() || ctx.Err() != nil {
-			cl.AllowRebalance()
+			allow()
 			return nil
 		}
+		if byGate && fetches.NumRecords() == 0 {
+			// A rebalance waits while the last commit is in flight.
+			allow()
+			continue
+		}
 		fetches.EachError(func(topic string, partition int32, err error) {
+			if byGate && errors.Is(err, context.Canceled) {
+				return
+			}
 			logger.Warn("fetch error", slog.String("topic", topic), slog.Int("partition", int(partition)), slog.Any("err", err))
 		})
 		var parts []kgo.FetchTopicPartition
@@ -80,11 +116,15 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 			})
 		}
 		wg.Wait()
-		var done []*kgo.Record
+		done := map[string]map[int32]kgo.EpochOffset{}
 		rewind := map[string]map[int32]kgo.EpochOffset{}
 		for i, p := range parts {
 			if handled[i] {
-				done = append(done, p.Records...)
+				last := p.Records[len(p.Records)-1]
+				if done[p.Topic] == nil {
+					done[p.Topic] = map[int32]kgo.EpochOffset{}
+				}
+				done[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: last.LeaderEpoch, Offset: last.Offset + 1}
 				continue
 			}
 			if ctx.Err() != nil {
@@ -98,20 +138,90 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 			rewind[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: p.Records[0].Offset}
 		}
 		if len(done) > 0 {
-			// Commit even while shutting down: the work is done.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if err := cl.CommitRecords(cctx, done...); err != nil {
-				logger.Warn("commit failed; the records will be redelivered and deduplicated", slog.Any("err", err))
-			}
-			cancel()
+			// Sent even while shutting down: the work is done. It
+			// follows the commit before it, if that is still in flight.
+			inFlight = commitAsync(ctx, cl, done, logger)
 		}
 		if len(rewind) > 0 {
 			// Before AllowRebalance, while no revoke can run.
 			cl.SetOffsets(rewind)
 			logger.Warn("a rebalance is waiting: unhandled records will be fetched again", slog.Any("from", rewind))
 		}
-		gate.reset()
-		cl.AllowRebalance()
+		if len(rewind) > 0 || gate.isWaiting() || ctx.Err() != nil {
+			allow()
+		}
+	}
+}
+
+// poll polls records. While rebalances are still blocked by the previous
+// poll (its commit in flight), the poll also ends, reporting byGate, when
+// a rebalance starts waiting: the loop must then let it run rather than
+// wait for records that may not come.
+func poll(ctx context.Context, cl *kgo.Client, maxRecords int, gate *rebalanceGate, blocked bool) (_ kgo.Fetches, byGate bool) {
+	if !blocked {
+		return cl.PollRecords(ctx, maxRecords), false
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-gate.wait():
+			cancel()
+		case <-pctx.Done():
+		}
+	}()
+	fetches := cl.PollRecords(pctx, maxRecords)
+	return fetches, pctx.Err() != nil && ctx.Err() == nil && gate.isWaiting()
+}
+
+// pendingCommit is a commit sent with CommitOffsets: answered is closed
+// once its onDone has run.
+type pendingCommit struct{ done chan struct{} }
+
+// commitAsync sends offsets and returns at once; a failed commit is
+// logged: its records are redelivered (and deduplicated by the handlers)
+// if their partition moves before a later commit covers them.
+func commitAsync(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset, logger *slog.Logger) *pendingCommit {
+	c := &pendingCommit{done: make(chan struct{})}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	cl.CommitOffsets(cctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		defer close(c.done)
+		defer cancel()
+		if err == nil && resp != nil {
+			for _, t := range resp.Topics {
+				for _, p := range t.Partitions {
+					if err == nil {
+						err = kerr.ErrorForCode(p.ErrorCode)
+					}
+				}
+			}
+		}
+		if err != nil {
+			logger.Warn("commit failed; the records will be redelivered and deduplicated", slog.Any("err", err))
+		}
+	})
+	return c
+}
+
+// answered reports whether the commit has been answered (a nil commit
+// has).
+func (c *pendingCommit) answered() bool {
+	if c == nil {
+		return true
+	}
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the commit to be answered (a commit is bounded by its
+// timeout).
+func (c *pendingCommit) wait() {
+	if c != nil {
+		<-c.done
 	}
 }
 
