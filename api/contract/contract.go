@@ -72,3 +72,26 @@ func Channels() []string { return []string{ChannelSMS, ChannelEmail, ChannelCall
 // OptOutChannels returns what an opt-out's channel may be, in the
 // contract's order.
 func OptOutChannels() []string { return append(Channels(), ChannelAll) }
+
+// Outcomes of a contact attempt. A call takes no_answer, voicemail,
+// conversation or failed; sms and email take delivered, bounced or failed.
+const (
+	OutcomeNoAnswer     = "no_answer"
+	OutcomeVoicemail    = "voicemail"
+	OutcomeConversation = "conversation" // starts the conversation cooldown of calls
+	OutcomeFailed       = "failed"
+	OutcomeDelivered    = "delivered"
+	OutcomeBounced      = "bounced"
+)
+
+// Outcomes returns the outcomes an attempt on channel may take, in the
+// contract's order; nil for an unknown channel.
+func Outcomes(channel string) []string {
+	switch channel {
+	case ChannelCall:
+		return []string{OutcomeNoAnswer, OutcomeVoicemail, OutcomeConversation, OutcomeFailed}
+	case ChannelSMS, ChannelEmail:
+		return []string{OutcomeDelivered, OutcomeBounced, OutcomeFailed}
+	}
+	return nil
+}

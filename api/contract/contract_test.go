@@ -230,7 +230,7 @@ func TestLimitsAreOpenAPIs(t *testing.T) {
 	}
 	limits["MaxBody"] = nil
 	for name := range consts {
-		if _, ok := limits[name]; !ok && !strings.HasPrefix(name, "Msg") && !strings.HasPrefix(name, "Channel") {
+		if _, ok := limits[name]; !ok && !strings.HasPrefix(name, "Msg") && !strings.HasPrefix(name, "Channel") && !strings.HasPrefix(name, "Outcome") {
 			t.Errorf("contract.%s is checked against nothing: add where openapi.yaml states it", name)
 		}
 	}
@@ -275,5 +275,39 @@ func TestChannelsAreOpenAPIs(t *testing.T) {
 	want := slices.Sorted(slices.Values(contract.OptOutChannels()))
 	if !reflect.DeepEqual(named, want) {
 		t.Errorf("Channel constants %v, want %v", named, want)
+	}
+}
+
+// TestOutcomesAreOpenAPIs: every outcome a channel may take is in the
+// outcome request's enum of openapi.yaml, which holds nothing else, and
+// every Outcome constant is one of them.
+func TestOutcomesAreOpenAPIs(t *testing.T) {
+	t.Parallel()
+	oapi := load(t, "openapi.yaml")
+	var enum []string
+	for _, x := range at(t, oapi, "components.schemas.ContactOutcomeRequest.properties.outcome.enum").([]any) {
+		enum = append(enum, x.(string))
+	}
+	var all []string
+	for _, ch := range contract.Channels() {
+		if len(contract.Outcomes(ch)) == 0 {
+			t.Errorf("channel %s takes no outcome", ch)
+		}
+		all = append(all, contract.Outcomes(ch)...)
+	}
+	if got, want := slices.Compact(slices.Sorted(slices.Values(all))), slices.Sorted(slices.Values(enum)); !slices.Equal(got, want) {
+		t.Errorf("the channels' outcomes are %v, openapi.yaml's enum %v", got, want)
+	}
+	var named []string
+	for name, v := range constants(t) {
+		if strings.HasPrefix(name, "Outcome") {
+			named = append(named, constant.StringVal(v))
+		}
+	}
+	if got, want := slices.Sorted(slices.Values(named)), slices.Sorted(slices.Values(enum)); !slices.Equal(got, want) {
+		t.Errorf("Outcome constants %v, want %v", got, want)
+	}
+	if contract.Outcomes("fax") != nil {
+		t.Error("an unknown channel takes outcomes")
 	}
 }

@@ -302,7 +302,7 @@ func TestCallLimits(t *testing.T) {
 		Attempt attemptRecord `json:"attempt"`
 	}
 	if err := json.Unmarshal(r.Body, &withOutcome); err != nil || r.Status != 200 || withOutcome.Attempt.Outcome == nil ||
-		*withOutcome.Attempt.Outcome != events.OutcomeConversation || withOutcome.Attempt.OutcomeAt == nil {
+		*withOutcome.Attempt.Outcome != contract.OutcomeConversation || withOutcome.Attempt.OutcomeAt == nil {
 		t.Fatalf("outcome: %d %s", r.Status, r.Body)
 	}
 	same := call(t, "POST", outcomePath, tok, map[string]any{"outcome": "conversation"})

@@ -1,10 +1,6 @@
 package events
 
-import (
-	"time"
-
-	"github.com/rcm-platform/rcm/api/contract"
-)
+import "time"
 
 // Directions of a contact attempt.
 const (
@@ -36,30 +32,6 @@ const (
 func ContactReasons() []string {
 	return []string{ReasonCampaignInactive, ReasonLoanNotBehind, ReasonOptedOut, ReasonChannelNotInCampaign,
 		ReasonOutsideContactHours, ReasonCallFrequencyLimit, ReasonConversationCooldown, ReasonStateFrequencyLimit}
-}
-
-// Outcomes of a contact attempt. A call takes no_answer, voicemail,
-// conversation or failed; sms and email take delivered, bounced or failed.
-const (
-	OutcomeNoAnswer     = "no_answer"
-	OutcomeVoicemail    = "voicemail"
-	OutcomeConversation = "conversation"
-	OutcomeFailed       = "failed"
-	OutcomeDelivered    = "delivered"
-	OutcomeBounced      = "bounced"
-)
-
-// Outcomes returns the outcomes a contact over channel may get, or nil for
-// an unknown channel.
-func Outcomes(channel string) []string {
-	switch channel {
-	case contract.ChannelCall:
-		return []string{OutcomeNoAnswer, OutcomeVoicemail, OutcomeConversation, OutcomeFailed}
-	case contract.ChannelSMS, contract.ChannelEmail:
-		return []string{OutcomeDelivered, OutcomeBounced, OutcomeFailed}
-	default:
-		return nil
-	}
 }
 
 // Head is what every event carries besides its type and its own fields.

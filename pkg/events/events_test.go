@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/api"
+	"github.com/rcm-platform/rcm/api/contract"
 	"github.com/rcm-platform/rcm/pkg/events"
 )
 
@@ -77,10 +78,10 @@ func examples(t *testing.T) map[string]events.Event {
 			AttemptID: att1, Channel: "sms", Reason: events.ReasonOptedOut,
 		}),
 		"contact_outcome call": events.NewContactOutcome(head(rcm1), events.ContactOutcomeData{
-			AttemptID: att1, Channel: "call", Outcome: events.OutcomeConversation, OutcomeAt: at, Notes: "Promised to pay",
+			AttemptID: att1, Channel: "call", Outcome: contract.OutcomeConversation, OutcomeAt: at, Notes: "Promised to pay",
 		}),
 		"contact_outcome email without campaign": events.NewContactOutcome(head(""), events.ContactOutcomeData{
-			AttemptID: att1, Channel: "email", Outcome: events.OutcomeBounced, OutcomeAt: at,
+			AttemptID: att1, Channel: "email", Outcome: contract.OutcomeBounced, OutcomeAt: at,
 		}),
 	}
 }
@@ -187,8 +188,8 @@ func TestInvalidEventsFail(t *testing.T) {
 		{"contact_blocked with a loan_current reason", "contact_blocked with nextAllowedAt", set("reason", events.ReasonLoanCurrent)},
 		{"contact_blocked without campaignId", "contact_blocked with nextAllowedAt", del("campaignId")},
 		{"contact_outcome without outcomeAt", "contact_outcome call", del("outcomeAt")},
-		{"contact_outcome of a call delivered", "contact_outcome call", set("outcome", events.OutcomeDelivered)},
-		{"contact_outcome of an email in conversation", "contact_outcome email without campaign", set("outcome", events.OutcomeConversation)},
+		{"contact_outcome of a call delivered", "contact_outcome call", set("outcome", contract.OutcomeDelivered)},
+		{"contact_outcome of an email in conversation", "contact_outcome email without campaign", set("outcome", contract.OutcomeConversation)},
 		{"contact_outcome unknown", "contact_outcome call", set("outcome", "hung_up")},
 	} {
 		e, ok := ex[tc.example]
@@ -262,11 +263,11 @@ func TestGoListsAreTheSchemas(t *testing.T) {
 	outcome := load(t, "contact_outcome.v1.json")
 	call := strs(t, prop(outcome["then"].(map[string]any), "outcome")["enum"])
 	other := strs(t, prop(outcome["else"].(map[string]any), "outcome")["enum"])
-	if !slices.Equal(call, events.Outcomes("call")) || !slices.Equal(other, events.Outcomes("sms")) || !slices.Equal(other, events.Outcomes("email")) {
-		t.Errorf("contact_outcome.v1.json: call %v, others %v; Go has %v, %v", call, other, events.Outcomes("call"), events.Outcomes("sms"))
+	if !slices.Equal(call, contract.Outcomes("call")) || !slices.Equal(other, contract.Outcomes("sms")) || !slices.Equal(other, contract.Outcomes("email")) {
+		t.Errorf("contact_outcome.v1.json: call %v, others %v; Go has %v, %v", call, other, contract.Outcomes("call"), contract.Outcomes("sms"))
 	}
 	all := slices.Sorted(slices.Values(strs(t, prop(outcome, "outcome")["enum"])))
-	want := slices.Compact(slices.Sorted(slices.Values(append(events.Outcomes("call"), events.Outcomes("sms")...))))
+	want := slices.Compact(slices.Sorted(slices.Values(append(contract.Outcomes("call"), contract.Outcomes("sms")...))))
 	if !slices.Equal(all, want) {
 		t.Errorf("contact_outcome.v1.json outcome: got %v, want %v", all, want)
 	}

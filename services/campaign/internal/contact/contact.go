@@ -277,7 +277,7 @@ func checkCooldown(f Facts, _ []*time.Location, t time.Time) (time.Time, bool) {
 	var latest time.Time
 	failed := false
 	for _, a := range f.History {
-		if a.Outcome == OutcomeConversation && InWindow(a.OutcomeAt, t) {
+		if a.Outcome == contract.OutcomeConversation && InWindow(a.OutcomeAt, t) {
 			if !failed || a.OutcomeAt.After(latest) {
 				latest = a.OutcomeAt
 			}

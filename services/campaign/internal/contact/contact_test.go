@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/rcm-platform/rcm/api/contract"
 )
 
 const (
@@ -69,7 +71,7 @@ func TestEvaluate(t *testing.T) {
 	six := seven[1:]
 	conversation := func(ago time.Duration) Attempt {
 		return Attempt{Channel: "call", Direction: Outbound, Allowed: true, AttemptedAt: noon.Add(-ago - time.Minute),
-			Outcome: OutcomeConversation, OutcomeAt: noon.Add(-ago)}
+			Outcome: contract.OutcomeConversation, OutcomeAt: noon.Add(-ago)}
 	}
 	tests := []struct {
 		name   string
@@ -180,7 +182,7 @@ func TestEvaluate(t *testing.T) {
 		}, reason: ReasonConversationCooldown, next: "2026-06-16T16:00:00Z"},
 		{name: "a voicemail starts no cooldown", facts: func(f *Facts) {
 			c := conversation(24 * h)
-			c.Outcome = OutcomeVoicemail
+			c.Outcome = contract.OutcomeVoicemail
 			f.History = []Attempt{c}
 		}},
 		{name: "the cooldown does not limit texts", facts: func(f *Facts) { f.Channel = "sms"; f.History = []Attempt{conversation(24 * h)} }},

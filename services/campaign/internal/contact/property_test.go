@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/rcm-platform/rcm/api/contract"
 )
 
 // propertyZones mixes DST and non-DST US zones, the fallback, and zones
@@ -42,7 +44,7 @@ func randomFacts(r *rand.Rand) Facts {
 			a.Direction, a.Allowed = Inbound, true
 		}
 		if a.Allowed && r.IntN(4) == 0 {
-			outs := Outcomes(a.Channel)
+			outs := contract.Outcomes(a.Channel)
 			a.Outcome = outs[r.IntN(len(outs))]
 			a.OutcomeAt = a.AttemptedAt.Add(time.Duration(r.Int64N(int64(3*time.Hour/time.Millisecond))) * time.Millisecond)
 		}

@@ -55,7 +55,7 @@ type OutcomeCommand struct {
 var outcomes = func() []string {
 	var out []string
 	for _, ch := range contract.Channels() {
-		for _, o := range events.Outcomes(ch) {
+		for _, o := range contract.Outcomes(ch) {
 			if !slices.Contains(out, o) {
 				out = append(out, o)
 			}
