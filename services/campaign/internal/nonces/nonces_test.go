@@ -80,14 +80,12 @@ func TestStoreSweep(t *testing.T) {
 	}
 	old, young := nonceAt(now.Add(-2*principal.TTL-time.Second)), nonceAt(now.Add(-2*principal.TTL+time.Second))
 	ctx := context.Background()
-	n := New(coll, clock)
-	n.sweepAt.Store(now.Add(time.Hour).UnixNano()) // not due while seeding
-	for _, nonce := range []string{old, young} {
-		if err := n.Claim(ctx, nonce, now); err != nil {
+	for _, nonce := range []string{old, young} { // seeded as claims left, no sweep due
+		if _, err := coll.InsertOne(ctx, doc{ID: nonce, Expires: now}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	n.sweepAt.Store(0)
+	n := New(coll, clock)
 	if err := n.Claim(ctx, nonceAt(now), now.Add(principal.TTL)); err != nil {
 		t.Fatal(err)
 	}

@@ -13,13 +13,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/oklog/ulid/v2"
 	"github.com/rcm-platform/rcm/pkg/httpx"
 	"github.com/rcm-platform/rcm/pkg/mongox"
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
@@ -42,16 +40,15 @@ var ErrUsed = errors.New("stream ticket already used")
 
 // Store holds the used tickets, one document per ticket under _id = its
 // id. Ids are ULIDs minted with the ticket, so what is older than Keep is
-// a range of _id, swept with a filter on _id alone.
+// a range of _id, swept with a filter on _id alone (mongox.Claims).
 type Store struct {
-	coll    *mongo.Collection
-	now     func() time.Time
-	sweepAt atomic.Int64 // unix nanos of the next sweep
+	claims *mongox.Claims
+	now    func() time.Time
 }
 
 // New returns the store on coll.
 func New(coll *mongo.Collection, now func() time.Time) *Store {
-	return &Store{coll: coll, now: now}
+	return &Store{claims: &mongox.Claims{Coll: coll, Now: now, Keep: Keep, Every: sweepEvery}, now: now}
 }
 
 type doc struct {
@@ -61,31 +58,14 @@ type doc struct {
 
 // Claim records the use of ticket id; ErrUsed when it was used before.
 func (s *Store) Claim(ctx context.Context, id string) error {
-	s.sweep(ctx)
-	_, err := s.coll.InsertOne(ctx, doc{ID: id, UsedAt: s.now()})
+	err := s.claims.Claim(ctx, doc{ID: id, UsedAt: s.now()})
 	switch {
-	case mongox.IsDuplicateKey(err):
+	case errors.Is(err, mongox.ErrClaimed):
 		return ErrUsed
 	case err != nil:
-		return fmt.Errorf("claim stream ticket: %w", mongox.Classify(err))
+		return fmt.Errorf("claim stream ticket: %w", err)
 	}
 	return nil
-}
-
-// sweep removes the tickets minted more than Keep ago, when due. A failed
-// sweep waits for its next turn: the claim's own insert tells whether the
-// store answers.
-func (s *Store) sweep(ctx context.Context) {
-	now := s.now()
-	due := s.sweepAt.Load()
-	if now.UnixNano() < due || !s.sweepAt.CompareAndSwap(due, now.Add(sweepEvery).UnixNano()) {
-		return
-	}
-	var zero ulid.ULID
-	if err := zero.SetTime(ulid.Timestamp(now.Add(-Keep))); err != nil {
-		return
-	}
-	_, _ = s.coll.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: strings.ToLower(zero.String())}}}})
 }
 
 // Middleware claims the ticket of a stream opened with one (the gateway
