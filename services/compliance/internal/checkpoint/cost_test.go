@@ -112,3 +112,65 @@ func TestCheckpointStoreCost(t *testing.T) {
 		t.Fatalf("latest checkpoint: size %d with %d cosignatures, want %d with 1", cp.Size, len(cp.Cosignatures), rounds+2)
 	}
 }
+
+// TestBySizeReadsByID: the checkpoint of a size (the consistency route
+// asks for two) is found by reading checkpoints by _id alone, a few
+// queries however many the account has, never with a filter the store
+// would answer by reading every checkpoint of every account.
+func TestBySizeReadsByID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		finds   int
+		scanned []string
+	)
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName != "find" {
+			return
+		}
+		if coll, _ := e.Command.Lookup("find").StringValueOK(); coll != CheckpointsCollection {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		finds++
+		filter, _ := e.Command.Lookup("filter").DocumentOK()
+		if elems, _ := filter.Elements(); len(elems) != 1 || elems[0].Key() != "_id" {
+			scanned = append(scanned, filter.String())
+		}
+	}}
+	r := newRig(t, func(o *rigOptions) { o.stopped, o.monitor = true, monitor })
+	const account, n = "org_bysize", 40
+	evs := optOuts(t, account, n)
+	for i := range n {
+		if _, err := r.led.Append(ctx, account, evs[i:i+1]); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.loop.Sign(ctx, account); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, size := range []int64{1, 2, 17, 39, 40, 41} {
+		mu.Lock()
+		finds = 0
+		mu.Unlock()
+		cp, found, err := r.store.BySize(ctx, account, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := size <= n; found != want || (found && cp.Size != size) {
+			t.Errorf("size %d: found %v (size %d), want found %v", size, found, cp.Size, want)
+		}
+		mu.Lock()
+		if finds > 3 {
+			t.Errorf("size %d: %d finds of checkpoints, want at most 3", size, finds)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(scanned) > 0 {
+		t.Errorf("checkpoints read by a filter other than _id: %v", scanned)
+	}
+}

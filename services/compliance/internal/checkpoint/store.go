@@ -288,12 +288,91 @@ func decode(d doc) (*stored, error) {
 // BySize returns account's checkpoint of size with its cosignatures;
 // found is false when the log signed none of that size.
 func (s *Store) BySize(ctx context.Context, account string, size int64) (Checkpoint, bool, error) {
-	st, err := s.findOne(ctx, bson.D{{Key: "accountId", Value: account}, {Key: "size", Value: size}})
+	st, err := s.bySize(ctx, account, size)
 	if err != nil || st == nil {
 		return Checkpoint{}, false, err
 	}
 	cp, err := s.withCosignatures(ctx, st.Checkpoint)
 	return cp, true, err
+}
+
+// searchWidth is how many checkpoints one step of bySize reads at once.
+const searchWidth = 16
+
+// bySize finds account's checkpoint of size by its number, reading only
+// by _id (a find on {accountId, size} would read every checkpoint of
+// every account on a store that serves no other index): the sizes grow
+// with the numbers (Put stores a checkpoint only after the latest, and
+// only larger), so the search narrows from the latest down, searchWidth
+// checkpoints read in one query per step: log16 of the account's
+// checkpoints steps. nil when the log signed none of that size.
+func (s *Store) bySize(ctx context.Context, account string, size int64) (*stored, error) {
+	last, found, err := s.latest(ctx, account)
+	if err != nil || !found || size > last.Size {
+		return nil, err
+	}
+	if size == last.Size {
+		return last, nil
+	}
+	// Invariant: the checkpoint sought, if any, is numbered in (lo, hi):
+	// checkpoint hi is larger, lo (0: none) smaller.
+	lo, hi := int64(0), last.seq
+	for hi-lo > 1 {
+		seqs := make([]int64, 0, searchWidth)
+		for i := int64(1); i <= searchWidth; i++ {
+			q := lo + (hi-lo)*i/(searchWidth+1)
+			if q > lo && q < hi && (len(seqs) == 0 || q > seqs[len(seqs)-1]) {
+				seqs = append(seqs, q)
+			}
+		}
+		got, err := s.getAll(ctx, account, seqs)
+		if err != nil {
+			return nil, err
+		}
+		nlo, nhi := lo, hi
+		for _, q := range seqs {
+			st := got[q]
+			if st == nil {
+				// Never deleted: the sequence is insert-only.
+				return nil, fmt.Errorf("checkpoint %d of %s below the latest %d is missing", q, account, last.seq)
+			}
+			switch {
+			case st.Size == size:
+				return st, nil
+			case st.Size < size:
+				nlo = q
+			case q < nhi:
+				nhi = q
+			}
+		}
+		lo, hi = nlo, nhi
+	}
+	return nil, nil
+}
+
+// getAll reads account's checkpoints numbered seqs in one query by _id.
+func (s *Store) getAll(ctx context.Context, account string, seqs []int64) (map[int64]*stored, error) {
+	keys := make(bson.A, len(seqs))
+	for i, q := range seqs {
+		keys[i] = seqlog.Key(account, q)
+	}
+	cur, err := s.checkpoints.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: keys}}}})
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", mongox.Classify(err))
+	}
+	var docs []doc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", mongox.Classify(err))
+	}
+	out := make(map[int64]*stored, len(docs))
+	for _, d := range docs {
+		st, err := decode(d)
+		if err != nil {
+			return nil, err
+		}
+		out[st.seq] = st
+	}
+	return out, nil
 }
 
 func cosigID(account string, size int64, witness string) string {

@@ -38,6 +38,7 @@ import (
 	"math/bits"
 	"sync"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -90,6 +91,10 @@ type Tree struct {
 
 	mu    sync.Mutex
 	edges map[string]*Builder
+
+	// tops keeps the records of the large subtrees that proofs read
+	// (see readTop).
+	tops *lru.Cache[string, []tlog.Hash]
 }
 
 // New returns the trees stored in cfg.DB.
@@ -99,7 +104,15 @@ func New(cfg Config) *Tree {
 		sizes:  cfg.DB.Collection(SizesCollection),
 		leaves: cfg.Leaves,
 		edges:  map[string]*Builder{},
+		tops:   must(lru.New[string, []tlog.Hash](topRecords)),
 	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 // Forget drops the right edges kept in memory, as when this process stops
@@ -474,13 +487,32 @@ func (t *Tree) ProveTree(ctx context.Context, account string, to, from int64) (t
 	return tlog.ProveTree(to, from, t.Reader(ctx, account))
 }
 
-// Reader reads account's stored hashes, a lookup by _id per record that
-// holds some of them.
+// Reader reads account's stored hashes for roots and proofs, a lookup by
+// _id per record that holds some of them, but for the records of large
+// subtrees read before (see topLevel).
 func (t *Tree) Reader(ctx context.Context, account string) tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
-		return t.read(ctx, account, indexes)
+		return t.readVia(ctx, account, indexes, true)
 	})
 }
+
+// A proof in a tree of n leaves reads about log2(n) records, one per
+// level, and the records of the upper levels are the same for every
+// proof: the record of leaf k holds the hash of a subtree of 2^topLevel
+// leaves or more when (k+1) is a multiple of 2^topLevel. Those records
+// read by proofs and roots are kept, up to topRecords of them, so that a
+// proof in a log of a million entries reads about as many records as one
+// in a log of a few hundred. A stored record never changes (insert-only,
+// and a replay must equal it), so a kept one is what the store holds, or
+// held before someone rewrote it: a proof from it is a proof of the tree
+// the log built and signed. The checks that look for a rewritten tree
+// (the right edge compared before signing, verify) read the store.
+const (
+	topLevel   = 8
+	topRecords = 1 << 13
+)
+
+func isTop(leaf int64) bool { return (leaf+1)&(1<<topLevel-1) == 0 }
 
 // recordsBatch is how many records one find of Records asks for, and
 // recordsInFlight how many such finds it keeps in flight.
@@ -563,19 +595,41 @@ func recordOf(index int64) (leaf int64, pos int) {
 // read returns account's stored hashes at indexes, from one query of the
 // records holding them.
 func (t *Tree) read(ctx context.Context, account string, indexes []int64) ([]tlog.Hash, error) {
+	return t.readVia(ctx, account, indexes, false)
+}
+
+// readVia is read, taking the records of large subtrees from those kept
+// when tops is set, and keeping those it reads.
+func (t *Tree) readVia(ctx context.Context, account string, indexes []int64, tops bool) ([]tlog.Hash, error) {
 	keys := make([]string, 0, len(indexes))
+	got := map[string][]tlog.Hash{}
 	seen := map[string]bool{}
+	keep := map[string]bool{} // records of large subtrees to keep
 	for _, x := range indexes {
 		leaf, _ := recordOf(x)
 		k := Key(account, tlog.StoredHashIndex(0, leaf))
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
+		if seen[k] {
+			continue
 		}
+		seen[k] = true
+		if tops && isTop(leaf) {
+			if r, ok := t.tops.Get(k); ok {
+				got[k] = r
+				continue
+			}
+			keep[k] = true
+		}
+		keys = append(keys, k)
 	}
-	got, err := t.find(ctx, keys)
+	found, err := t.find(ctx, keys)
 	if err != nil {
 		return nil, fmt.Errorf("tree of %s: %w", account, err)
+	}
+	for k, r := range found {
+		got[k] = r
+		if keep[k] {
+			t.tops.Add(k, r)
+		}
 	}
 	out := make([]tlog.Hash, len(indexes))
 	for i, x := range indexes {

@@ -17,13 +17,22 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
 
-// reads counts the read commands a client sends to the store.
-type reads struct{ n atomic.Int64 }
+// reads counts the read commands a client sends to the store, and the
+// records they ask for by _id.
+type reads struct{ n, keys atomic.Int64 }
 
 func (r *reads) monitor() *event.CommandMonitor {
 	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
 		if e.CommandName == "find" || e.CommandName == "getMore" {
 			r.n.Add(1)
+		}
+		if e.CommandName == "find" {
+			if in, err := e.Command.LookupErr("filter", "_id", "$in"); err == nil {
+				vals, _ := in.Array().Values()
+				r.keys.Add(int64(len(vals)))
+			} else if _, err := e.Command.LookupErr("filter", "_id"); err == nil {
+				r.keys.Add(1)
+			}
 		}
 	}}
 }
@@ -122,6 +131,61 @@ func TestProofsCostOneStoreRead(t *testing.T) {
 			if got[n][op] != 1 {
 				t.Errorf("%s at %d leaves: %d store reads, want 1", op, n, got[n][op])
 			}
+		}
+	}
+}
+
+// TestProofsOfALargeTreeReadFewRecords: a proof reads a record per level
+// of the tree, but the records of the subtrees of 2^8 leaves and more are
+// the same for every proof and are read once: in a tree of 8,192 leaves
+// (13 levels), once the proofs of every 256th leaf have been made, an
+// inclusion proof reads 8 records and a consistency proof about as few,
+// as in a tree of a few hundred leaves; each proof still checks against
+// the root.
+func TestProofsOfALargeTreeReadFewRecords(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const n, account = 8192, "org_large"
+	tr, r := grown(t, account, n)
+	root, err := tr.Root(ctx, account, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prove := func(leaf int64) int64 {
+		t.Helper()
+		before := r.keys.Load()
+		p, err := tr.ProveRecord(ctx, account, n, leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, n, root, leaf, tlog.RecordHash(leafData(leaf+1))); err != nil {
+			t.Fatalf("proof of %d: %v", leaf, err)
+		}
+		return r.keys.Load() - before
+	}
+	for leaf := int64(0); leaf < n; leaf += 256 {
+		prove(leaf)
+	}
+	for _, leaf := range []int64{1, 777, 4097, 5000, 8191} {
+		if got := prove(leaf); got > 8 {
+			t.Errorf("inclusion proof of leaf %d in %d: %d records read, want at most 8", leaf, n, got)
+		}
+	}
+	for _, old := range []int64{1000, 4099, 8000} {
+		oldRoot, err := tr.Root(ctx, account, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := r.keys.Load()
+		p, err := tr.ProveTree(ctx, account, n, old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckTree(p, n, root, old, oldRoot); err != nil {
+			t.Fatalf("consistency proof from %d: %v", old, err)
+		}
+		if got := r.keys.Load() - before; got > 2*8 {
+			t.Errorf("consistency proof from %d to %d: %d records read, want at most 16", old, n, got)
 		}
 	}
 }
