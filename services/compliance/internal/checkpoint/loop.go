@@ -16,15 +16,16 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/mod/sumdb/tlog"
-	"golang.org/x/sync/errgroup"
 )
 
 // Tree is the ledger's Merkle tree, as the signing loop reads it.
 type Tree interface {
-	// TreeHead catches account's tree up with its entries and returns
-	// its size and root; an error that wraps ErrTreeInconsistent says
-	// the stored tree contradicts the entries or what the process built.
-	TreeHead(ctx context.Context, account string) (int64, tlog.Hash, error)
+	// TreeHeads catches each account's tree up with its entries (at
+	// least to the size of its last checkpoint) and returns its size and
+	// root, and the consistency proof from that checkpoint's size; an
+	// error that wraps ErrTreeInconsistent says the stored tree
+	// contradicts the entries or what the process built.
+	TreeHeads(ctx context.Context, qs []ledger.TreeQuery) []ledger.TreeHeadOf
 	// ProveTree returns the consistency proof from size from to size to.
 	ProveTree(ctx context.Context, account string, to, from int64) (tlog.TreeProof, error)
 }
@@ -195,7 +196,11 @@ func (l *Loop) signing(ctx context.Context) {
 	}
 }
 
-// round signs the accounts that grew and whose last look is a Gap old.
+// roundBatch bounds the accounts signed together (see signAll).
+const roundBatch = 256
+
+// round signs the accounts that grew and whose last look is a Gap old,
+// roundBatch at a time.
 func (l *Loop) round(ctx context.Context) {
 	now := l.cfg.Now()
 	var due []string
@@ -208,21 +213,19 @@ func (l *Loop) round(ctx context.Context) {
 		}
 	}
 	l.mu.Unlock()
-	g := errgroup.Group{}
-	g.SetLimit(parallel)
-	for _, a := range due {
-		g.Go(func() error {
-			if err := l.Sign(ctx, a); err != nil && ctx.Err() == nil {
+	for len(due) > 0 {
+		batch := due[:min(roundBatch, len(due))]
+		due = due[len(batch):]
+		for i, err := range l.signAll(ctx, batch) {
+			if err != nil && ctx.Err() == nil {
 				var inc *InconsistentError
 				if !errors.As(err, &inc) {
-					l.cfg.Logger.WarnContext(ctx, "checkpoint not signed; retrying", slog.String("account_id", a), slog.Any("err", err))
-					l.Notify(a)
+					l.cfg.Logger.WarnContext(ctx, "checkpoint not signed; retrying", slog.String("account_id", batch[i]), slog.Any("err", err))
+					l.Notify(batch[i])
 				}
 			}
-			return nil
-		})
+		}
 	}
-	_ = g.Wait()
 }
 
 // owe puts account's latest checkpoint st up for delivery: at once when
@@ -339,62 +342,114 @@ func (e *InconsistentError) Error() string {
 // Either way the account's latest checkpoint is then delivered to the
 // witnesses and the topic, in the background.
 func (l *Loop) Sign(ctx context.Context, account string) error {
-	if !l.cfg.Key.ValidAccount(account) {
-		l.cfg.Logger.WarnContext(ctx, "account id cannot name a checkpoint origin: not signed", slog.String("account_id", account))
-		return nil
+	return l.signAll(ctx, []string{account})[0]
+}
+
+// signAll signs each of accounts as Sign does, and returns each one's
+// error. They go to the store together: their last checkpoints are read
+// in one find (Store.latestAll), their trees' edges and proofs in
+// another (Tree.TreeHeads, which reads no entry of an account whose head
+// this process knows), and the new checkpoints stored in one insert
+// (Store.putAll), so that a round of many accounts costs a few commands.
+// Each account's checks are Sign's, on its own.
+func (l *Loop) signAll(ctx context.Context, accounts []string) []error {
+	errs := make([]error, len(accounts))
+	var valid []string
+	var at []int
+	for i, a := range accounts {
+		if !l.cfg.Key.ValidAccount(a) {
+			l.cfg.Logger.WarnContext(ctx, "account id cannot name a checkpoint origin: not signed", slog.String("account_id", a))
+			continue
+		}
+		valid, at = append(valid, a), append(at, i)
 	}
-	// The last checkpoint first, then the tree: another replica may
+	if len(valid) == 0 {
+		return errs
+	}
+	// The last checkpoints first, then the trees: another replica may
 	// store a checkpoint in between, but only of entries that are
-	// durable, so the tree read after it is at least as large.
-	last, found, err := l.cfg.Store.latest(ctx, account)
+	// durable, so the tree read after it is at least as large (and one
+	// this process knows is taken only when it is not behind).
+	lasts, err := l.cfg.Store.latestAll(ctx, valid)
 	if err != nil {
-		return err
+		for _, i := range at {
+			errs[i] = err
+		}
+		return errs
 	}
-	size, root, err := l.cfg.Tree.TreeHead(ctx, account)
-	if errors.Is(err, ErrTreeInconsistent) {
-		return l.refuse(ctx, account, &InconsistentError{Account: account, Reason: err.Error()})
-	}
-	if err != nil || size == 0 {
-		return err
-	}
-	if found && last.Size == size && last.Root == root {
-		l.owe(account, last, false)
-		return nil
-	}
-	var proof tlog.TreeProof
-	if found {
-		if proof, err = l.check(ctx, account, last, size, root); err != nil {
-			var inc *InconsistentError
-			if errors.As(err, &inc) {
-				return l.refuse(ctx, account, inc)
-			}
-			return err
+	qs := make([]ledger.TreeQuery, len(valid))
+	for k, a := range valid {
+		qs[k] = ledger.TreeQuery{Account: a}
+		if lasts[k] != nil {
+			qs[k].From = lasts[k].Size
 		}
 	}
-	cp, err := l.cfg.Key.Sign(account, size, root)
-	if err != nil {
-		return err
+	start := l.cfg.Now()
+	heads := l.cfg.Tree.TreeHeads(ctx, qs)
+	took := l.cfg.Now().Sub(start)
+	var (
+		cps      []Checkpoint
+		cpLasts  []*stored
+		cpProofs []tlog.TreeProof
+		cpAt     []int
+	)
+	for k, a := range valid {
+		i, h, last := at[k], heads[k], lasts[k]
+		if errors.Is(h.Err, ErrTreeInconsistent) {
+			errs[i] = l.refuse(ctx, a, &InconsistentError{Account: a, Reason: h.Err.Error()})
+			continue
+		}
+		if h.Err != nil || h.Size == 0 {
+			errs[i] = h.Err
+			continue
+		}
+		if last != nil && last.Size == h.Size && last.Root == h.Root {
+			l.owe(a, last, false)
+			continue
+		}
+		if last != nil {
+			if err := l.check(a, last, h, took); err != nil {
+				var inc *InconsistentError
+				if errors.As(err, &inc) {
+					err = l.refuse(ctx, a, inc)
+				}
+				errs[i] = err
+				continue
+			}
+		}
+		cp, err := l.cfg.Key.Sign(a, h.Size, h.Root)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		cps, cpLasts, cpProofs, cpAt = append(cps, cp), append(cpLasts, last), append(cpProofs, h.Proof), append(cpAt, i)
 	}
-	st, err := l.cfg.Store.Put(ctx, cp, last)
-	if err != nil {
-		return err
-	}
-	if found && st.fresh {
-		// A witness that holds the last checkpoint is given this proof.
-		st.proof, st.proofFrom = proof, last.Size
+	sts, perrs := l.cfg.Store.putAll(ctx, cps, cpLasts)
+	var hinted []stored
+	for j := range sts {
+		if perrs[j] != nil {
+			errs[cpAt[j]] = perrs[j]
+			continue
+		}
+		st := sts[j]
+		if last := cpLasts[j]; last != nil && st.fresh {
+			// A witness that holds the last checkpoint is given this proof.
+			st.proof, st.proofFrom = cpProofs[j], last.Size
+		}
+		hinted = append(hinted, st)
+		// The Gap runs from the checkpoint stored, not from the look that
+		// began it: stored checkpoints are a Gap apart however long it took.
+		l.mu.Lock()
+		l.last[st.Account] = l.cfg.Now()
+		l.mu.Unlock()
+		l.cfg.Metrics.signed.Inc()
+		l.owe(st.Account, &st, true)
 	}
 	if l.cfg.Publish == nil {
 		// Else the publication mark carries the hint.
-		l.cfg.Store.hint(ctx, account, st.seq)
+		l.cfg.Store.hints(ctx, hinted)
 	}
-	// The Gap runs from the checkpoint stored, not from the look that
-	// began it: stored checkpoints are a Gap apart however long it took.
-	l.mu.Lock()
-	l.last[account] = l.cfg.Now()
-	l.mu.Unlock()
-	l.cfg.Metrics.signed.Inc()
-	l.owe(account, &st, true)
-	return nil
+	return errs
 }
 
 // refuse counts and logs a tree the log does not sign.
@@ -405,34 +460,32 @@ func (l *Loop) refuse(ctx context.Context, account string, inc *InconsistentErro
 	return inc
 }
 
-// check proves the tree of size with root consistent with the stored
-// checkpoint last, whose root is the one the log signed, and returns the
-// proof.
-func (l *Loop) check(ctx context.Context, account string, last *stored, size int64, root tlog.Hash) (tlog.TreeProof, error) {
-	inc := &InconsistentError{Account: account, LastSize: last.Size, Size: size, LastRoot: last.Root, Root: root}
+// check proves the tree head h consistent with the stored checkpoint
+// last, whose root is the one the log signed, from the proof TreeHeads
+// built (in took, observed as the proof's time).
+func (l *Loop) check(account string, last *stored, h ledger.TreeHeadOf, took time.Duration) error {
+	inc := &InconsistentError{Account: account, LastSize: last.Size, Size: h.Size, LastRoot: last.Root, Root: h.Root}
 	switch {
-	case size < last.Size:
+	case h.Size < last.Size:
 		inc.Reason = "the tree is smaller"
-		return nil, inc
-	case size == last.Size:
+		return inc
+	case h.Size == last.Size:
 		inc.Reason = "another root at the same size"
-		return nil, inc
+		return inc
 	}
-	start := l.cfg.Now()
-	proof, err := l.cfg.Tree.ProveTree(ctx, account, size, last.Size)
-	if err != nil && !errors.Is(err, ErrTreeInconsistent) {
-		return nil, err
+	if h.ProofErr != nil && !errors.Is(h.ProofErr, ErrTreeInconsistent) {
+		return h.ProofErr
 	}
-	l.cfg.Metrics.Proofs.WithLabelValues("consistency").Observe(l.cfg.Now().Sub(start).Seconds())
-	if errors.Is(err, ErrTreeInconsistent) {
+	l.cfg.Metrics.Proofs.WithLabelValues("consistency").Observe(took.Seconds())
+	if h.ProofErr != nil {
+		inc.Reason = h.ProofErr.Error()
+		return inc
+	}
+	if err := tlog.CheckTree(h.Proof, h.Size, h.Root, last.Size, last.Root); err != nil {
 		inc.Reason = err.Error()
-		return nil, inc
+		return inc
 	}
-	if err := tlog.CheckTree(proof, size, root, last.Size, last.Root); err != nil {
-		inc.Reason = err.Error()
-		return nil, inc
-	}
-	return proof, nil
+	return nil
 }
 
 // deliver has each witness that has not cosigned account's latest
