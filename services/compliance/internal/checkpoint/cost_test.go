@@ -123,7 +123,10 @@ func TestCheckpointStoreCost(t *testing.T) {
 // process, reads their latest checkpoints in one find, their trees'
 // stored right edges and consistency proofs in another, reads nothing of
 // the entries (this process wrote them and knows their heads) and stores
-// the new checkpoints in one insert, whatever the number of accounts.
+// the new checkpoints in one insert, whatever the number of accounts;
+// delivering them, each to the witness and the topic, stores their
+// cosignatures in one insert and their publication marks in one write
+// per 16 accounts.
 func TestASigningRoundCostsAFewStoreCommands(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -148,24 +151,40 @@ func TestASigningRoundCostsAFewStoreCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	round := func() map[string]int {
+	round := func() (signing, delivery map[string]int) {
 		t.Helper()
 		c.take()
 		r.loop.Notify(accounts...)
 		r.loop.round(ctx)
-		signing := c.take()
-		for _, a := range accounts {
-			if !r.loop.deliverOwed(ctx, a) {
-				t.Fatalf("checkpoint of %s not delivered", a)
+		signing = c.take()
+		owed, sts := r.loop.take(time.Now(), roundBatch)
+		if len(owed) != n {
+			t.Fatalf("%d accounts owed a delivery, want %d", len(owed), n)
+		}
+		for i, done := range r.loop.deliverAll(ctx, owed, sts) {
+			r.loop.settle(owed[i], done)
+			if !done {
+				t.Fatalf("checkpoint of %s not delivered", owed[i])
 			}
 		}
-		return signing
+		return signing, c.take()
 	}
 	grow(0, 1)
 	round() // the first checkpoints, of accounts new to the store
 	grow(1, 3)
-	got := round()
-	t.Logf("store commands of a round that signs %d accounts: %v", n, got)
+	got, delivery := round()
+	t.Logf("store commands of a round that signs %d accounts: %v; of their delivery: %v", n, got, delivery)
+	for k, w := range map[string]int{
+		"insert " + CosignaturesCollection: 1,
+		"update " + HeadsCollection:        1,
+		"find " + CheckpointsCollection:    0,
+		"find " + CosignaturesCollection:   0,
+		"find " + HeadsCollection:          0,
+	} {
+		if delivery[k] > w {
+			t.Errorf("%s: %d delivering the checkpoints of %d accounts, want at most %d", k, delivery[k], n, w)
+		}
+	}
 	want := map[string]int{
 		"find " + CheckpointsCollection:      1,
 		"find " + HeadsCollection:            0,

@@ -16,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sync/errgroup"
 )
 
 // Tree is the ledger's Merkle tree, as the signing loop reads it.
@@ -245,8 +246,9 @@ func (l *Loop) owe(account string, st *stored, fresh bool) {
 	poke(l.deliverWake)
 }
 
-// delivering delivers the accounts owed whose time has come, at most
-// parallel at once, until ctx ends; it returns once those under way are
+// delivering delivers the accounts owed whose time has come, in batches
+// of up to roundBatch accounts (see deliverAll), at most parallel
+// batches at once, until ctx ends; it returns once those under way are
 // done.
 func (l *Loop) delivering(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -255,26 +257,25 @@ func (l *Loop) delivering(ctx context.Context) {
 	t := time.NewTicker(l.cfg.Pace.Tick)
 	defer t.Stop()
 	for {
-		now := l.cfg.Now()
-		l.mu.Lock()
-		for a, d := range l.owed {
-			if d.running || now.Before(d.due) {
-				continue
-			}
+	batches:
+		for ctx.Err() == nil {
 			select {
 			case slots <- struct{}{}:
 			default:
-				continue
+				break batches
 			}
-			d.running = true
-			st := d.st
-			d.st = nil
+			accounts, sts := l.take(l.cfg.Now(), roundBatch)
+			if len(accounts) == 0 {
+				<-slots
+				break
+			}
 			wg.Go(func() {
 				defer func() { <-slots }()
-				l.settle(a, l.deliver(ctx, a, st))
+				for i, done := range l.deliverAll(ctx, accounts, sts) {
+					l.settle(accounts[i], done)
+				}
 			})
 		}
-		l.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -282,6 +283,27 @@ func (l *Loop) delivering(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// take marks up to n of the accounts owed whose time has come (at now) as
+// under way, and returns them with the checkpoints signing left them.
+func (l *Loop) take(now time.Time, n int) ([]string, []*stored) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var accounts []string
+	var sts []*stored
+	for a, d := range l.owed {
+		if len(accounts) == n {
+			break
+		}
+		if d.running || now.Before(d.due) {
+			continue
+		}
+		d.running = true
+		accounts, sts = append(accounts, a), append(sts, d.st)
+		d.st = nil
+	}
+	return accounts, sts
 }
 
 // deliverOwed makes one attempt to deliver account's latest checkpoint,
@@ -298,7 +320,7 @@ func (l *Loop) deliverOwed(ctx context.Context, account string) bool {
 	st := d.st
 	d.st = nil
 	l.mu.Unlock()
-	done := l.deliver(ctx, account, st)
+	done := l.deliverAll(ctx, []string{account}, []*stored{st})[0]
 	l.settle(account, done)
 	return done
 }
@@ -488,36 +510,93 @@ func (l *Loop) check(account string, last *stored, h ledger.TreeHeadOf, took tim
 	return nil
 }
 
-// deliver has each witness that has not cosigned account's latest
-// checkpoint cosign it, then publishes it unless it was published with
-// as many cosignatures. It reports whether nothing is left to do: each
-// witness cosigned or refused it for good, and the topic took it. st,
-// when not nil, is the latest as signing just read or stored it: a later
-// one stored by another replica meanwhile is that replica's to deliver,
-// and one this process just stored has no cosignature to read.
-func (l *Loop) deliver(ctx context.Context, account string, st *stored) bool {
-	if st == nil {
-		var found bool
-		var err error
-		if st, found, err = l.cfg.Store.latest(ctx, account); err != nil || !found {
-			return l.delivered(ctx, account, err)
+// deliverAll has each witness that has not cosigned the latest
+// checkpoint of each of accounts cosign it, then publishes it unless it
+// was published with as many cosignatures. It reports, per account,
+// whether nothing is left to do: each witness cosigned or refused it for
+// good, and the topic took it. sts[i], when not nil, is the latest as
+// signing just read or stored it: a later one stored by another replica
+// meanwhile is that replica's to deliver, and one this process just
+// stored has no cosignature to read. The accounts' witnesses are asked in
+// parallel; the cosignatures they give are then stored in one insert,
+// and the publication marks in writes of up to hintChunk accounts, so
+// that a batch costs the store a few writes, not two per account.
+func (l *Loop) deliverAll(ctx context.Context, accounts []string, sts []*stored) []bool {
+	type delivery struct {
+		st    *stored
+		lines map[string]string // witness id → cosignature line, stored
+		got   map[string]string // the lines witnesses just gave
+		done  bool              // no witness to ask again
+		ok    bool              // prepared: st and lines are known
+	}
+	ds := make([]delivery, len(accounts))
+	var g errgroup.Group
+	g.SetLimit(parallel)
+	for i, account := range accounts {
+		g.Go(func() error {
+			d := &ds[i]
+			d.st = sts[i]
+			if d.st == nil {
+				st, found, err := l.cfg.Store.latest(ctx, account)
+				if err != nil || !found {
+					d.done = l.delivered(ctx, account, err)
+					return nil
+				}
+				d.st = st
+			}
+			d.lines = map[string]string{}
+			if !d.st.fresh {
+				var err error
+				if d.lines, err = l.cfg.Store.cosignatures(ctx, d.st.Checkpoint); err != nil {
+					d.done = l.delivered(ctx, account, err)
+					return nil
+				}
+			}
+			d.ok = true
+			d.got, d.done = l.collect(ctx, d.st, d.lines)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var cosigs []cosignature
+	var of []int // the delivery of each cosignature
+	for i := range ds {
+		for w, line := range ds[i].got {
+			cosigs = append(cosigs, cosignature{cp: ds[i].st.Checkpoint, witness: w, line: line})
+			of = append(of, i)
 		}
 	}
-	lines := map[string]string{}
-	if !st.fresh {
-		var err error
-		if lines, err = l.cfg.Store.cosignatures(ctx, st.Checkpoint); err != nil {
-			return l.delivered(ctx, account, err)
+	for k, err := range l.cfg.Store.addCosignatures(ctx, cosigs) {
+		d := &ds[of[k]]
+		if err != nil {
+			l.cfg.Logger.WarnContext(ctx, "cosignature not stored; retrying", slog.String("account_id", accounts[of[k]]), slog.Any("err", err))
+			d.done = false
+			continue
 		}
+		l.cfg.Metrics.cosignatures.Inc()
+		d.lines[cosigs[k].witness] = cosigs[k].line
 	}
-	done := l.collect(ctx, st, lines)
-	cp := st.Checkpoint
-	for _, w := range l.cfg.Witnesses {
-		if line, ok := lines[w.ID()]; ok {
-			cp.Cosignatures = append(cp.Cosignatures, line)
+	out := make([]bool, len(accounts))
+	var pubs []publication
+	var at []int
+	for i, d := range ds {
+		if !d.ok {
+			out[i] = d.done
+			continue
 		}
+		cp := d.st.Checkpoint
+		for _, w := range l.cfg.Witnesses {
+			if line, ok := d.lines[w.ID()]; ok {
+				cp.Cosignatures = append(cp.Cosignatures, line)
+			}
+		}
+		out[i] = d.done
+		pubs, at = append(pubs, publication{seq: d.st.seq, cp: cp, fresh: d.st.fresh}), append(at, i)
 	}
-	return l.publish(ctx, st.seq, cp, st.fresh) && done
+	for j, ok := range l.publishAll(ctx, pubs) {
+		out[at[j]] = out[at[j]] && ok
+	}
+	return out
 }
 
 // delivered reports whether an attempt that ended with err is done, and
@@ -530,10 +609,11 @@ func (l *Loop) delivered(ctx context.Context, account string, err error) bool {
 }
 
 // collect asks each witness without a line in lines (witness id →
-// cosignature line) to cosign st, and adds and stores the lines it gets.
-// It reports whether no witness is left to ask again.
-func (l *Loop) collect(ctx context.Context, st *stored, lines map[string]string) bool {
+// cosignature line) to cosign st, and returns the lines it gets, to be
+// stored. It reports whether no witness is left to ask again.
+func (l *Loop) collect(ctx context.Context, st *stored, lines map[string]string) (map[string]string, bool) {
 	done := true
+	got := map[string]string{}
 	cp := st.Checkpoint
 	for _, w := range l.cfg.Witnesses {
 		key := w.ID() + " " + cp.Account
@@ -547,20 +627,14 @@ func (l *Loop) collect(ctx context.Context, st *stored, lines map[string]string)
 		switch {
 		case errors.Is(err, errSuperseded):
 		case err != nil && ctx.Err() != nil:
-			return false
+			return got, false
 		case err != nil:
 			done = l.miss(ctx, w, cp, err) && done
 		default:
-			if err := l.cfg.Store.AddCosignature(ctx, cp, w.ID(), line); err != nil {
-				l.cfg.Logger.WarnContext(ctx, "cosignature not stored; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
-				done = false
-				continue
-			}
-			l.cfg.Metrics.cosignatures.Inc()
-			lines[w.ID()] = line
+			got[w.ID()] = line
 		}
 	}
-	return done
+	return got, done
 }
 
 // miss counts and logs, once per checkpoint, that w did not cosign cp,
@@ -645,24 +719,70 @@ func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, erro
 	return "", &Refusal{Witness: w.ID(), Status: http.StatusConflict, Size: old, Reason: "its latest size kept changing"}
 }
 
-// publish puts cp, checkpoint number seq of its account, on the topic
-// unless it is there already with as many cosignatures, and reports
-// whether it is. A failed attempt is counted and retried by the caller.
-// fresh says that this process has just stored cp: nobody published it
-// yet, so the mark is not read.
-func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint, fresh bool) bool {
+// publication is a checkpoint to publish: number seq of its account,
+// with the cosignatures collected; fresh says that this process has just
+// stored it, so that nobody published it yet and its mark is not read.
+type publication struct {
+	seq   int64
+	cp    Checkpoint
+	fresh bool
+}
+
+// publishAll puts each of ps on the topic unless it is there already
+// with as many cosignatures, in parallel, then marks those published in
+// writes of up to hintChunk accounts, and reports, per publication,
+// whether it is on the topic and marked so. A failed attempt is counted
+// and retried by the caller.
+func (l *Loop) publishAll(ctx context.Context, ps []publication) []bool {
+	out := make([]bool, len(ps))
 	if l.cfg.Publish == nil {
-		return true
+		for i := range out {
+			out[i] = true
+		}
+		return out
 	}
-	mark := publishMark(seq, len(cp.Cosignatures))
-	if !fresh {
+	sent := make([]bool, len(ps))
+	var g errgroup.Group
+	g.SetLimit(parallel)
+	for i, p := range ps {
+		g.Go(func() error {
+			out[i], sent[i] = l.publish(ctx, p)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var marks []mark
+	var at []int
+	for i, p := range ps {
+		if sent[i] {
+			marks = append(marks, mark{account: p.cp.Account, seq: p.seq, mark: publishMark(p.seq, len(p.cp.Cosignatures))})
+			at = append(at, i)
+		}
+	}
+	for j, err := range l.cfg.Store.markPublished(ctx, marks) {
+		if err != nil {
+			// Published again later: the topic is at least once.
+			l.cfg.Logger.WarnContext(ctx, "checkpoint published but not marked so", slog.String("account_id", marks[j].account), slog.Any("err", err))
+			continue
+		}
+		out[at[j]] = true
+	}
+	return out
+}
+
+// publish puts p on the topic unless its mark says it is there already
+// with as many cosignatures. It reports whether it is there (done), and
+// whether this call sent it (then it is still to be marked).
+func (l *Loop) publish(ctx context.Context, p publication) (done, sent bool) {
+	cp := p.cp
+	if !p.fresh {
 		published, err := l.cfg.Store.published(ctx, cp.Account)
 		if err != nil {
 			l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
-			return false
+			return false, false
 		}
-		if published >= mark {
-			return true
+		if published >= publishMark(p.seq, len(cp.Cosignatures)) {
+			return true, false
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PublishTimeout)
@@ -674,15 +794,10 @@ func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint, fresh bool
 			l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account),
 				slog.Int64("size", cp.Size), slog.Any("err", err))
 		}
-		return false
+		return false, false
 	}
 	l.cfg.Metrics.published.Inc()
-	if err := l.cfg.Store.markPublished(ctx, cp.Account, seq, mark); err != nil {
-		// Published again later: the topic is at least once.
-		l.cfg.Logger.WarnContext(ctx, "checkpoint published but not marked so", slog.String("account_id", cp.Account), slog.Any("err", err))
-		return false
-	}
-	return true
+	return false, true
 }
 
 // addTo offers st to w, which holds size old, with the proof from old:

@@ -463,14 +463,52 @@ func cosigID(account string, size int64, witness string) string {
 // AddCosignature stores witness's cosignature line of cp; insert-only, a
 // second one of the same witness is left out.
 func (s *Store) AddCosignature(ctx context.Context, cp Checkpoint, witness, line string) error {
-	_, err := s.cosigs.InsertOne(ctx, cosigDoc{
-		ID: cosigID(cp.Account, cp.Size, witness), AccountID: cp.Account, Size: cp.Size,
-		Witness: witness, Line: line, At: s.now().UTC().Format(time.RFC3339Nano),
-	})
-	if err != nil && !mongox.IsDuplicateKey(err) {
-		return fmt.Errorf("store cosignature of %s/%d by %s: %w", cp.Account, cp.Size, witness, mongox.Classify(err))
+	return s.addCosignatures(ctx, []cosignature{{cp: cp, witness: witness, line: line}})[0]
+}
+
+// cosignature is a witness's cosignature line of a checkpoint.
+type cosignature struct {
+	cp            Checkpoint
+	witness, line string
+}
+
+// addCosignatures stores each of cs as AddCosignature does, in one
+// unordered insert, and returns each one's error.
+func (s *Store) addCosignatures(ctx context.Context, cs []cosignature) []error {
+	errs := make([]error, len(cs))
+	if len(cs) == 0 {
+		return errs
 	}
-	return nil
+	at := s.now().UTC().Format(time.RFC3339Nano)
+	docs := make([]any, len(cs))
+	for i, c := range cs {
+		docs[i] = cosigDoc{
+			ID: cosigID(c.cp.Account, c.cp.Size, c.witness), AccountID: c.cp.Account, Size: c.cp.Size,
+			Witness: c.witness, Line: c.line, At: at,
+		}
+	}
+	_, err := s.cosigs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	var bwe mongo.BulkWriteException
+	switch {
+	case err == nil:
+		return errs
+	case errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0:
+		for _, we := range bwe.WriteErrors {
+			if !mongo.IsDuplicateKeyError(we) {
+				errs[we.Index] = we
+			}
+		}
+	default:
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	for i, c := range cs {
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("store cosignature of %s/%d by %s: %w", c.cp.Account, c.cp.Size, c.witness, mongox.Classify(errs[i]))
+		}
+	}
+	return errs
 }
 
 // withCosignatures adds to cp the stored cosignatures of the configured
@@ -527,14 +565,40 @@ func (s *Store) published(ctx context.Context, account string) (int64, error) {
 	return h.Published, nil
 }
 
-// markPublished records that account's checkpoints were published up to
-// mark (publishMark) of checkpoint number seq, and seq as the hint of the
-// latest; it never moves either back.
-func (s *Store) markPublished(ctx context.Context, account string, seq, mark int64) error {
-	_, err := s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: "published", Value: mark}, {Key: "seq", Value: seq}}}}, options.UpdateOne().SetUpsert(true))
-	if err != nil {
-		return fmt.Errorf("publication hint of %s: %w", account, mongox.Classify(err))
+// mark is how far an account's checkpoints were published: up to mark
+// (publishMark) of checkpoint number seq.
+type mark struct {
+	account   string
+	seq, mark int64
+}
+
+// markPublished records each of ms, and its seq as the hint of its
+// account's latest, in writes of up to hintChunk accounts; it never moves
+// either back. It returns each one's error.
+func (s *Store) markPublished(ctx context.Context, ms []mark) []error {
+	errs := make([]error, len(ms))
+	for lo := 0; lo < len(ms); lo += hintChunk {
+		part := ms[lo:min(lo+hintChunk, len(ms))]
+		models := make([]mongo.WriteModel, len(part))
+		for i, m := range part {
+			models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: m.account}}).
+				SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "published", Value: m.mark}, {Key: "seq", Value: m.seq}}}}).
+				SetUpsert(true)
+		}
+		_, err := s.heads.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		var bwe mongo.BulkWriteException
+		switch {
+		case err == nil:
+			continue
+		case errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0:
+			for _, we := range bwe.WriteErrors {
+				errs[lo+we.Index] = fmt.Errorf("publication hint of %s: %w", part[we.Index].account, mongox.Classify(we))
+			}
+		default:
+			for i, m := range part {
+				errs[lo+i] = fmt.Errorf("publication hint of %s: %w", m.account, mongox.Classify(err))
+			}
+		}
 	}
-	return nil
+	return errs
 }
