@@ -216,7 +216,7 @@ func (l *Log) FindHeads(ctx context.Context, accounts []string) ([]Head, error) 
 	if len(accounts) == 0 {
 		return out, nil
 	}
-	hints, err := findByID[Head](ctx, l.heads, accounts, nil)
+	hints, err := findByID[Head](ctx, l.heads, accounts)
 	if err != nil {
 		return nil, fmt.Errorf("head hints of %d accounts: %w", len(accounts), err)
 	}
@@ -231,10 +231,6 @@ func (l *Log) FindHeads(ctx context.Context, accounts []string) ([]Head, error) 
 		out[i] = Head{Seq: h.Seq}
 		pending = append(pending, &search{i: i, hint: h, from: max(h.Seq, 1), width: findWidth})
 	}
-	projection := bson.D{{Key: FieldEventID, Value: 1}}
-	if l.linkField != "" {
-		projection = append(projection, bson.E{Key: l.linkField, Value: 1})
-	}
 	for len(pending) > 0 {
 		var keys []string
 		for _, s := range pending {
@@ -242,7 +238,7 @@ func (l *Log) FindHeads(ctx context.Context, accounts []string) ([]Head, error) 
 				keys = append(keys, Key(accounts[s.i], s.from+k))
 			}
 		}
-		docs, err := findByID[bson.Raw](ctx, l.docs, keys, projection)
+		docs, err := findByID[bson.Raw](ctx, l.docs, keys)
 		if err != nil {
 			return nil, fmt.Errorf("heads of %d accounts: %w", len(pending), err)
 		}
@@ -289,10 +285,12 @@ func (l *Log) link(raw bson.Raw) string {
 	return s
 }
 
-// findByID reads the documents of coll whose _id is one of ids (only the
-// fields of projection, when not nil), in finds of up to rangeBatch ids,
-// rangeInFlight at once, and returns them by _id.
-func findByID[T any](ctx context.Context, coll *mongo.Collection, ids []string, projection bson.D) (map[string]T, error) {
+// findByID reads the documents of coll whose _id is one of ids, in finds
+// of up to rangeBatch ids, rangeInFlight at once, and returns them by
+// _id. The finds are of the _id list alone, with no projection: the only
+// finds of several documents the embedded store answers from its _id
+// index (see Range).
+func findByID[T any](ctx context.Context, coll *mongo.Collection, ids []string) (map[string]T, error) {
 	out := make(map[string]T, len(ids))
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
@@ -300,11 +298,8 @@ func findByID[T any](ctx context.Context, coll *mongo.Collection, ids []string, 
 	for lo := 0; lo < len(ids); lo += rangeBatch {
 		part := ids[lo:min(lo+rangeBatch, len(ids))]
 		g.Go(func() error {
-			opts := options.Find().SetBatchSize(int32(len(part)))
-			if projection != nil {
-				opts.SetProjection(projection)
-			}
-			cur, err := coll.Find(gctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: part}}}}, opts)
+			cur, err := coll.Find(gctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: part}}}},
+				options.Find().SetBatchSize(int32(len(part))))
 			if err != nil {
 				return mongox.Classify(err)
 			}
