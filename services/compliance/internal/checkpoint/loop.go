@@ -158,8 +158,9 @@ func poke(c chan struct{}) {
 	}
 }
 
-// parallel bounds the accounts signed at once, and apart from them the
-// accounts delivered at once.
+// parallel bounds the batches of accounts delivered at once, and within
+// one the accounts whose witnesses are asked, or whose checkpoints are
+// published, at once.
 const parallel = 8
 
 // Run signs and delivers until ctx ends.
