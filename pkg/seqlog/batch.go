@@ -3,11 +3,13 @@ package seqlog
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/sync/errgroup"
 )
 
 // Batch is the items of one account to append, in order.
@@ -24,7 +26,7 @@ type Batch struct {
 //
 // It sends every document of every batch in the same ordered inserts of
 // at most insertChunk documents, after the heads (the cached ones, or
-// each found with FindHead, in parallel), and then writes the hint of
+// found together with FindHeads), and then writes the hint of
 // every account whose head reached a multiple of the log's HintEvery, in
 // a few commands (hintChunk accounts each): a fetch spread over many
 // accounts costs a few commands, not two per account. A hint is only a
@@ -37,19 +39,21 @@ type Batch struct {
 // goes through Append, which works out what happened.
 func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, error) {
 	heads := make([]Head, len(batches))
-	err := lookups(ctx, len(batches), func(ctx context.Context, b int) error {
-		h, ok := l.cached(batches[b].Account)
+	var unknown []string
+	var at []int
+	for b, batch := range batches {
+		h, ok := l.cached(batch.Account)
 		if !ok {
-			var err error
-			if h, err = l.FindHead(ctx, batches[b].Account); err != nil {
-				return err
-			}
+			unknown, at = append(unknown, batch.Account), append(at, b)
 		}
 		heads[b] = h
-		return nil
-	})
+	}
+	found, err := l.FindHeads(ctx, unknown)
 	if err != nil {
 		return nil, err
+	}
+	for j, h := range found {
+		heads[at[j]] = h
 	}
 	from := make([]int64, len(batches)) // each account's head before this call
 	for b := range heads {
@@ -198,4 +202,120 @@ func (l *Log) FindHead(ctx context.Context, account string) (Head, error) {
 		}
 		from += width
 	}
+}
+
+// FindHeads finds the heads of accounts as FindHead does for each, with
+// the lookups of every account's round in the same finds by _id: the
+// hints in one find, then the hinted documents and the ones after them
+// in rounds of finds (of up to rangeBatch keys each), so that the heads
+// of a fetch's accounts new to this process cost two finds, not a few
+// lookups each. An account whose hinted document is missing (the hint is
+// past the end) is found as LoadHead does, alone.
+func (l *Log) FindHeads(ctx context.Context, accounts []string) ([]Head, error) {
+	out := make([]Head, len(accounts))
+	if len(accounts) == 0 {
+		return out, nil
+	}
+	hints, err := findByID[Head](ctx, l.heads, accounts)
+	if err != nil {
+		return nil, fmt.Errorf("head hints of %d accounts: %w", len(accounts), err)
+	}
+	type search struct {
+		i           int
+		hint        Head
+		from, width int64
+	}
+	var pending []*search
+	for i, a := range accounts {
+		h := hints[a]
+		out[i] = Head{Seq: h.Seq}
+		pending = append(pending, &search{i: i, hint: h, from: max(h.Seq, 1), width: findWidth})
+	}
+	for len(pending) > 0 {
+		var keys []string
+		for _, s := range pending {
+			for k := range s.width {
+				keys = append(keys, Key(accounts[s.i], s.from+k))
+			}
+		}
+		docs, err := findByID[bson.Raw](ctx, l.docs, keys)
+		if err != nil {
+			return nil, fmt.Errorf("heads of %d accounts: %w", len(pending), err)
+		}
+		next := pending[:0]
+		for _, s := range pending {
+			account := accounts[s.i]
+			if s.hint.Seq > 0 && s.from == s.hint.Seq {
+				if _, ok := docs[Key(account, s.from)]; !ok {
+					if out[s.i], err = l.loadHead(ctx, account, s.hint); err != nil {
+						return nil, err
+					}
+					continue
+				}
+			}
+			last := false
+			for k := range s.width {
+				raw, ok := docs[Key(account, s.from+k)]
+				last = ok
+				if ok {
+					out[s.i] = Head{Seq: s.from + k, Link: l.link(raw)}
+				}
+			}
+			if last {
+				s.from += s.width
+				s.width = min(2*s.width, readChunk)
+				next = append(next, s)
+			}
+		}
+		pending = next
+	}
+	return out, nil
+}
+
+// link returns the link stored in raw, a document of the log.
+func (l *Log) link(raw bson.Raw) string {
+	if l.linkField == "" {
+		return ""
+	}
+	v, err := raw.LookupErr(l.linkField)
+	if err != nil {
+		return ""
+	}
+	s, _ := v.StringValueOK()
+	return s
+}
+
+// findByID reads the documents of coll whose _id is one of ids, in finds
+// of up to rangeBatch ids, rangeInFlight at once, and returns them by
+// _id. The finds are of the _id list alone, with no projection: the only
+// finds of several documents the embedded store answers from its _id
+// index (see Range).
+func findByID[T any](ctx context.Context, coll *mongo.Collection, ids []string) (map[string]T, error) {
+	out := make(map[string]T, len(ids))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(rangeInFlight)
+	for lo := 0; lo < len(ids); lo += rangeBatch {
+		part := ids[lo:min(lo+rangeBatch, len(ids))]
+		g.Go(func() error {
+			cur, err := coll.Find(gctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: part}}}},
+				options.Find().SetBatchSize(int32(len(part))))
+			if err != nil {
+				return mongox.Classify(err)
+			}
+			defer cur.Close(gctx)
+			for cur.Next(gctx) {
+				var d T
+				if err := cur.Decode(&d); err != nil {
+					return err
+				}
+				id, _ := cur.Current.Lookup("_id").StringValueOK()
+				mu.Lock()
+				out[id] = d
+				mu.Unlock()
+			}
+			return mongox.Classify(cur.Err())
+		})
+	}
+	return out, g.Wait()
 }

@@ -129,3 +129,119 @@ func countingUpdates(t *testing.T, db *mongo.Database, name string, n *atomic.In
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	return cl.Database(db.Name()).Collection(name)
 }
+
+// TestAFetchOfAccountsNewToTheProcessFindsTheirHeadsTogether: a writer
+// that holds no head of the accounts of a fetch (they are new, or new to
+// it) finds them all in a find of their hints and one of their hinted
+// documents and the next, whatever their number, not in a few lookups
+// each; the heads are then the ones each account's documents show.
+func TestAFetchOfAccountsNewToTheProcessFindsTheirHeadsTogether(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := newLog(t)
+	var finds atomic.Int64
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "find" {
+			finds.Add(1)
+		}
+	}}
+	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(monitor))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	mk := func() *seqlog.Log {
+		cdb := cl.Database(db.Name())
+		return seqlog.New(seqlog.Config{Docs: cdb.Collection("docs"), Heads: cdb.Collection("heads"), LinkField: "link"})
+	}
+	const n = 20
+	fetch := func(round int) []seqlog.Batch {
+		var bs []seqlog.Batch
+		for a := range n {
+			account := fmt.Sprintf("acct_new_%02d", a)
+			bs = append(bs, seqlog.Batch{Account: account, Items: items(account, fmt.Sprintf("e%d_%d", round, a))})
+		}
+		return bs
+	}
+	for round, name := range []string{"new accounts", "accounts new to the writer"} {
+		finds.Store(0)
+		if _, err := mk().AppendBatches(ctx, fetch(round)); err != nil {
+			t.Fatal(err)
+		}
+		if got := finds.Load(); got > 2 {
+			t.Errorf("a fetch of %d %s: %d finds, want at most 2", n, name, got)
+		}
+	}
+	for a := range n {
+		account := fmt.Sprintf("acct_new_%02d", a)
+		if ids := readAll(t, mk(), account); len(ids) != 2 {
+			t.Fatalf("%s holds %v, want two documents", account, ids)
+		}
+	}
+}
+
+// TestFindHeadsIsFindHead: FindHeads finds every account's head (seq and
+// link) as FindHead and LoadHead do, whatever the hint says: none, one
+// that lags by up to three documents (HintEvery 4), one that lags by
+// many, one past the end, and an account with no documents.
+func TestFindHeadsIsFindHead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, _ := newLog(t)
+	mk := func() *seqlog.Log {
+		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: db.Collection("heads"), LinkField: "link", HintEvery: 4})
+	}
+	writer := mk()
+	var accounts []string
+	for n := range 11 {
+		account := fmt.Sprintf("acct_fh_%02d", n)
+		accounts = append(accounts, account)
+		for i := range n {
+			if _, err := writer.AppendBatches(ctx, []seqlog.Batch{{Account: account, Items: items(account, fmt.Sprintf("e%d_%d", n, i))}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// No hint at all, a hint far behind, and one past the end.
+	hints := db.Collection("heads")
+	if _, err := hints.DeleteOne(ctx, bson.D{{Key: "_id", Value: accounts[10]}}); err != nil {
+		t.Fatal(err)
+	}
+	for account, seq := range map[string]int64{accounts[9]: 1, accounts[7]: 40} {
+		if _, err := hints.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}}, bson.D{{Key: "$set", Value: bson.D{{Key: "seq", Value: seq}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := "acct_fh_long"
+	var ids []string
+	for i := range 150 {
+		ids = append(ids, fmt.Sprintf("l%d", i))
+	}
+	if _, err := mk().Append(ctx, long, items(long, ids...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hints.UpdateOne(ctx, bson.D{{Key: "_id", Value: long}}, bson.D{{Key: "$set", Value: bson.D{{Key: "seq", Value: 3}}}}); err != nil {
+		t.Fatal(err)
+	}
+	accounts = append(accounts, long, "acct_fh_none")
+	got, err := mk().FindHeads(ctx, accounts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, account := range accounts {
+		one, err := mk().FindHead(ctx, account)
+		if err != nil {
+			t.Fatal(err)
+		}
+		load, err := mk().LoadHead(ctx, account)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[i] != one || got[i] != load {
+			t.Errorf("%s: FindHeads %+v, FindHead %+v, LoadHead %+v", account, got[i], one, load)
+		}
+	}
+	if got[len(got)-2].Seq != 150 || got[len(got)-1].Seq != 0 {
+		t.Errorf("heads %+v and %+v, want seq 150 and 0", got[len(got)-2], got[len(got)-1])
+	}
+}

@@ -258,6 +258,11 @@ func (l *Log) forward(ctx context.Context, account string, h Head) (Head, error)
 	}
 }
 
+// Known returns account's head as this process last appended or found
+// it, if it holds one: durable, and the last document unless another
+// writer appended since.
+func (l *Log) Known(account string) (Head, bool) { return l.cached(account) }
+
 func (l *Log) cached(account string) (Head, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -2,11 +2,14 @@ package checkpoint
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/pkg/auditlog"
+	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
 	"go.mongodb.org/mongo-driver/v2/event"
 )
@@ -45,9 +48,9 @@ func (c *commands) take() map[string]int {
 // store one find (is the one this process knows still the last stored?),
 // the insert of the checkpoint and of its cosignature, and one update
 // (the publication mark, which carries the hint of the latest), and the
-// tree two reads (its edge, and one consistency proof for the check and
-// the witness); it logs the ledger's other commands beside them. A
-// process new to the account adds one find, of the hint.
+// tree one read (its edge and the consistency proof for the check and
+// the witness, together); the entries, which this process appended, are
+// not read. A process new to the account adds one find, of the hint.
 func TestCheckpointStoreCost(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -82,13 +85,15 @@ func TestCheckpointStoreCost(t *testing.T) {
 	per := func(k string) float64 { return float64(total[k]) / rounds }
 	t.Logf("store commands per checkpoint: %v", total)
 	want := map[string]float64{
-		"find " + CheckpointsCollection:    1,
-		"find " + HeadsCollection:          0,
-		"find " + CosignaturesCollection:   0,
-		"insert " + CheckpointsCollection:  1,
-		"insert " + CosignaturesCollection: 1,
-		"update " + HeadsCollection:        1,
-		"find " + tree.HashesCollection:    2,
+		"find " + CheckpointsCollection:      1,
+		"find " + HeadsCollection:            0,
+		"find " + CosignaturesCollection:     0,
+		"insert " + CheckpointsCollection:    1,
+		"insert " + CosignaturesCollection:   1,
+		"update " + HeadsCollection:          1,
+		"find " + tree.HashesCollection:      1,
+		"find " + auditlog.EntriesCollection: 0,
+		"find " + auditlog.HeadsCollection:   0,
 	}
 	for k, w := range want {
 		if got := per(k); got > w {
@@ -172,5 +177,92 @@ func TestBySizeReadsByID(t *testing.T) {
 	defer mu.Unlock()
 	if len(scanned) > 0 {
 		t.Errorf("checkpoints read by a filter other than _id: %v", scanned)
+	}
+}
+
+// TestASigningRoundCostsAFewStoreCommands: a round that signs many
+// accounts at once, each grown since its checkpoint by an append of this
+// process, reads their latest checkpoints in one find, their trees'
+// stored right edges and consistency proofs in another, reads nothing of
+// the entries (this process wrote them and knows their heads) and stores
+// the new checkpoints in one insert, whatever the number of accounts;
+// delivering them, each to the witness and the topic, stores their
+// cosignatures in one insert and their publication marks in one write
+// per 16 accounts.
+func TestASigningRoundCostsAFewStoreCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := &commands{n: map[string]int{}}
+	r := newRig(t, func(o *rigOptions) { o.stopped, o.monitor = true, c.monitor() })
+	r.loop.cfg.Pace.Gap = time.Nanosecond // every account notified is due
+	const n = 12
+	var accounts []string
+	evs := map[string][]ledger.Event{}
+	for i := range n {
+		a := fmt.Sprintf("org_round%02d", i)
+		accounts = append(accounts, a)
+		evs[a] = optOuts(t, a, 3+i%3)
+	}
+	grow := func(from, to int) {
+		t.Helper()
+		var bs []ledger.Batch
+		for _, a := range accounts {
+			bs = append(bs, ledger.Batch{Account: a, Events: evs[a][from:to]})
+		}
+		if _, err := r.led.AppendBatches(ctx, bs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round := func() (signing, delivery map[string]int) {
+		t.Helper()
+		c.take()
+		r.loop.Notify(accounts...)
+		r.loop.round(ctx)
+		signing = c.take()
+		owed, sts := r.loop.take(time.Now(), roundBatch)
+		if len(owed) != n {
+			t.Fatalf("%d accounts owed a delivery, want %d", len(owed), n)
+		}
+		for i, done := range r.loop.deliverAll(ctx, owed, sts) {
+			r.loop.settle(owed[i], done)
+			if !done {
+				t.Fatalf("checkpoint of %s not delivered", owed[i])
+			}
+		}
+		return signing, c.take()
+	}
+	grow(0, 1)
+	round() // the first checkpoints, of accounts new to the store
+	grow(1, 3)
+	got, delivery := round()
+	t.Logf("store commands of a round that signs %d accounts: %v; of their delivery: %v", n, got, delivery)
+	for k, w := range map[string]int{
+		"insert " + CosignaturesCollection: 1,
+		"update " + HeadsCollection:        1,
+		"find " + CheckpointsCollection:    0,
+		"find " + CosignaturesCollection:   0,
+		"find " + HeadsCollection:          0,
+	} {
+		if delivery[k] > w {
+			t.Errorf("%s: %d delivering the checkpoints of %d accounts, want at most %d", k, delivery[k], n, w)
+		}
+	}
+	want := map[string]int{
+		"find " + CheckpointsCollection:      1,
+		"find " + HeadsCollection:            0,
+		"find " + auditlog.EntriesCollection: 0,
+		"find " + auditlog.HeadsCollection:   0,
+		"find " + tree.HashesCollection:      1,
+		"insert " + CheckpointsCollection:    1,
+	}
+	for k, w := range want {
+		if got[k] > w {
+			t.Errorf("%s: %d in a round of %d accounts, want at most %d", k, got[k], n, w)
+		}
+	}
+	for _, a := range accounts {
+		if cp := r.latest(t, a); cp.Size != 3 || len(cp.Cosignatures) != 1 {
+			t.Fatalf("latest checkpoint of %s: size %d with %d cosignatures, want 3 with 1", a, cp.Size, len(cp.Cosignatures))
+		}
 	}
 }

@@ -21,10 +21,12 @@ import (
 
 // Tree is the ledger's Merkle tree, as the signing loop reads it.
 type Tree interface {
-	// TreeHead catches account's tree up with its entries and returns
-	// its size and root; an error that wraps ErrTreeInconsistent says
-	// the stored tree contradicts the entries or what the process built.
-	TreeHead(ctx context.Context, account string) (int64, tlog.Hash, error)
+	// TreeHeads catches each account's tree up with its entries (at
+	// least to the size of its last checkpoint) and returns its size and
+	// root, and the consistency proof from that checkpoint's size; an
+	// error that wraps ErrTreeInconsistent says the stored tree
+	// contradicts the entries or what the process built.
+	TreeHeads(ctx context.Context, qs []ledger.TreeQuery) []ledger.TreeHeadOf
 	// ProveTree returns the consistency proof from size from to size to.
 	ProveTree(ctx context.Context, account string, to, from int64) (tlog.TreeProof, error)
 }
@@ -156,8 +158,9 @@ func poke(c chan struct{}) {
 	}
 }
 
-// parallel bounds the accounts signed at once, and apart from them the
-// accounts delivered at once.
+// parallel bounds the batches of accounts delivered at once, and within
+// one the accounts whose witnesses are asked, or whose checkpoints are
+// published, at once.
 const parallel = 8
 
 // Run signs and delivers until ctx ends.
@@ -195,7 +198,11 @@ func (l *Loop) signing(ctx context.Context) {
 	}
 }
 
-// round signs the accounts that grew and whose last look is a Gap old.
+// roundBatch bounds the accounts signed together (see signAll).
+const roundBatch = 256
+
+// round signs the accounts that grew and whose last look is a Gap old,
+// roundBatch at a time.
 func (l *Loop) round(ctx context.Context) {
 	now := l.cfg.Now()
 	var due []string
@@ -208,21 +215,19 @@ func (l *Loop) round(ctx context.Context) {
 		}
 	}
 	l.mu.Unlock()
-	g := errgroup.Group{}
-	g.SetLimit(parallel)
-	for _, a := range due {
-		g.Go(func() error {
-			if err := l.Sign(ctx, a); err != nil && ctx.Err() == nil {
+	for len(due) > 0 {
+		batch := due[:min(roundBatch, len(due))]
+		due = due[len(batch):]
+		for i, err := range l.signAll(ctx, batch) {
+			if err != nil && ctx.Err() == nil {
 				var inc *InconsistentError
 				if !errors.As(err, &inc) {
-					l.cfg.Logger.WarnContext(ctx, "checkpoint not signed; retrying", slog.String("account_id", a), slog.Any("err", err))
-					l.Notify(a)
+					l.cfg.Logger.WarnContext(ctx, "checkpoint not signed; retrying", slog.String("account_id", batch[i]), slog.Any("err", err))
+					l.Notify(batch[i])
 				}
 			}
-			return nil
-		})
+		}
 	}
-	_ = g.Wait()
 }
 
 // owe puts account's latest checkpoint st up for delivery: at once when
@@ -242,8 +247,9 @@ func (l *Loop) owe(account string, st *stored, fresh bool) {
 	poke(l.deliverWake)
 }
 
-// delivering delivers the accounts owed whose time has come, at most
-// parallel at once, until ctx ends; it returns once those under way are
+// delivering delivers the accounts owed whose time has come, in batches
+// of up to roundBatch accounts (see deliverAll), at most parallel
+// batches at once, until ctx ends; it returns once those under way are
 // done.
 func (l *Loop) delivering(ctx context.Context) {
 	var wg sync.WaitGroup
@@ -252,26 +258,25 @@ func (l *Loop) delivering(ctx context.Context) {
 	t := time.NewTicker(l.cfg.Pace.Tick)
 	defer t.Stop()
 	for {
-		now := l.cfg.Now()
-		l.mu.Lock()
-		for a, d := range l.owed {
-			if d.running || now.Before(d.due) {
-				continue
-			}
+	batches:
+		for ctx.Err() == nil {
 			select {
 			case slots <- struct{}{}:
 			default:
-				continue
+				break batches
 			}
-			d.running = true
-			st := d.st
-			d.st = nil
+			accounts, sts := l.take(l.cfg.Now(), roundBatch)
+			if len(accounts) == 0 {
+				<-slots
+				break
+			}
 			wg.Go(func() {
 				defer func() { <-slots }()
-				l.settle(a, l.deliver(ctx, a, st))
+				for i, done := range l.deliverAll(ctx, accounts, sts) {
+					l.settle(accounts[i], done)
+				}
 			})
 		}
-		l.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -279,6 +284,27 @@ func (l *Loop) delivering(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// take marks up to n of the accounts owed whose time has come (at now) as
+// under way, and returns them with the checkpoints signing left them.
+func (l *Loop) take(now time.Time, n int) ([]string, []*stored) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var accounts []string
+	var sts []*stored
+	for a, d := range l.owed {
+		if len(accounts) == n {
+			break
+		}
+		if d.running || now.Before(d.due) {
+			continue
+		}
+		d.running = true
+		accounts, sts = append(accounts, a), append(sts, d.st)
+		d.st = nil
+	}
+	return accounts, sts
 }
 
 // deliverOwed makes one attempt to deliver account's latest checkpoint,
@@ -295,7 +321,7 @@ func (l *Loop) deliverOwed(ctx context.Context, account string) bool {
 	st := d.st
 	d.st = nil
 	l.mu.Unlock()
-	done := l.deliver(ctx, account, st)
+	done := l.deliverAll(ctx, []string{account}, []*stored{st})[0]
 	l.settle(account, done)
 	return done
 }
@@ -339,62 +365,114 @@ func (e *InconsistentError) Error() string {
 // Either way the account's latest checkpoint is then delivered to the
 // witnesses and the topic, in the background.
 func (l *Loop) Sign(ctx context.Context, account string) error {
-	if !l.cfg.Key.ValidAccount(account) {
-		l.cfg.Logger.WarnContext(ctx, "account id cannot name a checkpoint origin: not signed", slog.String("account_id", account))
-		return nil
+	return l.signAll(ctx, []string{account})[0]
+}
+
+// signAll signs each of accounts as Sign does, and returns each one's
+// error. They go to the store together: their last checkpoints are read
+// in one find (Store.latestAll), their trees' edges and proofs in
+// another (Tree.TreeHeads, which reads no entry of an account whose head
+// this process knows), and the new checkpoints stored in one insert
+// (Store.putAll), so that a round of many accounts costs a few commands.
+// Each account's checks are Sign's, on its own.
+func (l *Loop) signAll(ctx context.Context, accounts []string) []error {
+	errs := make([]error, len(accounts))
+	var valid []string
+	var at []int
+	for i, a := range accounts {
+		if !l.cfg.Key.ValidAccount(a) {
+			l.cfg.Logger.WarnContext(ctx, "account id cannot name a checkpoint origin: not signed", slog.String("account_id", a))
+			continue
+		}
+		valid, at = append(valid, a), append(at, i)
 	}
-	// The last checkpoint first, then the tree: another replica may
+	if len(valid) == 0 {
+		return errs
+	}
+	// The last checkpoints first, then the trees: another replica may
 	// store a checkpoint in between, but only of entries that are
-	// durable, so the tree read after it is at least as large.
-	last, found, err := l.cfg.Store.latest(ctx, account)
+	// durable, so the tree read after it is at least as large (and one
+	// this process knows is taken only when it is not behind).
+	lasts, err := l.cfg.Store.latestAll(ctx, valid)
 	if err != nil {
-		return err
+		for _, i := range at {
+			errs[i] = err
+		}
+		return errs
 	}
-	size, root, err := l.cfg.Tree.TreeHead(ctx, account)
-	if errors.Is(err, ErrTreeInconsistent) {
-		return l.refuse(ctx, account, &InconsistentError{Account: account, Reason: err.Error()})
-	}
-	if err != nil || size == 0 {
-		return err
-	}
-	if found && last.Size == size && last.Root == root {
-		l.owe(account, last, false)
-		return nil
-	}
-	var proof tlog.TreeProof
-	if found {
-		if proof, err = l.check(ctx, account, last, size, root); err != nil {
-			var inc *InconsistentError
-			if errors.As(err, &inc) {
-				return l.refuse(ctx, account, inc)
-			}
-			return err
+	qs := make([]ledger.TreeQuery, len(valid))
+	for k, a := range valid {
+		qs[k] = ledger.TreeQuery{Account: a}
+		if lasts[k] != nil {
+			qs[k].From = lasts[k].Size
 		}
 	}
-	cp, err := l.cfg.Key.Sign(account, size, root)
-	if err != nil {
-		return err
+	start := l.cfg.Now()
+	heads := l.cfg.Tree.TreeHeads(ctx, qs)
+	took := l.cfg.Now().Sub(start)
+	var (
+		cps      []Checkpoint
+		cpLasts  []*stored
+		cpProofs []tlog.TreeProof
+		cpAt     []int
+	)
+	for k, a := range valid {
+		i, h, last := at[k], heads[k], lasts[k]
+		if errors.Is(h.Err, ErrTreeInconsistent) {
+			errs[i] = l.refuse(ctx, a, &InconsistentError{Account: a, Reason: h.Err.Error()})
+			continue
+		}
+		if h.Err != nil || h.Size == 0 {
+			errs[i] = h.Err
+			continue
+		}
+		if last != nil && last.Size == h.Size && last.Root == h.Root {
+			l.owe(a, last, false)
+			continue
+		}
+		if last != nil {
+			if err := l.check(a, last, h, took); err != nil {
+				var inc *InconsistentError
+				if errors.As(err, &inc) {
+					err = l.refuse(ctx, a, inc)
+				}
+				errs[i] = err
+				continue
+			}
+		}
+		cp, err := l.cfg.Key.Sign(a, h.Size, h.Root)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		cps, cpLasts, cpProofs, cpAt = append(cps, cp), append(cpLasts, last), append(cpProofs, h.Proof), append(cpAt, i)
 	}
-	st, err := l.cfg.Store.Put(ctx, cp, last)
-	if err != nil {
-		return err
-	}
-	if found && st.fresh {
-		// A witness that holds the last checkpoint is given this proof.
-		st.proof, st.proofFrom = proof, last.Size
+	sts, perrs := l.cfg.Store.putAll(ctx, cps, cpLasts)
+	var hinted []stored
+	for j := range sts {
+		if perrs[j] != nil {
+			errs[cpAt[j]] = perrs[j]
+			continue
+		}
+		st := sts[j]
+		if last := cpLasts[j]; last != nil && st.fresh {
+			// A witness that holds the last checkpoint is given this proof.
+			st.proof, st.proofFrom = cpProofs[j], last.Size
+		}
+		hinted = append(hinted, st)
+		// The Gap runs from the checkpoint stored, not from the look that
+		// began it: stored checkpoints are a Gap apart however long it took.
+		l.mu.Lock()
+		l.last[st.Account] = l.cfg.Now()
+		l.mu.Unlock()
+		l.cfg.Metrics.signed.Inc()
+		l.owe(st.Account, &st, true)
 	}
 	if l.cfg.Publish == nil {
 		// Else the publication mark carries the hint.
-		l.cfg.Store.hint(ctx, account, st.seq)
+		l.cfg.Store.hints(ctx, hinted)
 	}
-	// The Gap runs from the checkpoint stored, not from the look that
-	// began it: stored checkpoints are a Gap apart however long it took.
-	l.mu.Lock()
-	l.last[account] = l.cfg.Now()
-	l.mu.Unlock()
-	l.cfg.Metrics.signed.Inc()
-	l.owe(account, &st, true)
-	return nil
+	return errs
 }
 
 // refuse counts and logs a tree the log does not sign.
@@ -405,66 +483,121 @@ func (l *Loop) refuse(ctx context.Context, account string, inc *InconsistentErro
 	return inc
 }
 
-// check proves the tree of size with root consistent with the stored
-// checkpoint last, whose root is the one the log signed, and returns the
-// proof.
-func (l *Loop) check(ctx context.Context, account string, last *stored, size int64, root tlog.Hash) (tlog.TreeProof, error) {
-	inc := &InconsistentError{Account: account, LastSize: last.Size, Size: size, LastRoot: last.Root, Root: root}
+// check proves the tree head h consistent with the stored checkpoint
+// last, whose root is the one the log signed, from the proof TreeHeads
+// built (in took, observed as the proof's time).
+func (l *Loop) check(account string, last *stored, h ledger.TreeHeadOf, took time.Duration) error {
+	inc := &InconsistentError{Account: account, LastSize: last.Size, Size: h.Size, LastRoot: last.Root, Root: h.Root}
 	switch {
-	case size < last.Size:
+	case h.Size < last.Size:
 		inc.Reason = "the tree is smaller"
-		return nil, inc
-	case size == last.Size:
+		return inc
+	case h.Size == last.Size:
 		inc.Reason = "another root at the same size"
-		return nil, inc
+		return inc
 	}
-	start := l.cfg.Now()
-	proof, err := l.cfg.Tree.ProveTree(ctx, account, size, last.Size)
-	if err != nil && !errors.Is(err, ErrTreeInconsistent) {
-		return nil, err
+	if h.ProofErr != nil && !errors.Is(h.ProofErr, ErrTreeInconsistent) {
+		return h.ProofErr
 	}
-	l.cfg.Metrics.Proofs.WithLabelValues("consistency").Observe(l.cfg.Now().Sub(start).Seconds())
-	if errors.Is(err, ErrTreeInconsistent) {
+	l.cfg.Metrics.Proofs.WithLabelValues("consistency").Observe(took.Seconds())
+	if h.ProofErr != nil {
+		inc.Reason = h.ProofErr.Error()
+		return inc
+	}
+	if err := tlog.CheckTree(h.Proof, h.Size, h.Root, last.Size, last.Root); err != nil {
 		inc.Reason = err.Error()
-		return nil, inc
+		return inc
 	}
-	if err := tlog.CheckTree(proof, size, root, last.Size, last.Root); err != nil {
-		inc.Reason = err.Error()
-		return nil, inc
-	}
-	return proof, nil
+	return nil
 }
 
-// deliver has each witness that has not cosigned account's latest
-// checkpoint cosign it, then publishes it unless it was published with
-// as many cosignatures. It reports whether nothing is left to do: each
-// witness cosigned or refused it for good, and the topic took it. st,
-// when not nil, is the latest as signing just read or stored it: a later
-// one stored by another replica meanwhile is that replica's to deliver,
-// and one this process just stored has no cosignature to read.
-func (l *Loop) deliver(ctx context.Context, account string, st *stored) bool {
-	if st == nil {
-		var found bool
-		var err error
-		if st, found, err = l.cfg.Store.latest(ctx, account); err != nil || !found {
-			return l.delivered(ctx, account, err)
+// deliverAll has each witness that has not cosigned the latest
+// checkpoint of each of accounts cosign it, then publishes it unless it
+// was published with as many cosignatures. It reports, per account,
+// whether nothing is left to do: each witness cosigned or refused it for
+// good, and the topic took it. sts[i], when not nil, is the latest as
+// signing just read or stored it: a later one stored by another replica
+// meanwhile is that replica's to deliver, and one this process just
+// stored has no cosignature to read. The accounts' witnesses are asked in
+// parallel; the cosignatures they give are then stored in one insert,
+// and the publication marks in writes of up to hintChunk accounts, so
+// that a batch costs the store a few writes, not two per account.
+func (l *Loop) deliverAll(ctx context.Context, accounts []string, sts []*stored) []bool {
+	type delivery struct {
+		st    *stored
+		lines map[string]string // witness id → cosignature line, stored
+		got   map[string]string // the lines witnesses just gave
+		done  bool              // no witness to ask again
+		ok    bool              // prepared: st and lines are known
+	}
+	ds := make([]delivery, len(accounts))
+	var g errgroup.Group
+	g.SetLimit(parallel)
+	for i, account := range accounts {
+		g.Go(func() error {
+			d := &ds[i]
+			d.st = sts[i]
+			if d.st == nil {
+				st, found, err := l.cfg.Store.latest(ctx, account)
+				if err != nil || !found {
+					d.done = l.delivered(ctx, account, err)
+					return nil
+				}
+				d.st = st
+			}
+			d.lines = map[string]string{}
+			if !d.st.fresh {
+				var err error
+				if d.lines, err = l.cfg.Store.cosignatures(ctx, d.st.Checkpoint); err != nil {
+					d.done = l.delivered(ctx, account, err)
+					return nil
+				}
+			}
+			d.ok = true
+			d.got, d.done = l.collect(ctx, d.st, d.lines)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var cosigs []cosignature
+	var of []int // the delivery of each cosignature
+	for i := range ds {
+		for w, line := range ds[i].got {
+			cosigs = append(cosigs, cosignature{cp: ds[i].st.Checkpoint, witness: w, line: line})
+			of = append(of, i)
 		}
 	}
-	lines := map[string]string{}
-	if !st.fresh {
-		var err error
-		if lines, err = l.cfg.Store.cosignatures(ctx, st.Checkpoint); err != nil {
-			return l.delivered(ctx, account, err)
+	for k, err := range l.cfg.Store.addCosignatures(ctx, cosigs) {
+		d := &ds[of[k]]
+		if err != nil {
+			l.cfg.Logger.WarnContext(ctx, "cosignature not stored; retrying", slog.String("account_id", accounts[of[k]]), slog.Any("err", err))
+			d.done = false
+			continue
 		}
+		l.cfg.Metrics.cosignatures.Inc()
+		d.lines[cosigs[k].witness] = cosigs[k].line
 	}
-	done := l.collect(ctx, st, lines)
-	cp := st.Checkpoint
-	for _, w := range l.cfg.Witnesses {
-		if line, ok := lines[w.ID()]; ok {
-			cp.Cosignatures = append(cp.Cosignatures, line)
+	out := make([]bool, len(accounts))
+	var pubs []publication
+	var at []int
+	for i, d := range ds {
+		if !d.ok {
+			out[i] = d.done
+			continue
 		}
+		cp := d.st.Checkpoint
+		for _, w := range l.cfg.Witnesses {
+			if line, ok := d.lines[w.ID()]; ok {
+				cp.Cosignatures = append(cp.Cosignatures, line)
+			}
+		}
+		out[i] = d.done
+		pubs, at = append(pubs, publication{seq: d.st.seq, cp: cp, fresh: d.st.fresh}), append(at, i)
 	}
-	return l.publish(ctx, st.seq, cp, st.fresh) && done
+	for j, ok := range l.publishAll(ctx, pubs) {
+		out[at[j]] = out[at[j]] && ok
+	}
+	return out
 }
 
 // delivered reports whether an attempt that ended with err is done, and
@@ -477,10 +610,11 @@ func (l *Loop) delivered(ctx context.Context, account string, err error) bool {
 }
 
 // collect asks each witness without a line in lines (witness id →
-// cosignature line) to cosign st, and adds and stores the lines it gets.
-// It reports whether no witness is left to ask again.
-func (l *Loop) collect(ctx context.Context, st *stored, lines map[string]string) bool {
+// cosignature line) to cosign st, and returns the lines it gets, to be
+// stored. It reports whether no witness is left to ask again.
+func (l *Loop) collect(ctx context.Context, st *stored, lines map[string]string) (map[string]string, bool) {
 	done := true
+	got := map[string]string{}
 	cp := st.Checkpoint
 	for _, w := range l.cfg.Witnesses {
 		key := w.ID() + " " + cp.Account
@@ -494,20 +628,14 @@ func (l *Loop) collect(ctx context.Context, st *stored, lines map[string]string)
 		switch {
 		case errors.Is(err, errSuperseded):
 		case err != nil && ctx.Err() != nil:
-			return false
+			return got, false
 		case err != nil:
 			done = l.miss(ctx, w, cp, err) && done
 		default:
-			if err := l.cfg.Store.AddCosignature(ctx, cp, w.ID(), line); err != nil {
-				l.cfg.Logger.WarnContext(ctx, "cosignature not stored; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
-				done = false
-				continue
-			}
-			l.cfg.Metrics.cosignatures.Inc()
-			lines[w.ID()] = line
+			got[w.ID()] = line
 		}
 	}
-	return done
+	return got, done
 }
 
 // miss counts and logs, once per checkpoint, that w did not cosign cp,
@@ -592,24 +720,70 @@ func (l *Loop) cosign(ctx context.Context, w *Witness, st *stored) (string, erro
 	return "", &Refusal{Witness: w.ID(), Status: http.StatusConflict, Size: old, Reason: "its latest size kept changing"}
 }
 
-// publish puts cp, checkpoint number seq of its account, on the topic
-// unless it is there already with as many cosignatures, and reports
-// whether it is. A failed attempt is counted and retried by the caller.
-// fresh says that this process has just stored cp: nobody published it
-// yet, so the mark is not read.
-func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint, fresh bool) bool {
+// publication is a checkpoint to publish: number seq of its account,
+// with the cosignatures collected; fresh says that this process has just
+// stored it, so that nobody published it yet and its mark is not read.
+type publication struct {
+	seq   int64
+	cp    Checkpoint
+	fresh bool
+}
+
+// publishAll puts each of ps on the topic unless it is there already
+// with as many cosignatures, in parallel, then marks those published in
+// writes of up to hintChunk accounts, and reports, per publication,
+// whether it is on the topic and marked so. A failed attempt is counted
+// and retried by the caller.
+func (l *Loop) publishAll(ctx context.Context, ps []publication) []bool {
+	out := make([]bool, len(ps))
 	if l.cfg.Publish == nil {
-		return true
+		for i := range out {
+			out[i] = true
+		}
+		return out
 	}
-	mark := publishMark(seq, len(cp.Cosignatures))
-	if !fresh {
+	sent := make([]bool, len(ps))
+	var g errgroup.Group
+	g.SetLimit(parallel)
+	for i, p := range ps {
+		g.Go(func() error {
+			out[i], sent[i] = l.publish(ctx, p)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var marks []mark
+	var at []int
+	for i, p := range ps {
+		if sent[i] {
+			marks = append(marks, mark{account: p.cp.Account, seq: p.seq, mark: publishMark(p.seq, len(p.cp.Cosignatures))})
+			at = append(at, i)
+		}
+	}
+	for j, err := range l.cfg.Store.markPublished(ctx, marks) {
+		if err != nil {
+			// Published again later: the topic is at least once.
+			l.cfg.Logger.WarnContext(ctx, "checkpoint published but not marked so", slog.String("account_id", marks[j].account), slog.Any("err", err))
+			continue
+		}
+		out[at[j]] = true
+	}
+	return out
+}
+
+// publish puts p on the topic unless its mark says it is there already
+// with as many cosignatures. It reports whether it is there (done), and
+// whether this call sent it (then it is still to be marked).
+func (l *Loop) publish(ctx context.Context, p publication) (done, sent bool) {
+	cp := p.cp
+	if !p.fresh {
 		published, err := l.cfg.Store.published(ctx, cp.Account)
 		if err != nil {
 			l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account), slog.Any("err", err))
-			return false
+			return false, false
 		}
-		if published >= mark {
-			return true
+		if published >= publishMark(p.seq, len(cp.Cosignatures)) {
+			return true, false
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PublishTimeout)
@@ -621,15 +795,10 @@ func (l *Loop) publish(ctx context.Context, seq int64, cp Checkpoint, fresh bool
 			l.cfg.Logger.WarnContext(ctx, "checkpoint not published; retrying", slog.String("account_id", cp.Account),
 				slog.Int64("size", cp.Size), slog.Any("err", err))
 		}
-		return false
+		return false, false
 	}
 	l.cfg.Metrics.published.Inc()
-	if err := l.cfg.Store.markPublished(ctx, cp.Account, seq, mark); err != nil {
-		// Published again later: the topic is at least once.
-		l.cfg.Logger.WarnContext(ctx, "checkpoint published but not marked so", slog.String("account_id", cp.Account), slog.Any("err", err))
-		return false
-	}
-	return true
+	return false, true
 }
 
 // addTo offers st to w, which holds size old, with the proof from old:

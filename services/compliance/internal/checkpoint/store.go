@@ -110,31 +110,69 @@ var ErrRaced = errors.New("another checkpoint of the account was stored meanwhil
 // it is; with another root it is an error, as is a checkpoint stored
 // after last by another writer (ErrRaced).
 func (s *Store) Put(ctx context.Context, cp Checkpoint, last *stored) (stored, error) {
-	seq := int64(1)
-	if last != nil {
-		seq = last.seq + 1
+	sts, errs := s.putAll(ctx, []Checkpoint{cp}, []*stored{last})
+	return sts[0], errs[0]
+}
+
+// putAll stores each of cps as Put does, after the last of the same
+// index, in one unordered insert: a duplicate (a size or a number stored
+// before) is then looked at alone, as Put does.
+func (s *Store) putAll(ctx context.Context, cps []Checkpoint, lasts []*stored) ([]stored, []error) {
+	sts := make([]stored, len(cps))
+	errs := make([]error, len(cps))
+	if len(cps) == 0 {
+		return sts, errs
 	}
-	d := doc{
-		ID: seqlog.Key(cp.Account, seq), AccountID: cp.Account, Seq: seq, Size: cp.Size,
-		Root: base64.StdEncoding.EncodeToString(cp.Root[:]), Note: string(cp.Note),
-		SignedAt: s.now().UTC().Format(time.RFC3339Nano),
-	}
-	_, err := s.checkpoints.InsertOne(ctx, d)
-	if mongox.IsDuplicateKey(err) {
-		old, found, ferr := s.BySize(ctx, cp.Account, cp.Size)
-		if ferr != nil {
-			return stored{}, ferr
+	docs := make([]any, len(cps))
+	signedAt := s.now().UTC().Format(time.RFC3339Nano)
+	for i, cp := range cps {
+		seq := int64(1)
+		if lasts[i] != nil {
+			seq = lasts[i].seq + 1
 		}
-		if found && old.Root == cp.Root {
-			return stored{Checkpoint: old, seq: seq}, nil
+		sts[i] = stored{Checkpoint: cp, seq: seq, fresh: true}
+		docs[i] = doc{
+			ID: seqlog.Key(cp.Account, seq), AccountID: cp.Account, Seq: seq, Size: cp.Size,
+			Root: base64.StdEncoding.EncodeToString(cp.Root[:]), Note: string(cp.Note), SignedAt: signedAt,
 		}
-		return stored{}, fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, ErrRaced)
 	}
-	if err != nil {
-		return stored{}, fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, mongox.Classify(err))
+	_, err := s.checkpoints.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	failed := map[int]error{}
+	var bwe mongo.BulkWriteException
+	switch {
+	case err == nil:
+	case errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0:
+		for _, we := range bwe.WriteErrors {
+			failed[we.Index] = we
+		}
+	default:
+		for i := range cps {
+			failed[i] = err
+		}
 	}
-	s.remember(cp.Account, seq)
-	return stored{Checkpoint: cp, seq: seq, fresh: true}, nil
+	for i, cp := range cps {
+		err, ok := failed[i]
+		switch {
+		case !ok:
+			s.remember(cp.Account, sts[i].seq)
+			continue
+		case mongo.IsDuplicateKeyError(err):
+			old, found, ferr := s.BySize(ctx, cp.Account, cp.Size)
+			switch {
+			case ferr != nil:
+				errs[i] = ferr
+			case found && old.Root == cp.Root:
+				sts[i] = stored{Checkpoint: old, seq: sts[i].seq}
+				continue
+			default:
+				errs[i] = fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, ErrRaced)
+			}
+		default:
+			errs[i] = fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, mongox.Classify(err))
+		}
+		sts[i] = stored{}
+	}
+	return sts, errs
 }
 
 // remember notes seq as the latest checkpoint of account known here.
@@ -144,13 +182,27 @@ func (s *Store) remember(account string, seq int64) {
 	s.mu.Unlock()
 }
 
-// hint records seq as a hint of account's latest checkpoint number. The
+// hints records the number of each of sts as a hint of its account's
+// latest checkpoint number, in writes of up to hintChunk accounts. The
 // hint only saves probes to a process that knows nothing of the account
 // yet: a lost or late one costs a few lookups.
-func (s *Store) hint(ctx context.Context, account string, seq int64) {
-	_, _ = s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: "seq", Value: seq}}}}, options.UpdateOne().SetUpsert(true))
+func (s *Store) hints(ctx context.Context, sts []stored) {
+	for len(sts) > 0 {
+		part := sts[:min(hintChunk, len(sts))]
+		sts = sts[len(part):]
+		models := make([]mongo.WriteModel, len(part))
+		for i, st := range part {
+			models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: st.Account}}).
+				SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "seq", Value: st.seq}}}}).SetUpsert(true)
+		}
+		_, _ = s.heads.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	}
 }
+
+// hintChunk bounds the accounts of one write of hints or marks: the
+// embedded store holds a connection for each statement of an update until
+// the command ends (see pkg/seqlog).
+const hintChunk = 16
 
 // Latest returns account's latest checkpoint with its cosignatures;
 // found is false when it has none. It costs one lookup when this process
@@ -222,6 +274,114 @@ func (s *Store) latest(ctx context.Context, account string) (*stored, bool, erro
 	s.remember(account, last.seq)
 	return last, true, nil
 }
+
+// latestAll returns the latest checkpoint of each of accounts as latest
+// does (nil when it has none), from a find of the hints this process
+// lacks and one of the checkpoints at and after each known number (or of
+// each first checkpoint), by _id: two commands for any number of
+// accounts, one once this process knows them. An account that the find
+// leaves unsettled (a hint past the end, a checkpoint stored by another
+// writer after the one known) is looked at alone by latest.
+func (s *Store) latestAll(ctx context.Context, accounts []string) ([]*stored, error) {
+	from := make([]int64, len(accounts))
+	var unknown []string
+	s.mu.Lock()
+	for i, a := range accounts {
+		if from[i] = s.known[a]; from[i] == 0 {
+			unknown = append(unknown, a)
+		}
+	}
+	s.mu.Unlock()
+	if len(unknown) > 0 {
+		hints, err := findByID[struct {
+			ID  string `bson:"_id"`
+			Seq int64  `bson:"seq"`
+		}](ctx, s.heads, unknown)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint hints: %w", err)
+		}
+		for i, a := range accounts {
+			if from[i] == 0 {
+				from[i] = hints[a].Seq
+			}
+		}
+	}
+	var keys []string
+	for i, a := range accounts {
+		keys = append(keys, seqlog.Key(a, max(from[i], 1)))
+		if from[i] > 0 {
+			keys = append(keys, seqlog.Key(a, from[i]+1))
+		}
+	}
+	docs, err := findByID[doc](ctx, s.checkpoints, keys)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	out := make([]*stored, len(accounts))
+	for i, a := range accounts {
+		at, atOK := docs[seqlog.Key(a, max(from[i], 1))]
+		_, nextOK := docs[seqlog.Key(a, from[i]+1)]
+		switch {
+		case from[i] == 0 && !atOK:
+			// No checkpoint, and no hint of one.
+			s.mu.Lock()
+			delete(s.known, a)
+			s.mu.Unlock()
+			continue
+		case from[i] > 0 && atOK && !nextOK:
+			st, err := decode(at)
+			if err != nil {
+				return nil, err
+			}
+			s.remember(a, st.seq)
+			out[i] = st
+			continue
+		}
+		st, found, err := s.latest(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out[i] = st
+		}
+	}
+	return out, nil
+}
+
+// findByID reads the documents of coll whose _id is one of ids, by _id,
+// in finds of up to findBatch ids, and returns them by _id.
+func findByID[T any](ctx context.Context, coll *mongo.Collection, ids []string) (map[string]T, error) {
+	out := make(map[string]T, len(ids))
+	for len(ids) > 0 {
+		part := ids[:min(findBatch, len(ids))]
+		ids = ids[len(part):]
+		cur, err := coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: part}}}},
+			options.Find().SetBatchSize(int32(len(part))))
+		if err != nil {
+			return nil, mongox.Classify(err)
+		}
+		for cur.Next(ctx) {
+			var d T
+			if err := cur.Decode(&d); err != nil {
+				_ = cur.Close(ctx)
+				return nil, err
+			}
+			id, _ := cur.Current.Lookup("_id").StringValueOK()
+			out[id] = d
+		}
+		err = cur.Err()
+		_ = cur.Close(ctx)
+		if err != nil {
+			return nil, mongox.Classify(err)
+		}
+	}
+	return out, nil
+}
+
+// findBatch is how many _ids one find of findByID asks for: MongoDB
+// answers {_id: {$in: ids}} from its _id index, the embedded store's
+// front with a lookup by _id each (up to 1,000).
+const findBatch = 256
 
 // lastFrom reads account's checkpoints from and from+1 in one query (by
 // _id alone: the store's only indexed lookup), then probes forward from
@@ -382,14 +542,52 @@ func cosigID(account string, size int64, witness string) string {
 // AddCosignature stores witness's cosignature line of cp; insert-only, a
 // second one of the same witness is left out.
 func (s *Store) AddCosignature(ctx context.Context, cp Checkpoint, witness, line string) error {
-	_, err := s.cosigs.InsertOne(ctx, cosigDoc{
-		ID: cosigID(cp.Account, cp.Size, witness), AccountID: cp.Account, Size: cp.Size,
-		Witness: witness, Line: line, At: s.now().UTC().Format(time.RFC3339Nano),
-	})
-	if err != nil && !mongox.IsDuplicateKey(err) {
-		return fmt.Errorf("store cosignature of %s/%d by %s: %w", cp.Account, cp.Size, witness, mongox.Classify(err))
+	return s.addCosignatures(ctx, []cosignature{{cp: cp, witness: witness, line: line}})[0]
+}
+
+// cosignature is a witness's cosignature line of a checkpoint.
+type cosignature struct {
+	cp            Checkpoint
+	witness, line string
+}
+
+// addCosignatures stores each of cs as AddCosignature does, in one
+// unordered insert, and returns each one's error.
+func (s *Store) addCosignatures(ctx context.Context, cs []cosignature) []error {
+	errs := make([]error, len(cs))
+	if len(cs) == 0 {
+		return errs
 	}
-	return nil
+	at := s.now().UTC().Format(time.RFC3339Nano)
+	docs := make([]any, len(cs))
+	for i, c := range cs {
+		docs[i] = cosigDoc{
+			ID: cosigID(c.cp.Account, c.cp.Size, c.witness), AccountID: c.cp.Account, Size: c.cp.Size,
+			Witness: c.witness, Line: c.line, At: at,
+		}
+	}
+	_, err := s.cosigs.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	var bwe mongo.BulkWriteException
+	switch {
+	case err == nil:
+		return errs
+	case errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0:
+		for _, we := range bwe.WriteErrors {
+			if !mongo.IsDuplicateKeyError(we) {
+				errs[we.Index] = we
+			}
+		}
+	default:
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	for i, c := range cs {
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("store cosignature of %s/%d by %s: %w", c.cp.Account, c.cp.Size, c.witness, mongox.Classify(errs[i]))
+		}
+	}
+	return errs
 }
 
 // withCosignatures adds to cp the stored cosignatures of the configured
@@ -446,14 +644,40 @@ func (s *Store) published(ctx context.Context, account string) (int64, error) {
 	return h.Published, nil
 }
 
-// markPublished records that account's checkpoints were published up to
-// mark (publishMark) of checkpoint number seq, and seq as the hint of the
-// latest; it never moves either back.
-func (s *Store) markPublished(ctx context.Context, account string, seq, mark int64) error {
-	_, err := s.heads.UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: "published", Value: mark}, {Key: "seq", Value: seq}}}}, options.UpdateOne().SetUpsert(true))
-	if err != nil {
-		return fmt.Errorf("publication hint of %s: %w", account, mongox.Classify(err))
+// mark is how far an account's checkpoints were published: up to mark
+// (publishMark) of checkpoint number seq.
+type mark struct {
+	account   string
+	seq, mark int64
+}
+
+// markPublished records each of ms, and its seq as the hint of its
+// account's latest, in writes of up to hintChunk accounts; it never moves
+// either back. It returns each one's error.
+func (s *Store) markPublished(ctx context.Context, ms []mark) []error {
+	errs := make([]error, len(ms))
+	for lo := 0; lo < len(ms); lo += hintChunk {
+		part := ms[lo:min(lo+hintChunk, len(ms))]
+		models := make([]mongo.WriteModel, len(part))
+		for i, m := range part {
+			models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: m.account}}).
+				SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "published", Value: m.mark}, {Key: "seq", Value: m.seq}}}}).
+				SetUpsert(true)
+		}
+		_, err := s.heads.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+		var bwe mongo.BulkWriteException
+		switch {
+		case err == nil:
+			continue
+		case errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0:
+			for _, we := range bwe.WriteErrors {
+				errs[lo+we.Index] = fmt.Errorf("publication hint of %s: %w", part[we.Index].account, mongox.Classify(we))
+			}
+		default:
+			for i, m := range part {
+				errs[lo+i] = fmt.Errorf("publication hint of %s: %w", m.account, mongox.Classify(err))
+			}
+		}
 	}
-	return nil
+	return errs
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -307,6 +308,64 @@ func (l *Ledger) TreeHead(ctx context.Context, account string) (size int64, root
 		return 0, tlog.Hash{}, err
 	}
 	return l.tree.Head(ctx, account, head)
+}
+
+// TreeQuery asks TreeHeads for Account's tree head: of at least From
+// leaves (the size of its last checkpoint, 0 when none) and, when it is
+// larger, with the consistency proof from From.
+type TreeQuery struct {
+	Account string
+	From    int64
+}
+
+// TreeHeadOf is TreeHeads' answer for one account: what TreeHead returns
+// (Err wraps ErrTreeInconsistent for a tree it refuses), and the proof
+// asked for, or ProofErr (ErrNotInTree when a hash it needs is not
+// stored).
+type TreeHeadOf = tree.HeadOf
+
+// headsInFlight bounds the heads TreeHeads looks up in the store at once.
+const headsInFlight = 8
+
+// TreeHeads returns the tree heads of several accounts, as TreeHead does
+// for each, with the consistency proofs asked for. An account whose head
+// this process knows (it appended the entries, or found them) and that is
+// not behind From is taken at that head, which is durable: its entries are
+// not read. Another is looked up as TreeHead does: another writer may have
+// appended, and a checkpoint of From leaves says the entries reached it.
+// The trees' stored edges and proofs are then read together (tree.Heads):
+// a round of many accounts costs a few commands.
+func (l *Ledger) TreeHeads(ctx context.Context, qs []TreeQuery) []TreeHeadOf {
+	tq := make([]tree.Query, len(qs))
+	errs := make([]error, len(qs))
+	var g errgroup.Group
+	g.SetLimit(headsInFlight)
+	for i, q := range qs {
+		tq[i] = tree.Query{Account: q.Account, From: q.From}
+		if h, ok := l.log.Known(q.Account); ok && h.Seq >= q.From {
+			tq[i].To = h.Seq
+			continue
+		}
+		g.Go(func() error {
+			tq[i].To, errs[i] = l.Head(ctx, q.Account)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	var ask []tree.Query
+	var at []int
+	out := make([]TreeHeadOf, len(qs))
+	for i := range qs {
+		if errs[i] != nil {
+			out[i].Err = errs[i]
+			continue
+		}
+		ask, at = append(ask, tq[i]), append(at, i)
+	}
+	for j, h := range l.tree.Heads(ctx, ask) {
+		out[at[j]] = h
+	}
+	return out
 }
 
 // RootAt returns the root of account's tree at size leaves, from at most

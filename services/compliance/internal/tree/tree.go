@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math/bits"
 	"sync"
 
@@ -426,35 +427,146 @@ func (t *Tree) hints(ctx context.Context, accounts []string, sizes []int64) {
 }
 
 // Head returns account's tree size and root after extending it to to
-// leaves (see Extend). The root is computed from the stored right edge,
-// which must equal the one this process built: a tree rewritten in the
-// store under a running service is ErrInconsistent (and forgotten, so
-// that the next call works from the store alone).
+// leaves (see Extend), as Heads does for one account.
 func (t *Tree) Head(ctx context.Context, account string, to int64) (int64, tlog.Hash, error) {
-	size, err := t.Extend(ctx, account, to, nil)
-	if err != nil {
-		return 0, tlog.Hash{}, err
+	h := t.Heads(ctx, []Query{{Account: account, To: to}})[0]
+	return h.Size, h.Root, h.Err
+}
+
+// Query asks Heads for account's tree extended to To leaves and, when
+// From is above 0 and below its size, for the consistency proof from the
+// tree of From leaves.
+type Query struct {
+	Account  string
+	To, From int64
+}
+
+// HeadOf is Heads' answer for one Query: the tree's size and root, or
+// Err; and the proof asked for, or ProofErr.
+type HeadOf struct {
+	Size          int64
+	Root          tlog.Hash
+	Proof         tlog.TreeProof
+	Err, ProofErr error
+}
+
+// headsInFlight is how many accounts' trees Heads catches up at once.
+const headsInFlight = 8
+
+// Heads returns the size and root of each account's tree after extending
+// it (see Extend: nothing is read when the tree is in memory and
+// current), and the consistency proofs asked for. The roots are computed
+// from the stored right edges, which must equal the ones this process
+// built: a tree rewritten in the store under a running service is
+// ErrInconsistent (and forgotten, so that the next call works from the
+// store alone). The edges and the proofs' hashes of every account are
+// read together, in finds by _id of up to recordsBatch records: a round
+// of many accounts costs a command or two, not two per account.
+func (t *Tree) Heads(ctx context.Context, qs []Query) []HeadOf {
+	out := make([]HeadOf, len(qs))
+	var g errgroup.Group
+	g.SetLimit(headsInFlight)
+	for i, q := range qs {
+		g.Go(func() error {
+			out[i].Size, out[i].Err = t.Extend(ctx, q.Account, q.To, nil)
+			return nil
+		})
 	}
-	if size == 0 {
-		return 0, EmptyRoot, nil
+	_ = g.Wait()
+	type wanted struct {
+		edge, proof []int64
+		built       *Builder
 	}
-	indexes := edgeIndexes(size)
-	stored, err := t.read(ctx, account, indexes)
-	if err != nil {
-		return 0, tlog.Hash{}, err
-	}
-	if b := t.cached(account); b != nil && b.Size() == size {
-		for i, x := range indexes {
-			if b.edge[x] != stored[i] {
-				t.remember(account, nil)
-				return 0, tlog.Hash{}, fmt.Errorf("tree of %s at size %d: stored hash %d differs from the one built from the entries: %w",
-					account, size, x, ErrInconsistent)
+	ws := make([]wanted, len(qs))
+	var keys []string
+	seen := map[string]bool{}
+	want := func(account string, indexes []int64) {
+		for _, k := range recordKeys(account, indexes) {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
 			}
 		}
 	}
-	root, err := tlog.TreeHash(size, fixedReader(indexes, stored))
-	return size, root, err
+	for i, q := range qs {
+		size := out[i].Size
+		if out[i].Err != nil {
+			continue
+		}
+		if size == 0 {
+			out[i].Root = EmptyRoot
+			continue
+		}
+		ws[i].edge = edgeIndexes(size)
+		want(q.Account, ws[i].edge)
+		if b := t.cached(q.Account); b != nil && b.Size() == size {
+			ws[i].built = b
+		}
+		if q.From > 0 && q.From < size {
+			ws[i].proof = proofIndexes(size, q.From)
+			want(q.Account, ws[i].proof)
+		}
+	}
+	got, err := t.findAll(ctx, keys)
+	for i, q := range qs {
+		if out[i].Err != nil || ws[i].edge == nil {
+			continue
+		}
+		if err != nil {
+			out[i].Err = fmt.Errorf("tree of %s: %w", q.Account, err)
+			continue
+		}
+		size := out[i].Size
+		stored, err := pick(got, q.Account, ws[i].edge)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		if b := ws[i].built; b != nil {
+			if x, ok := b.differs(ws[i].edge, stored); ok {
+				t.remember(q.Account, nil)
+				out[i].Err = fmt.Errorf("tree of %s at size %d: stored hash %d differs from the one built from the entries: %w",
+					q.Account, size, x, ErrInconsistent)
+				continue
+			}
+		}
+		if out[i].Root, out[i].Err = tlog.TreeHash(size, fixedReader(ws[i].edge, stored)); out[i].Err != nil {
+			continue
+		}
+		if ws[i].proof != nil {
+			hashes, err := pick(got, q.Account, ws[i].proof)
+			if err == nil {
+				out[i].Proof, err = tlog.ProveTree(size, q.From, fixedReader(ws[i].proof, hashes))
+			}
+			out[i].ProofErr = err
+		}
+	}
+	return out
 }
+
+// differs returns the first of the stored hashes at indexes (of b's
+// right edge) that is not the one b holds.
+func (b *Builder) differs(indexes []int64, stored []tlog.Hash) (int64, bool) {
+	for i, x := range indexes {
+		if b.edge[x] != stored[i] {
+			return x, true
+		}
+	}
+	return 0, false
+}
+
+// proofIndexes returns the stored hash indexes the consistency proof from
+// size from to size to reads (tlog.ProveTree's), in its order.
+func proofIndexes(to, from int64) []int64 {
+	var out []int64
+	_, _ = tlog.ProveTree(to, from, tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out = indexes
+		return nil, errRecorded
+	}))
+	return out
+}
+
+var errRecorded = errors.New("indexes recorded")
 
 // Root returns the root of account's stored tree at size leaves, from the
 // records of its complete subtrees (at most log2(size)+1), read at once.
@@ -492,7 +604,7 @@ func (t *Tree) ProveTree(ctx context.Context, account string, to, from int64) (t
 // subtrees read before (see topLevel).
 func (t *Tree) Reader(ctx context.Context, account string) tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
-		return t.readVia(ctx, account, indexes, true)
+		return t.readTops(ctx, account, indexes)
 	})
 }
 
@@ -595,31 +707,30 @@ func recordOf(index int64) (leaf int64, pos int) {
 // read returns account's stored hashes at indexes, from one query of the
 // records holding them.
 func (t *Tree) read(ctx context.Context, account string, indexes []int64) ([]tlog.Hash, error) {
-	return t.readVia(ctx, account, indexes, false)
+	got, err := t.find(ctx, recordKeys(account, indexes))
+	if err != nil {
+		return nil, fmt.Errorf("tree of %s: %w", account, err)
+	}
+	return pick(got, account, indexes)
 }
 
-// readVia is read, taking the records of large subtrees from those kept
-// when tops is set, and keeping those it reads.
-func (t *Tree) readVia(ctx context.Context, account string, indexes []int64, tops bool) ([]tlog.Hash, error) {
-	keys := make([]string, 0, len(indexes))
-	got := map[string][]tlog.Hash{}
-	seen := map[string]bool{}
-	keep := map[string]bool{} // records of large subtrees to keep
+// readTops is read for roots and proofs: the records of large subtrees
+// come from those kept when they are, and are kept when read.
+func (t *Tree) readTops(ctx context.Context, account string, indexes []int64) ([]tlog.Hash, error) {
+	top := map[string]bool{}
 	for _, x := range indexes {
-		leaf, _ := recordOf(x)
-		k := Key(account, tlog.StoredHashIndex(0, leaf))
-		if seen[k] {
-			continue
+		if leaf, _ := recordOf(x); isTop(leaf) {
+			top[Key(account, tlog.StoredHashIndex(0, leaf))] = true
 		}
-		seen[k] = true
-		if tops && isTop(leaf) {
-			if r, ok := t.tops.Get(k); ok {
-				got[k] = r
-				continue
-			}
-			keep[k] = true
+	}
+	got := map[string][]tlog.Hash{}
+	var keys []string
+	for _, k := range recordKeys(account, indexes) {
+		if r, ok := t.tops.Get(k); ok && top[k] {
+			got[k] = r
+		} else {
+			keys = append(keys, k)
 		}
-		keys = append(keys, k)
 	}
 	found, err := t.find(ctx, keys)
 	if err != nil {
@@ -627,10 +738,32 @@ func (t *Tree) readVia(ctx context.Context, account string, indexes []int64, top
 	}
 	for k, r := range found {
 		got[k] = r
-		if keep[k] {
+		if top[k] {
 			t.tops.Add(k, r)
 		}
 	}
+	return pick(got, account, indexes)
+}
+
+// recordKeys returns the keys of account's records that hold the stored
+// hashes at indexes, each once.
+func recordKeys(account string, indexes []int64) []string {
+	keys := make([]string, 0, len(indexes))
+	seen := map[string]bool{}
+	for _, x := range indexes {
+		leaf, _ := recordOf(x)
+		k := Key(account, tlog.StoredHashIndex(0, leaf))
+		if !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// pick returns account's stored hashes at indexes from the records read
+// (got, by key); ErrMissing when one is not there.
+func pick(got map[string][]tlog.Hash, account string, indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	for i, x := range indexes {
 		leaf, pos := recordOf(x)
@@ -641,6 +774,26 @@ func (t *Tree) readVia(ctx context.Context, account string, indexes []int64, top
 		out[i] = r[pos]
 	}
 	return out, nil
+}
+
+// findAll reads the records of keys, of any accounts and any number, in
+// finds of up to recordsBatch keys, recordsInFlight of them at once.
+func (t *Tree) findAll(ctx context.Context, keys []string) (map[string][]tlog.Hash, error) {
+	out := make(map[string][]tlog.Hash, len(keys))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(recordsInFlight)
+	for lo := 0; lo < len(keys); lo += recordsBatch {
+		part := keys[lo:min(lo+recordsBatch, len(keys))]
+		g.Go(func() error {
+			got, err := t.find(gctx, part)
+			mu.Lock()
+			defer mu.Unlock()
+			maps.Copy(out, got)
+			return err
+		})
+	}
+	return out, g.Wait()
 }
 
 // lookupsInFlight is how many size hints and edges ExtendAll reads at
