@@ -46,6 +46,9 @@ func TestStoreCommandsPerStart(t *testing.T) {
 		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
 		"RCM_DOCUMENTS_GROUP":     group,
 		"RCM_KAFKA_PARTITIONS":    "2",
+		// The relay removes a published event at once: no later write
+		// of the record takes it out here.
+		"RCM_OUTBOX_REMOVE_AFTER": "1ms",
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -134,6 +137,117 @@ func TestStoreCommandsPerStart(t *testing.T) {
 	}
 }
 
+// TestStoreCommandsPerStartOnABusyRecord counts the store commands of
+// starts that follow one another on one document, each once the relay
+// published the one before: each start's write also takes the published
+// event of the one before out of the outbox, so that a busy record costs
+// one read and one write per command and no removal of its own; the last
+// event waits in the outbox for the next write (or the relay's removal,
+// a while later).
+func TestStoreCommandsPerStartOnABusyRecord(t *testing.T) {
+	t.Parallel()
+	counter := newCommandCounter(t, mongotest.URI(t))
+	db := mongotest.NewDatabase(t)
+	documents := kafkatest.NewTopic(t, 2)
+	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
+		"RCM_MONGODB_URI":          counter.URI(),
+		"RCM_MONGODB_DATABASE":     db,
+		"RCM_EVENTS_TOPIC":         kafkatest.NewTopic(t, 2),
+		"RCM_DOCUMENTS_TOPIC":      documents,
+		"RCM_DOCUMENTS_DLQ_TOPIC":  kafkatest.NewTopic(t, 1),
+		"RCM_DOCUMENTS_GROUP":      "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-"),
+		"RCM_KAFKA_PARTITIONS":     "2",
+		"RCM_OUTBOX_REMOVE_AFTER":  "1m",
+		"RCM_OUTBOX_SWEEP_MIN_AGE": "5m",
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	records := mongotest.Client(t).Database(db).Collection(campaignseed.DocumentsCollection)
+	held := campaignseed.Record(campaignseed.Document{ID: "doc_busy", AccountID: "org_c", LoanStatus: "BEHIND", Version: 1,
+		UpdatedAt: time.Now().Add(-time.Hour).UTC().Truncate(time.Millisecond)})
+	if _, err := records.InsertOne(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := principal.NewSigner(principal.DevSecret, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := 0
+	start := func() {
+		t.Helper()
+		body := `{"sms":true,"email":true,"call":false,"tone":"friendly","cadence":"weekly"}`
+		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/doc_busy/rcm", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if err := signer.Sign(req, principal.Principal{AccountID: "org_c", UserID: "user_c", SessionID: "sess_c"}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
+		}
+		// The next start comes once the relay has this one's event
+		// acknowledged.
+		published++
+		servicetest.Eventually(t, 20*time.Second, "the start's event published", func() bool {
+			return metricValue(t, inst.URL, `rcm_outbox_publish_total{outcome="ok"}`) >= float64(published)
+		})
+	}
+	start() // the first start of a document is not the steady state
+
+	const starts = 20
+	before := counter.snapshot()
+	for range starts {
+		start()
+	}
+	all := diff(counter.snapshot(), before)
+	if want := map[string]int{"find documents": starts, "update documents": starts}; !maps.Equal(all, want) {
+		t.Errorf("store commands of %d starts on a busy record, the relay's included: got %v, want %v", starts, all, want)
+	}
+	var rec struct {
+		Outbox []struct {
+			Type string `bson:"type"`
+		} `bson:"outbox"`
+	}
+	if err := records.FindOne(ctx, bson.D{{Key: "_id", Value: "doc_busy"}}).Decode(&rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Outbox) != 1 {
+		t.Errorf("the outbox holds %d events after %d starts, each published: want the last one only, until the next write or the relay's removal", len(rec.Outbox), starts)
+	}
+}
+
+// metricValue reads one sample of the service's /metrics (name with its
+// labels as exposed); 0 when absent.
+func metricValue(t *testing.T, base, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	text, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(text), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return 0
+}
+
 // TestStoreCommandsPerAttempt counts the same for contact attempts on a
 // document the service has held for a while: one read of the record and
 // one write on the request path, at most three commands in all, and the
@@ -152,6 +266,9 @@ func TestStoreCommandsPerAttempt(t *testing.T) {
 		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
 		"RCM_DOCUMENTS_GROUP":     "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-"),
 		"RCM_KAFKA_PARTITIONS":    "2",
+		// The relay removes a published event at once: no later write
+		// of the record takes it out here.
+		"RCM_OUTBOX_REMOVE_AFTER": "1ms",
 	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

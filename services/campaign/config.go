@@ -22,6 +22,9 @@ type config struct {
 	DocumentsGroup string        `env:"RCM_DOCUMENTS_GROUP, default=rcm-campaign"`
 	SweepInterval  time.Duration `env:"RCM_OUTBOX_SWEEP_INTERVAL, default=5m"`
 	SweepMinAge    time.Duration `env:"RCM_OUTBOX_SWEEP_MIN_AGE, default=30s"`
+	// RemoveAfter is how long a published event waits in its record's
+	// outbox for the next command's write to take it out (relay.Config).
+	RemoveAfter time.Duration `env:"RCM_OUTBOX_REMOVE_AFTER, default=10s"`
 }
 
 // documentsDLQ is where documents nobody can apply are parked.

@@ -46,8 +46,9 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		return err
 	}
 	gen := ids.NewGenerator(time.Now)
-	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, ConsentTopic: cfg.ConsentTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge},
-		producer, st, svc.Registry, svc.Logger, time.Now)
+	rl := relay.New(relay.Config{Topic: cfg.EventsTopic, ConsentTopic: cfg.ConsentTopic, SweepInterval: cfg.SweepInterval, SweepMinAge: cfg.SweepMinAge,
+		RemoveAfter: cfg.RemoveAfter}, producer, st, svc.Registry, svc.Logger, time.Now)
+	st.TakeOutPublished(rl)
 	campaigns := app.New(app.Config{Store: st, Relay: rl, Claims: idem, NewID: gen.New, Now: time.Now, Logger: svc.Logger, Registerer: svc.Registry})
 	docs := documents.NewConsumer(documents.ConsumerConfig{Documents: campaigns, DeadLetter: kafkax.DeadLetter(producer, cfg.documentsDLQ()), Logger: svc.Logger}, svc.Registry)
 	// Commands wait for the readiness gate: what a previous process left

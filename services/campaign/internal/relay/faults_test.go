@@ -12,6 +12,7 @@ import (
 	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
+	"github.com/rcm-platform/rcm/services/campaign/internal/campaign"
 	"github.com/rcm-platform/rcm/services/campaign/internal/relay"
 	"github.com/rcm-platform/rcm/services/campaign/internal/store"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -21,13 +22,17 @@ import (
 // quiet keeps the relay's own sweeps out of a test that sweeps by hand.
 const quiet = time.Hour
 
-// newObservedRelay is newRelay with the registry its metrics are on.
+// newObservedRelay is newRelay with the registry its metrics are on,
+// wired to s as the service wires them: the store's writes take
+// published events out of the outbox.
 func newObservedRelay(cfg relay.Config, producer *kgo.Client, s *store.Store) (*relay.Relay, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
-	return relay.New(cfg, producer, s, reg, logger, time.Now), reg
+	rl := relay.New(removeAtOnce(cfg), producer, s, reg, logger, time.Now)
+	s.TakeOutPublished(rl)
+	return rl, reg
 }
 
-// value reads the counter name with the label pairs labels from reg.
+// value reads the counter (or gauge) name with the label pairs labels from reg.
 func value(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
@@ -48,6 +53,9 @@ func value(t testing.TB, reg *prometheus.Registry, name string, labels ...string
 				if have[labels[i]] != labels[i+1] {
 					continue metrics
 				}
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
 			}
 			return m.GetCounter().GetValue()
 		}
@@ -482,7 +490,8 @@ func TestSweepSkipsWhatWasRemovedDuringItsRead(t *testing.T) {
 	outbox := &removalDuringRead{Store: s, removed: make(chan struct{})}
 
 	producer := newProducer(t, broker)
-	rl := relay.New(relay.Config{Topic: topic, SweepInterval: quiet, SweepCheck: quiet}, producer, outbox, prometheus.NewRegistry(), logger, time.Now)
+	rl := relay.New(removeAtOnce(relay.Config{Topic: topic, SweepInterval: quiet, SweepCheck: quiet}), producer, outbox, prometheus.NewRegistry(), logger, time.Now)
+	s.TakeOutPublished(rl)
 	enqueue(rl, ev) // on its way before the sweep reads
 	swept := make(chan error, 1)
 	go func() {
@@ -592,4 +601,80 @@ func TestOrderPerAccount(t *testing.T) {
 			t.Errorf("the events the sweep found are out of order: %v", got)
 		}
 	})
+}
+
+// TestPublishedEventsLeaveWithTheNextWrite: a published event stays in
+// its record's outbox, claimed by the relay, until the next command's
+// write of the record takes it out with its own change; the relay then
+// removes nothing itself. Meanwhile a sweep neither counts it as pending
+// nor publishes it again; what is left at shutdown the relay removes.
+func TestPublishedEventsLeaveWithTheNextWrite(t *testing.T) {
+	t.Parallel()
+	broker := newBroker(t, 1)
+	s := newStore(t)
+	producer := newProducer(t, broker)
+	rl, reg := newObservedRelay(relay.Config{Topic: topic, SweepInterval: quiet, SweepCheck: quiet, SweepMinAge: quiet, RemoveAfter: quiet}, producer, s)
+	relaying := run(t, rl, 2*time.Second, 5*time.Second)
+	ctx := context.Background()
+
+	doc := campaign.Document{ID: "doc_next", AccountID: "org_next", Loan: &campaign.Loan{Status: "BEHIND"}, Version: 1}
+	if _, err := s.ApplyDocument(ctx, doc, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c, e, err := campaign.Start(campaign.StartInput{SMS: true, Email: true, Tone: "t", Cadence: "c"}, doc, user, gen.New, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, m, err := s.Create(ctx, c, e); err != nil {
+		t.Fatal(err)
+	} else {
+		rl.Enqueue(doc.ID, m)
+	}
+	eventually(t, 10*time.Second, "the start's event published and free to leave the outbox", func() bool {
+		return len(rl.Published(doc.ID)) == 1
+	})
+	if err := rl.Sweep(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := value(t, reg, "rcm_outbox_pending_events"); got != 0 {
+		t.Errorf("rcm_outbox_pending_events = %v after a sweep found only a published event, want 0", got)
+	}
+
+	// An inbound contact: a command of the document, not of a campaign.
+	_, msgs, err := s.UpdateDocument(ctx, doc.AccountID, doc.ID, store.Nonce{}, func(r *store.Record) ([]events.Event, error) {
+		at := time.Now().UTC().Truncate(time.Millisecond)
+		a := store.Attempt{ID: gen.New("att_"), Channel: "sms", Direction: events.DirectionInbound, Decision: events.DecisionAllowed, AttemptedAt: at}
+		r.Attempts = append(r.Attempts, a)
+		head := events.Head{EventID: gen.New("evt_"), AccountID: doc.AccountID, DocumentID: doc.ID, Actor: user, At: at}
+		return []events.Event{events.NewContactAttempted(head, events.ContactAttemptedData{AttemptID: a.ID, Channel: a.Channel, Direction: a.Direction, AttemptedAt: at})}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending, err := s.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 || pending[0].ID != msgs[0].ID {
+		t.Fatalf("the outbox holds %v after the contact's write, want the contact's event %s only", idsOf(pending), msgs[0].ID)
+	}
+	if got := value(t, reg, "rcm_outbox_taken_out_events_total"); got != 1 {
+		t.Errorf("rcm_outbox_taken_out_events_total = %v, want 1", got)
+	}
+	if got := rl.Published(doc.ID); len(got) != 0 {
+		t.Errorf("published events still waiting to leave the outbox after the write took them out: %v", got)
+	}
+
+	rl.Enqueue(doc.ID, msgs...)
+	eventually(t, 10*time.Second, "the contact's event published and free to leave the outbox", func() bool {
+		return len(rl.Published(doc.ID)) == 1
+	})
+	relaying.stop(t)
+	waitEmpty(t, s, 5*time.Second)
+	if got := value(t, reg, "rcm_outbox_removed_events_total"); got != 1 {
+		t.Errorf("rcm_outbox_removed_events_total = %v, want 1: the contact's event, removed at shutdown", got)
+	}
+	if got := onTopic(t, broker, topic); got != 2 {
+		t.Errorf("the topic holds %d records, want the 2 events once each", got)
+	}
 }

@@ -12,6 +12,15 @@
 // order on its partition only while each goes straight through the queue.
 // Delivery is at least once: consumers dedupe by event id.
 //
+// A published event leaves the outbox with the next command's write of
+// its record (see store.Published), which changes the record anyway; what
+// no command wrote within RemoveAfter the relay removes with writes of
+// its own, batched across records. A busy record then costs one write
+// per command. Until it leaves the outbox the event stays claimed by the
+// relay, so no sweep of this process publishes it again; a sweep of
+// another replica waits SweepMinAge, longer than RemoveAfter; after a
+// crash it is published again, which consumers absorb.
+//
 // An event that changed a document's consent (an opt-out, a consent
 // change) is followed on the compacted consent topic by the document's
 // consent state as read after the event was acknowledged, and leaves the
@@ -70,6 +79,11 @@ type Config struct {
 	// SweepMinAge keeps the sweep from republishing an event the fast path
 	// is still publishing.
 	SweepMinAge time.Duration
+	// RemoveAfter is how long a published event waits in its record's
+	// outbox for the next command's write to take it out, before the
+	// relay removes it with a write of its own; kept under SweepMinAge,
+	// so that another replica's sweep does not publish it again.
+	RemoveAfter time.Duration
 }
 
 func (c *Config) defaults() {
@@ -91,6 +105,10 @@ func (c *Config) defaults() {
 	if c.SweepMinAge <= 0 {
 		c.SweepMinAge = 30 * time.Second
 	}
+	if c.RemoveAfter <= 0 {
+		c.RemoveAfter = 10 * time.Second
+	}
+	c.RemoveAfter = min(c.RemoveAfter, c.SweepMinAge/2)
 }
 
 type item struct {
@@ -130,6 +148,18 @@ type Relay struct {
 	// seen and must not publish again.
 	reading int
 	removed map[string]struct{}
+
+	parkMu sync.Mutex
+	// parked holds, per document, the published events waiting for a
+	// write of their record to take them out of its outbox (Published,
+	// TakenOut), or for the relay to remove them.
+	parked map[string][]parked
+}
+
+// parked is a published event waiting to leave its outbox.
+type parked struct {
+	msg events.Message
+	at  time.Time // when it was parked
 }
 
 // New returns a relay producing with client.
@@ -145,6 +175,7 @@ func New(cfg Config, client *kgo.Client, outbox Outbox, reg prometheus.Registere
 		kick:     make(chan struct{}, 1),
 		acked:    make(chan item, cfg.QueueSize),
 		inflight: map[string]struct{}{},
+		parked:   map[string][]parked{},
 	}
 	r.metrics = newMetrics(reg, r)
 	return r
@@ -172,6 +203,96 @@ func (r *Relay) Enqueue(documentID string, msgs ...events.Message) {
 // Missed says events may wait in the outbox that nothing handed the
 // relay: it sweeps them at its next check instead of its next interval.
 func (r *Relay) Missed() { r.dirty.Store(true) }
+
+// Published returns the ids of the published events of documentID's
+// outbox that are waiting to leave it (see store.Published).
+func (r *Relay) Published(documentID string) []string {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	ps := r.parked[documentID]
+	if len(ps) == 0 {
+		return nil
+	}
+	ids := make([]string, len(ps))
+	for i, p := range ps {
+		ids[i] = p.msg.ID
+	}
+	return ids
+}
+
+// TakenOut says a write of documentID's record took the published events
+// ids out of its outbox: they need no removal.
+func (r *Relay) TakenOut(documentID string, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	r.parkMu.Lock()
+	var out []events.Message
+	kept := r.parked[documentID][:0]
+	for _, p := range r.parked[documentID] {
+		if slices.Contains(ids, p.msg.ID) {
+			out = append(out, p.msg)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	if len(kept) == 0 {
+		delete(r.parked, documentID)
+	} else {
+		r.parked[documentID] = kept
+	}
+	r.parkMu.Unlock()
+	r.metrics.takenOut.Add(float64(len(out)))
+	r.removedFromOutbox(out)
+}
+
+// parkedIDs returns the ids of the parked events.
+func (r *Relay) parkedIDs() map[string]struct{} {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	ids := map[string]struct{}{}
+	for _, ps := range r.parked {
+		for _, p := range ps {
+			ids[p.msg.ID] = struct{}{}
+		}
+	}
+	return ids
+}
+
+// park keeps the published events of batch (document id → events) for a
+// write of their records to take out.
+func (r *Relay) park(batch map[string][]events.Message) {
+	now := r.now()
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	for documentID, msgs := range batch {
+		for _, m := range msgs {
+			r.parked[documentID] = append(r.parked[documentID], parked{msg: m, at: now})
+		}
+	}
+}
+
+// unpark takes out of the parked events those parked before cutoff (all
+// of them when cutoff is zero), for the relay to remove.
+func (r *Relay) unpark(cutoff time.Time) map[string][]events.Message {
+	r.parkMu.Lock()
+	defer r.parkMu.Unlock()
+	due := map[string][]events.Message{}
+	for documentID, ps := range r.parked {
+		i := 0
+		for i < len(ps) && (cutoff.IsZero() || ps[i].at.Before(cutoff)) {
+			due[documentID] = append(due[documentID], ps[i].msg)
+			i++
+		}
+		switch {
+		case i == len(ps):
+			delete(r.parked, documentID)
+		case i > 0:
+			r.parked[documentID] = slices.Clone(ps[i:])
+		}
+	}
+	return due
+}
 
 func (r *Relay) claim(id string) bool {
 	r.mu.Lock()
@@ -255,16 +376,20 @@ func (r *Relay) Sweep(ctx context.Context, minAge time.Duration) error {
 // and that were not removed while it read, and notes what is pending.
 func (r *Relay) claimSwept(pending []store.Pending, minAge time.Duration) []item {
 	now := r.now()
+	published := r.parkedIDs()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.pending = len(pending)
+	// What is pending is what waits to be published: parked events are
+	// published, and only wait to leave their outbox.
+	r.pending = 0
 	r.oldest = time.Time{}
-	if len(pending) > 0 {
-		r.oldest = pending[0].Time
-		for _, p := range pending {
-			if p.Time.Before(r.oldest) {
-				r.oldest = p.Time
-			}
+	for _, p := range pending {
+		if _, ok := published[p.ID]; ok {
+			continue
+		}
+		r.pending++
+		if r.oldest.IsZero() || p.Time.Before(r.oldest) {
+			r.oldest = p.Time
 		}
 	}
 	found := make([]item, 0, len(pending))
@@ -440,54 +565,63 @@ const removers = 4
 // removalBatch bounds the documents one outbox removal covers.
 const removalBatch = 64
 
-// removeAcked deletes acknowledged events from their outboxes, batched
-// across documents, after publishing the consent of a document whose
-// events changed it. A failed removal is retried; if it keeps failing the
-// events are left in the outbox and republished later, which consumers
-// absorb.
+// removeAcked settles acknowledged events: the consent of a document
+// whose events changed it goes out, then the events are parked for the
+// next write of their record to take them out of its outbox, and those
+// still parked after RemoveAfter are removed, batched across documents.
+// When the acknowledgements end (shutdown) everything parked is removed.
+// A failed removal is retried; if it keeps failing the events are left in
+// the outbox and republished later, which consumers absorb.
 func (r *Relay) removeAcked(ctx context.Context) {
+	tick := time.NewTicker(min(max(r.cfg.RemoveAfter/4, 5*time.Millisecond), time.Second))
+	defer tick.Stop()
 	batch := map[string][]events.Message{}
-	flush := func() {
-		r.settle(ctx, batch)
-		clear(batch)
-	}
 	for {
-		it, ok := <-r.acked
-		if !ok {
-			flush()
-			return
+		var it item
+		ok := true
+		select {
+		case it, ok = <-r.acked:
+		case <-tick.C:
+			if due := r.unpark(r.now().Add(-r.cfg.RemoveAfter)); len(due) > 0 {
+				r.remove(ctx, due)
+			}
+			continue
 		}
-		batch[it.documentID] = append(batch[it.documentID], it.msg)
-	more:
-		for n := 0; n < 512; n++ {
+		for n := 0; ok; n++ {
+			batch[it.documentID] = append(batch[it.documentID], it.msg)
+			if n == 512 {
+				break
+			}
 			select {
 			case it, ok = <-r.acked:
-				if !ok {
-					flush()
-					return
-				}
-				batch[it.documentID] = append(batch[it.documentID], it.msg)
+				continue
 			default:
-				break more
 			}
+			break
 		}
-		flush()
+		r.settle(ctx, batch)
+		clear(batch)
+		if !ok {
+			r.remove(ctx, r.unpark(time.Time{}))
+			return
+		}
+	}
+}
+
+// giveUp leaves msgs of documentID in its outbox for the sweep.
+func (r *Relay) giveUp(what, documentID string, msgs []events.Message, err error) {
+	r.dirty.Store(true)
+	r.logger.Warn(what+"; events will be republished", slog.String("document_id", documentID), slog.Any("err", err))
+	for _, m := range msgs {
+		r.release(m.ID)
 	}
 }
 
 // settle finishes acknowledged events of the outboxes of batch (document
 // id → events): a document's consent goes out if they changed it, then
-// they leave the outboxes, up to removalBatch documents per removal. The
-// events of a document whose consent or removal fails are released for
-// the sweep.
+// they are parked, free to leave the outbox. The events of a document
+// whose consent fails are released for the sweep.
 func (r *Relay) settle(ctx context.Context, batch map[string][]events.Message) {
-	giveUp := func(what, documentID string, msgs []events.Message, err error) {
-		r.dirty.Store(true)
-		r.logger.Warn(what+"; events will be republished", slog.String("document_id", documentID), slog.Any("err", err))
-		for _, m := range msgs {
-			r.release(m.ID)
-		}
-	}
 	// Documents are independent: a few consent publishes at once keep up
 	// with the acknowledgements.
 	var mu sync.Mutex
@@ -503,7 +637,7 @@ func (r *Relay) settle(ctx context.Context, batch map[string][]events.Message) {
 		g.Go(func() error {
 			if err := r.publishConsent(ctx, msgs[i].AccountID, documentID); err != nil {
 				r.metrics.consent.WithLabelValues("error").Inc()
-				giveUp("consent publish failed", documentID, msgs, err)
+				r.giveUp("consent publish failed", documentID, msgs, err)
 				return nil
 			}
 			r.metrics.consent.WithLabelValues("ok").Inc()
@@ -514,11 +648,18 @@ func (r *Relay) settle(ctx context.Context, batch map[string][]events.Message) {
 		})
 	}
 	_ = g.Wait()
-	ids := slices.Sorted(maps.Keys(ready))
+	r.park(ready)
+}
+
+// remove deletes the published events of batch (document id → events)
+// from their outboxes, up to removalBatch documents per removal. The
+// events of a document whose removal fails are released for the sweep.
+func (r *Relay) remove(ctx context.Context, batch map[string][]events.Message) {
+	ids := slices.Sorted(maps.Keys(batch))
 	for chunk := range slices.Chunk(ids, removalBatch) {
 		part := make(map[string][]events.Message, len(chunk))
 		for _, id := range chunk {
-			part[id] = ready[id]
+			part[id] = batch[id]
 		}
 		var err error
 		for attempt := 0; attempt < 5; attempt++ {
@@ -532,9 +673,10 @@ func (r *Relay) settle(ctx context.Context, batch map[string][]events.Message) {
 		}
 		for id, msgs := range part {
 			if err != nil {
-				giveUp("outbox removal failed", id, msgs, err)
+				r.giveUp("outbox removal failed", id, msgs, err)
 				continue
 			}
+			r.metrics.removed.Add(float64(len(msgs)))
 			r.removedFromOutbox(msgs)
 		}
 	}

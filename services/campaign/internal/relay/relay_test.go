@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/events"
@@ -153,7 +152,18 @@ func newProducer(t testing.TB, broker *kafkatest.Broker, opts ...kgo.Opt) *kgo.C
 }
 
 func newRelay(cfg relay.Config, producer *kgo.Client, s *store.Store) *relay.Relay {
-	return relay.New(cfg, producer, s, prometheus.NewRegistry(), logger, time.Now)
+	rl, _ := newObservedRelay(cfg, producer, s)
+	return rl
+}
+
+// removeAtOnce is cfg with the relay removing published events at once,
+// unless cfg says otherwise: the tests of the relay's own removal wait
+// for no later write of the record to take them out.
+func removeAtOnce(cfg relay.Config) relay.Config {
+	if cfg.RemoveAfter == 0 {
+		cfg.RemoveAfter = time.Millisecond
+	}
+	return cfg
 }
 
 // TestStartAfterOutageLargerThanQueue: a previous process left more events

@@ -270,7 +270,8 @@ func byRecordRevision(documentID string, rev int64) bson.D {
 
 // modify runs fn on documentID's record and writes what fn changed of it
 // (consent, campaigns' state, requests, attempts) with fn's events
-// appended to its outbox, and nonce claimed, in one write under the
+// appended to its outbox (and the published ones taken out, see
+// appendOutbox), and nonce claimed, in one write under the
 // revision compare-and-set, and returns the events as they will be
 // published. A record that does not exist is campaign.ErrNotFound, fn
 // not run. When fn returns no event (or an error) nothing is written but
@@ -331,14 +332,16 @@ func (s *Store) modify(ctx context.Context, documentID string, nonce Nonce, fn f
 		}
 		set, push := changes(was, fieldsOf(&r), &r)
 		set = append(set, bson.E{Key: "revision", Value: rev + 1})
-		push = append(push, bson.E{Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}})
+		set, push, out := s.appendOutbox(r, outbox, set, push)
 		set, push = nonce.claim(r.Nonces, set, push)
-		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
-			bson.D{{Key: "$set", Value: set}, {Key: "$push", Value: push}})
+		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev), update(set, push))
 		if err != nil {
 			return nil, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
 		}
 		if res.MatchedCount == 1 {
+			if len(out) > 0 {
+				s.published.TakenOut(documentID, out)
+			}
 			return msgs, nil
 		}
 	}

@@ -50,6 +50,68 @@ func (s *Store) Pending(ctx context.Context) ([]Pending, error) {
 	return out, nil
 }
 
+// Published is the relay's side of a command's write: which events of a
+// record's outbox were published (and their document's consent state
+// after them, when they changed it) and may leave the outbox. A command's
+// write takes them out with its own change, so that a busy record costs
+// one write per command and no removal of its own; the relay removes
+// what no write took out within a while (RemoveFromOutboxes).
+type Published interface {
+	// Published returns the ids of events of documentID's outbox that may
+	// leave it.
+	Published(documentID string) []string
+	// TakenOut says a write of documentID's record took the events ids
+	// out of its outbox.
+	TakenOut(documentID string, ids []string)
+}
+
+type nonePublished struct{}
+
+func (nonePublished) Published(string) []string { return nil }
+func (nonePublished) TakenOut(string, []string) {}
+
+// TakeOutPublished makes every command's write of a record take out of
+// its outbox the events p says were published. Call it before the store
+// serves commands.
+func (s *Store) TakeOutPublished(p Published) { s.published = p }
+
+// appendOutbox adds to a record write's set and push the outbox of record
+// r with the events appended: pushed while nothing in it was published,
+// else set anew without the published events, whose ids it returns (out).
+// Setting the outbox whole from what was read is safe only because every
+// other write of the outbox moves the record's revision too (a command,
+// or RemoveFromOutboxes): the compare-and-set then fails, and an event
+// another writer appended or removed meanwhile is neither lost nor put
+// back.
+func (s *Store) appendOutbox(r documentDoc, appended []outboxDoc, set, push bson.D) (bson.D, bson.D, []string) {
+	if len(r.Outbox) > 0 {
+		if published := s.published.Published(r.ID); len(published) > 0 {
+			kept := make([]outboxDoc, 0, len(r.Outbox)+len(appended))
+			var out []string
+			for _, o := range r.Outbox {
+				if slices.Contains(published, o.ID) {
+					out = append(out, o.ID)
+					continue
+				}
+				kept = append(kept, o)
+			}
+			if len(out) > 0 {
+				return append(set, bson.E{Key: "outbox", Value: append(kept, appended...)}), push, out
+			}
+		}
+	}
+	return set, append(push, bson.E{Key: "outbox", Value: bson.D{{Key: "$each", Value: appended}}}), nil
+}
+
+// update is the update document of set and push (either may be empty).
+func update(set, push bson.D) bson.D {
+	u := bson.D{{Key: "$set", Value: set}}
+	if len(push) > 0 {
+		u = append(u, bson.E{Key: "$push", Value: push})
+	}
+	return u
+}
+
 // RemoveFromOutbox deletes published events from a document record's
 // outbox: RemoveFromOutboxes of one record.
 func (s *Store) RemoveFromOutbox(ctx context.Context, documentID string, msgs []events.Message) error {
@@ -60,8 +122,10 @@ func (s *Store) RemoveFromOutbox(ctx context.Context, documentID string, msgs []
 // records of batch (document id → its events) in one command: a $pullAll
 // of the elements as stored per record (FerretDB's $pull matches whole
 // elements, not a query), each filtered on _id alone: no read, and no
-// scan on the embedded store. It leaves the revisions alone: a command's
-// write appends to the outbox with $push and never sets it. It takes the
+// scan on the embedded store. It raises each record's revision: a
+// command that read the record before the removal may set the outbox
+// whole from what it read (see appendOutbox), and must then lose its
+// compare-and-set rather than put the removed events back. It takes the
 // records' locks (in order, so two removals never wait for each other in
 // a circle): on a store that does not isolate concurrent updates, a
 // removal racing a command could otherwise undo the command; on MongoDB
@@ -81,7 +145,8 @@ func (s *Store) RemoveFromOutboxes(ctx context.Context, batch map[string][]event
 			elems = append(elems, outboxElem(m))
 		}
 		models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
-			SetUpdate(bson.D{{Key: "$pullAll", Value: bson.D{{Key: "outbox", Value: elems}}}}))
+			SetUpdate(bson.D{{Key: "$pullAll", Value: bson.D{{Key: "outbox", Value: elems}}},
+				{Key: "$inc", Value: bson.D{{Key: "revision", Value: 1}}}}))
 	}
 	if len(models) == 0 {
 		return nil

@@ -69,6 +69,7 @@ type Store struct {
 	documents *mongo.Collection
 	guard     *nonces.Store
 	locks     *keylock.Map
+	published Published
 }
 
 // New returns a Store on db.
@@ -78,6 +79,7 @@ func New(db *mongo.Database) *Store {
 		documents: db.Collection(DocumentsCollection),
 		guard:     nonces.New(db.Collection(NoncesCollection), time.Now),
 		locks:     keylock.New(),
+		published: nonePublished{},
 	}
 }
 
@@ -352,18 +354,23 @@ func (s *Store) start(ctx context.Context, accountID, documentID string, nonce N
 		// The campaign is appended, not the list rewritten: the write
 		// stays the size of one campaign however many the record holds.
 		set := bson.D{{Key: "revision", Value: rev + 1}}
-		push := bson.D{{Key: "campaigns", Value: st}, {Key: "outbox", Value: bson.D{{Key: "$each", Value: outbox}}}}
+		var push bson.D
 		if len(r.Campaigns) == 0 {
 			// The list may be stored as null, which takes no $push.
-			set, push = append(set, bson.E{Key: "campaigns", Value: []stateDoc{st}}), push[1:]
+			set = append(set, bson.E{Key: "campaigns", Value: []stateDoc{st}})
+		} else {
+			push = append(push, bson.E{Key: "campaigns", Value: st})
 		}
+		set, push, out := s.appendOutbox(r, outbox, set, push)
 		set, push = nonce.claim(r.Nonces, set, push)
-		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev),
-			bson.D{{Key: "$set", Value: set}, {Key: "$push", Value: push}})
+		res, err := s.documents.UpdateOne(ctx, byRecordRevision(documentID, rev), update(set, push))
 		if err != nil {
 			return campaign.Campaign{}, events.Message{}, fmt.Errorf("write document %s: %w", documentID, mongox.Classify(err))
 		}
 		if res.MatchedCount == 1 {
+			if len(out) > 0 {
+				s.published.TakenOut(documentID, out)
+			}
 			return c, msgs[0], nil
 		}
 	}
