@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,7 @@ func StartMongo(ctx context.Context, cfg MongoConfig) (*Mongo, error) {
 	}
 	logger := slog.New(slog.DiscardHandler)
 	if cfg.Logger != nil {
-		logger = slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn})
+		logger = slog.New(minLevel{Handler: cfg.Logger.Handler(), min: slog.LevelWarn})
 	}
 
 	ferretNew.Lock()
@@ -288,19 +289,37 @@ func (m *Mongo) indexNewCollections(ctx context.Context, cl *mongo.Client, index
 }
 
 // minLevel drops records below min before they reach the wrapped handler.
+// The attributes and groups it is given reach the wrapped handler only
+// with a record that gets through: FerretDB derives a logger with
+// attributes for every connection and command, and a handler formats
+// attributes as it gets them, which cost the store ~2% of its CPU for
+// records that were all dropped.
 type minLevel struct {
 	slog.Handler
-	min slog.Level
+	min  slog.Level
+	with []func(slog.Handler) slog.Handler // applied in order
 }
 
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min && h.Handler.Enabled(ctx, l)
 }
 
+func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
+	inner := h.Handler
+	for _, f := range h.with {
+		inner = f(inner)
+	}
+	return inner.Handle(ctx, r)
+}
+
 func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(attrs), h.min}
+	return h.and(func(x slog.Handler) slog.Handler { return x.WithAttrs(attrs) })
 }
 
 func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{h.Handler.WithGroup(name), h.min}
+	return h.and(func(x slog.Handler) slog.Handler { return x.WithGroup(name) })
+}
+
+func (h minLevel) and(f func(slog.Handler) slog.Handler) slog.Handler {
+	return minLevel{h.Handler, h.min, append(slices.Clip(h.with), f)}
 }
