@@ -104,6 +104,7 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 		handled := make([]bool, len(parts))
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, cfg.atOnce)
+		fctx := context.WithValue(ctx, fetchKey{}, &fetchOf{partitions: min(len(parts), cfg.atOnce)})
 		for i, p := range parts {
 			if ctx.Err() != nil {
 				break
@@ -112,7 +113,7 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 			wg.Go(func() {
 				defer func() { <-sem }()
 				handled[i] = !gate.isWaiting() && ctx.Err() == nil &&
-					handleWithRetry(ctx, p.Topic, p.Partition, p.Records, handle, gate, logger)
+					handleWithRetry(fctx, p.Topic, p.Partition, p.Records, handle, gate, logger)
 			})
 		}
 		wg.Wait()
@@ -223,6 +224,25 @@ func (c *pendingCommit) wait() {
 	if c != nil {
 		<-c.done
 	}
+}
+
+type fetchKey struct{}
+
+// fetchOf is a fetch whose partitions ConsumeLoop hands over at once.
+type fetchOf struct{ partitions int }
+
+// FetchPartitions returns how many partitions of the fetch being handled
+// ConsumeLoop hands over at the same time as the one of ctx, itself
+// included, and a value that is the same for all of them and differs from
+// one fetch to the next: a handler that merges the partitions of a fetch
+// knows how many to wait for. It is 1 and nil outside ConsumeLoop. The
+// loop may still not hand one over (a rebalance waits): a handler must
+// not wait for the others forever.
+func FetchPartitions(ctx context.Context) (int, any) {
+	if f, ok := ctx.Value(fetchKey{}).(*fetchOf); ok {
+		return f.partitions, f
+	}
+	return 1, nil
 }
 
 // LoopOption changes how ConsumeLoop handles a fetch.

@@ -151,9 +151,12 @@ func TestPartitionsAtOnce(t *testing.T) {
 		most     int
 		next     = map[int32]int64{}
 		order    error
+		fetches  = map[any][]int{} // FetchPartitions key → the n each call saw
 	)
-	handle := func(_ context.Context, _ string, p int32, rs []*kgo.Record) error {
+	handle := func(ctx context.Context, _ string, p int32, rs []*kgo.Record) error {
+		n, key := kafkax.FetchPartitions(ctx)
 		mu.Lock()
+		fetches[key] = append(fetches[key], n)
 		inFlight++
 		most = max(most, inFlight)
 		for _, r := range rs {
@@ -197,6 +200,16 @@ func TestPartitionsAtOnce(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
+	// Each fetch's partitions are told how many were handed over with
+	// them: as many as share the fetch's key.
+	for key, ns := range fetches {
+		for _, n := range ns {
+			if key == nil || n != len(ns) {
+				t.Errorf("fetch %v: its partitions saw FetchPartitions %v, want %d each", key, ns, len(ns))
+				break
+			}
+		}
+	}
 	if order != nil {
 		t.Error(order)
 	}

@@ -470,7 +470,7 @@ func TestPartitionsHandledTogetherPublishInOneCall(t *testing.T) {
 	a, b := f.record(t, "org_a"), f.record(t, "org_b")
 	// A third partition announced and not yet come holds the write until
 	// both batches wait for it.
-	held := f.consumer.merged.expect()
+	held := f.consumer.merged.expect(ctx)
 	errs := make(chan error, 2)
 	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 0, []*kgo.Record{a}) }()
 	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 1, []*kgo.Record{b}) }()

@@ -3,7 +3,9 @@ package consumer
 import (
 	"context"
 	"sync"
+	"time"
 
+	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
 )
 
@@ -33,7 +35,19 @@ type merger struct {
 	queue  []*mergeCall
 	busy   bool // a write is under way, or its lead is chosen
 	coming int  // calls announced that have neither come nor withdrawn
+	// The fetch whose partitions are being handed over (its
+	// kafkax.FetchPartitions key), and how many of them have not
+	// announced their call yet: they count as coming until they do, or
+	// until unseenUntil (one the loop did not hand over after all).
+	fetch       any
+	unseen      int
+	unseenUntil time.Time
 }
+
+// siblingWait bounds how long a write waits for the partitions of its
+// fetch that have not announced their call: they start a few
+// microseconds after the first, and decode for about a millisecond.
+const siblingWait = 5 * time.Millisecond
 
 type mergeCall struct {
 	batches []store.Batch
@@ -49,12 +63,38 @@ type expected struct {
 	over bool
 }
 
-// expect announces a call of append to come.
-func (m *merger) expect() *expected {
+// expect announces a call of append to come, from a handler given ctx:
+// the first partition of a fetch to announce itself also announces, for a
+// while, those of the same fetch it does not see yet (the goroutines
+// handling them may not have started).
+func (m *merger) expect(ctx context.Context) *expected {
+	return m.expectOf(kafkax.FetchPartitions(ctx))
+}
+
+// expectOf is expect for a partition of a fetch (key) handed over with
+// n-1 others.
+func (m *merger) expectOf(n int, key any) *expected {
 	m.mu.Lock()
 	m.coming++
+	if key != nil {
+		if key != m.fetch {
+			m.fetch, m.unseen, m.unseenUntil = key, n, time.Now().Add(siblingWait)
+			time.AfterFunc(siblingWait, m.wake)
+		}
+		m.unseen = max(m.unseen-1, 0)
+	}
 	m.mu.Unlock()
 	return &expected{m: m}
+}
+
+// wake hands the next write to the first call waiting, if it may start.
+func (m *merger) wake() {
+	m.mu.Lock()
+	next := m.next()
+	m.mu.Unlock()
+	if next != nil {
+		close(next.lead)
+	}
 }
 
 // withdraw says that the call announced will not come; after append, or
@@ -118,7 +158,7 @@ func (m *merger) join(ctx context.Context, batches []store.Batch, announced bool
 // no write is under way and no call announced is still to come; m.mu
 // must be held.
 func (m *merger) next() *mergeCall {
-	if m.busy || m.coming > 0 || len(m.queue) == 0 {
+	if m.busy || m.coming > 0 || len(m.queue) == 0 || m.unseen > 0 && time.Now().Before(m.unseenUntil) {
 		return nil
 	}
 	m.busy = true
