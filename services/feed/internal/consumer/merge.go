@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -42,6 +43,8 @@ type merger struct {
 	fetch       any
 	unseen      int
 	unseenUntil time.Time
+	// wait is how long unseen partitions count (siblingWait when 0).
+	wait time.Duration
 }
 
 // siblingWait bounds how long a write waits for the partitions of its
@@ -78,8 +81,9 @@ func (m *merger) expectOf(n int, key any) *expected {
 	m.coming++
 	if key != nil {
 		if key != m.fetch {
-			m.fetch, m.unseen, m.unseenUntil = key, n, time.Now().Add(siblingWait)
-			time.AfterFunc(siblingWait, m.wake)
+			wait := cmp.Or(m.wait, siblingWait)
+			m.fetch, m.unseen, m.unseenUntil = key, n, time.Now().Add(wait)
+			time.AfterFunc(wait, m.wake)
 		}
 		m.unseen = max(m.unseen-1, 0)
 	}

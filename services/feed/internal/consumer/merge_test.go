@@ -154,11 +154,11 @@ func TestMergerWaitsForTheCallsAnnounced(t *testing.T) {
 // a fetch of three to come does not write alone while the goroutines of
 // the other two have not started yet: it waits for them, and the three go
 // in one write; a partition the loop never hands over holds the write
-// only for siblingWait.
+// only for the merger's wait.
 func TestMergerWaitsForTheOtherPartitionsOfItsFetch(t *testing.T) {
 	t.Parallel()
 	var sizes []int
-	m := &merger{}
+	m := &merger{wait: time.Minute}
 	m.write = func(_ context.Context, batches []store.Batch) ([][]store.Appended, error) {
 		m.mu.Lock()
 		sizes = append(sizes, len(batches))
@@ -181,7 +181,6 @@ func TestMergerWaitsForTheOtherPartitionsOfItsFetch(t *testing.T) {
 		defer m.mu.Unlock()
 		return len(m.queue) == 1
 	})
-	time.Sleep(siblingWait / 5)
 	if got := sizesOf(m, &sizes); len(got) != 0 {
 		t.Fatalf("writes of %v batches before the fetch's other partitions came, want none yet", got)
 	}
@@ -197,6 +196,9 @@ func TestMergerWaitsForTheOtherPartitionsOfItsFetch(t *testing.T) {
 	}
 
 	// A fetch of two whose second partition never comes.
+	m.mu.Lock()
+	m.wait = 50 * time.Millisecond
+	m.mu.Unlock()
 	start := time.Now()
 	go call(m.expectOf(2, new(int)), "acct_4")
 	if err := <-answers; err != nil {
@@ -205,7 +207,7 @@ func TestMergerWaitsForTheOtherPartitionsOfItsFetch(t *testing.T) {
 	if got := sizesOf(m, &sizes); len(got) != 2 || got[1] != 1 {
 		t.Fatalf("writes of %v batches, want [3 1]", got)
 	}
-	if d := time.Since(start); d < siblingWait {
-		t.Errorf("the lone partition wrote after %v, before siblingWait (%v)", d, siblingWait)
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Errorf("the lone partition wrote after %v, before the merger's wait (50ms)", d)
 	}
 }
