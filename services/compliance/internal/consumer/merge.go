@@ -4,14 +4,13 @@ import (
 	"context"
 	"sync"
 
-	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // appendFunc appends decoded events, each account's in their order, and
 // returns those the log can never hold, left out.
-type appendFunc func(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error)
+type appendFunc func(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafkax.Rejected, error)
 
 // merger makes the appends of partitions handled at the same time one
 // ledger write: a partition's events that come while a write is under way
@@ -32,7 +31,7 @@ type merger struct {
 }
 
 type mergeCall struct {
-	batch    []kafkax.Decoded[events.Event]
+	batch    []kafkax.Decoded[event]
 	rejected []kafkax.Rejected
 	err      error
 	done     chan struct{} // closed once rejected or err is set
@@ -44,7 +43,7 @@ type mergeCall struct {
 // error of the write is every call's. The write runs with the context of
 // the call that makes it: one cancelled fails the others, which their
 // partitions retry (what was written is then found a replay).
-func (m *merger) append(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
+func (m *merger) append(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafkax.Rejected, error) {
 	c := &mergeCall{batch: batch, done: make(chan struct{}), lead: make(chan struct{})}
 	m.mu.Lock()
 	m.queue = append(m.queue, c)
@@ -79,7 +78,7 @@ func (m *merger) run(ctx context.Context) {
 	calls := m.queue
 	m.queue = nil
 	m.mu.Unlock()
-	var all []kafkax.Decoded[events.Event]
+	var all []kafkax.Decoded[event]
 	owner := map[*kgo.Record]*mergeCall{}
 	for _, c := range calls {
 		all = append(all, c.batch...)
