@@ -155,18 +155,33 @@ func consume(ctx context.Context, cl *kgo.Client, maxRecords int, s Stages, logg
 		handled := make([]bool, len(f.parts))
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, cfg.atOnce)
+		peers := newWrites()
 		for i, p := range f.parts {
 			if ctx.Err() != nil {
 				break
 			}
 			sem <- struct{}{}
+			// Counted before its goroutine starts, so that a write of
+			// the fetch already under way sees it coming.
+			peers.add(1)
 			wg.Go(func() {
 				defer func() { <-sem }()
+				counted := true
+				defer func() {
+					if counted {
+						peers.add(-1)
+					}
+				}()
 				if !f.wait(ctx, i) {
 					return
 				}
 				write := func(ctx context.Context, topic string, partition int32, records []*kgo.Record) error {
-					return s.Write(ctx, topic, partition, records, f.prepared[i])
+					if !counted {
+						peers.add(1) // a retry
+						counted = true
+					}
+					defer func() { peers.add(-1); counted = false }()
+					return s.Write(context.WithValue(ctx, writesKey{}, peers), topic, partition, records, f.prepared[i])
 				}
 				handled[i] = !gate.isWaiting() && ctx.Err() == nil &&
 					handleWithRetry(ctx, p.Topic, p.Partition, p.Records, write, gate, logger)
@@ -215,6 +230,46 @@ func consume(ctx context.Context, cl *kgo.Client, maxRecords int, s Stages, logg
 			allow()
 		}
 	}
+}
+
+// Writes counts the writes of one fetch's batches under way at the same
+// time (kafkax.PartitionsAtOnce): a batch is counted from when the loop
+// starts it until its attempt returns (while it waits for its
+// preparation, or parks records, too), and again for each retry, but not
+// while it waits to retry. A handler that makes the writes of partitions
+// one (as the compliance consumer does) waits with it for those under
+// way, rather than writing the first ready alone.
+type Writes struct {
+	mu      sync.Mutex
+	n       int
+	changed chan struct{}
+}
+
+type writesKey struct{}
+
+// WritesOf returns the Writes of the fetch whose batch a Write of
+// ConsumeLoop or ConsumeStaged is given ctx for; nil for any other ctx.
+func WritesOf(ctx context.Context) *Writes {
+	w, _ := ctx.Value(writesKey{}).(*Writes)
+	return w
+}
+
+func newWrites() *Writes { return &Writes{changed: make(chan struct{})} }
+
+// UnderWay returns how many writes of the fetch are under way, and a
+// channel closed when that number changes.
+func (w *Writes) UnderWay() (int, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n, w.changed
+}
+
+func (w *Writes) add(d int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n += d
+	close(w.changed)
+	w.changed = make(chan struct{})
 }
 
 // rewindTo sets in rewind the first record of p as the position its

@@ -22,12 +22,20 @@ type appendFunc func(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafk
 // an account ever run together in this process (the ledger's rule), even
 // if two partitions held events of one account: the write groups the
 // events by account, each partition's in offset order.
+//
+// A write also waits, before it starts, for the other writes of its fetch
+// that the poll loop has under way (kafkax.WritesOf) to join it: prepared
+// ahead (kafkax.ConsumeStaged), a fetch's partitions are ready at about
+// the same time, and the first must not go alone. It waits for nothing
+// else: a partition that is not under way (waiting to retry) is not
+// waited for, and one under way either joins or returns.
 type merger struct {
 	write appendFunc
 
-	mu    sync.Mutex
-	queue []*mergeCall
-	busy  bool // a write is under way
+	mu      sync.Mutex
+	queue   []*mergeCall
+	busy    bool          // a write is under way
+	arrived chan struct{} // closed and replaced when a call joins the queue
 }
 
 type mergeCall struct {
@@ -47,6 +55,10 @@ func (m *merger) append(ctx context.Context, batch []kafkax.Decoded[event]) ([]k
 	c := &mergeCall{batch: batch, done: make(chan struct{}), lead: make(chan struct{})}
 	m.mu.Lock()
 	m.queue = append(m.queue, c)
+	if m.arrived != nil {
+		close(m.arrived)
+	}
+	m.arrived = make(chan struct{})
 	lead := !m.busy
 	m.busy = true
 	m.mu.Unlock()
@@ -74,6 +86,7 @@ func (m *merger) waiting() int {
 // run makes one write of every call waiting, then hands the next write
 // to the first call that came meanwhile, if any.
 func (m *merger) run(ctx context.Context) {
+	m.gather(ctx)
 	m.mu.Lock()
 	calls := m.queue
 	m.queue = nil
@@ -105,4 +118,29 @@ func (m *merger) run(ctx context.Context) {
 		return
 	}
 	close(m.queue[0].lead)
+}
+
+// gather waits until every write of the leader's fetch under way is
+// queued, or ctx is done. Only one fetch is written at a time, so the
+// calls queued are all of the leader's fetch.
+func (m *merger) gather(ctx context.Context) {
+	peers := kafkax.WritesOf(ctx)
+	if peers == nil {
+		return
+	}
+	for {
+		under, changed := peers.UnderWay()
+		m.mu.Lock()
+		queued, arrived := len(m.queue), m.arrived
+		m.mu.Unlock()
+		if queued >= under {
+			return
+		}
+		select {
+		case <-changed:
+		case <-arrived:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
