@@ -154,7 +154,13 @@ func Check(e Entry) (hash string, leaf []byte, err error) {
 // Canonical re-encodes the JSON document raw per RFC 8785. It fails on
 // what RFC 8785 cannot encode (I-JSON): a number beyond the range of a
 // double, a duplicate key, a lone surrogate, invalid UTF-8.
+//
+// Plain JSON (canonicalPlain), what events mostly are, is encoded without
+// the general encoder's parse into values and number formatting.
 func Canonical(raw []byte) ([]byte, error) {
+	if out, ok := canonicalPlain(raw); ok {
+		return out, nil
+	}
 	out, err := jcs.Transform(raw)
 	if err != nil {
 		return nil, fmt.Errorf("canonical: %w", err)

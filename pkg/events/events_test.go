@@ -217,6 +217,50 @@ func TestUnknownTypeIsDistinguishable(t *testing.T) {
 	}
 }
 
+// TestValidateDataOfOddEventTypes: data whose eventType is not plainly
+// one string key gets the same verdict, and the same reason, as decoding
+// it into a struct gives (json.Unmarshal matches keys case-insensitively,
+// the last duplicate wins, null leaves the type empty): what the feed
+// ignores (ErrUnknownType) and what every consumer parks stay the same.
+func TestValidateDataOfOddEventTypes(t *testing.T) {
+	t.Parallel()
+	valid := encode(t, examples(t)["contact_outcome call"])
+	body := string(valid[1 : len(valid)-1])
+	for _, c := range []struct {
+		name, raw string
+		unknown   bool
+		reason    string // a part of the error's text, or "valid"
+	}{
+		{"not JSON", `{"eventType":`, false, "not a JSON object"},
+		{"an array", `[1]`, false, "not a JSON object"},
+		{"a number as the type", `{"eventType":7}`, false, "not a JSON object"},
+		{"null as the type", `{"eventType":null}`, true, `""`},
+		{"no type", `{}`, true, `""`},
+		{"a type of another case only", strings.Replace(string(valid), `"eventType"`, `"EVENTTYPE"`, 1), false, "contact_outcome.v1.json"},
+		{"an unknown type after a known one", `{` + body + `,"EventType":"contact_scheduled"}`, true, "contact_scheduled"},
+		{"a known type after an unknown one", `{"eventtype":"contact_scheduled",` + body + `}`, false, "valid"},
+		{"trailing data", string(valid) + `{}`, false, "not a JSON object"},
+	} {
+		err := events.ValidateData([]byte(c.raw))
+		if c.reason == "valid" {
+			if err != nil {
+				t.Errorf("%s: got %v, want valid", c.name, err)
+			}
+			continue
+		}
+		if !errors.Is(err, events.ErrMalformed) {
+			t.Errorf("%s: got %v, want ErrMalformed", c.name, err)
+			continue
+		}
+		if errors.Is(err, events.ErrUnknownType) != c.unknown {
+			t.Errorf("%s: got %v, unknown type %v", c.name, err, c.unknown)
+		}
+		if err != nil && !strings.Contains(err.Error(), c.reason) {
+			t.Errorf("%s: got %v, want it to say %s", c.name, err, c.reason)
+		}
+	}
+}
+
 // load reads a schema file of the api module.
 func load(t *testing.T, name string) map[string]any {
 	t.Helper()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -133,12 +134,43 @@ func TestSlowCommitDoesNotDelayTheNextBatch(t *testing.T) {
 	})
 }
 
+// loops are the two poll loops, each running handle: ConsumeLoop, and
+// ConsumeStaged with a preparation that handle's records are checked
+// against (the next fetch then polled and prepared while one is handled).
+var loops = []struct {
+	name string
+	run  func(ctx context.Context, cl *kgo.Client, handle kafkax.BatchHandler) error
+}{
+	{"ConsumeLoop", func(ctx context.Context, cl *kgo.Client, handle kafkax.BatchHandler) error {
+		return kafkax.ConsumeLoop(ctx, cl, 5, handle, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}},
+	{"ConsumeStaged", func(ctx context.Context, cl *kgo.Client, handle kafkax.BatchHandler) error {
+		return kafkax.ConsumeStaged(ctx, cl, 5, kafkax.Stages{
+			Prepare: func(_ string, _ int32, rs []*kgo.Record) any { return offsetsOf(rs) },
+			Write: func(ctx context.Context, topic string, p int32, rs []*kgo.Record, prepared any) error {
+				if !slices.Equal(prepared.([]int64), offsetsOf(rs)) {
+					return fmt.Errorf("batch %v written with what %v prepared", offsetsOf(rs), prepared)
+				}
+				return handle(ctx, topic, p, rs)
+			},
+		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}},
+}
+
 // TestShutdownWaitsForTheCommitInFlight: a loop told to stop while the
 // commit of its last batch is in flight returns only once that commit is
 // answered, so the client closed after it does not drop the offsets.
 func TestShutdownWaitsForTheCommitInFlight(t *testing.T) {
 	t.Parallel()
-	const topic = "shutdown-commit"
+	for _, l := range loops {
+		t.Run(l.name, func(t *testing.T) {
+			t.Parallel()
+			shutdownWaitsForTheCommitInFlight(t, "shutdown-commit-"+l.name, l.run)
+		})
+	}
+}
+
+func shutdownWaitsForTheCommitInFlight(t *testing.T, topic string, run func(context.Context, *kgo.Client, kafkax.BatchHandler) error) {
 	h := newHeldCommits(t, topic)
 	producer := h.client(t, kgo.DefaultProduceTopic(topic))
 	consumer := h.client(t, append(kafkax.GroupOpts("g", topic, "", 6*time.Second), kgo.RebalanceTimeout(30*time.Second))...)
@@ -149,10 +181,10 @@ func TestShutdownWaitsForTheCommitInFlight(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = kafkax.ConsumeLoop(ctx, consumer, 5, func(_ context.Context, _ string, _ int32, rs []*kgo.Record) error {
+		_ = run(ctx, consumer, func(_ context.Context, _ string, _ int32, rs []*kgo.Record) error {
 			handled.Add(int64(len(rs)))
 			return nil
-		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		})
 	}()
 
 	h.hold.Store(true)
@@ -187,7 +219,15 @@ func TestShutdownWaitsForTheCommitInFlight(t *testing.T) {
 // commit in place: it does not handle the records handled before.
 func TestRebalanceWaitsForTheCommitInFlight(t *testing.T) {
 	t.Parallel()
-	const topic = "rebalance-commit"
+	for _, l := range loops {
+		t.Run(l.name, func(t *testing.T) {
+			t.Parallel()
+			rebalanceWaitsForTheCommitInFlight(t, "rebalance-commit-"+l.name, l.run)
+		})
+	}
+}
+
+func rebalanceWaitsForTheCommitInFlight(t *testing.T, topic string, run func(context.Context, *kgo.Client, kafkax.BatchHandler) error) {
 	h := newHeldCommitsN(t, topic, 2)
 	producer := h.client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	var mu sync.Mutex
@@ -199,7 +239,7 @@ func TestRebalanceWaitsForTheCommitInFlight(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = kafkax.ConsumeLoop(ctx, cl, 5, func(_ context.Context, _ string, p int32, rs []*kgo.Record) error {
+			_ = run(ctx, cl, func(_ context.Context, _ string, p int32, rs []*kgo.Record) error {
 				calls.Add(1)
 				mu.Lock()
 				defer mu.Unlock()
@@ -207,7 +247,7 @@ func TestRebalanceWaitsForTheCommitInFlight(t *testing.T) {
 					seen[fmt.Sprintf("%d/%d", p, r.Offset)]++
 				}
 				return nil
-			}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			})
 		}()
 		t.Cleanup(func() { cancel(); <-done })
 	}

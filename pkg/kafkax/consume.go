@@ -55,6 +55,49 @@ type BatchHandler func(ctx context.Context, topic string, partition int32, recor
 // is never called concurrently for one). Either way the offsets of a
 // fetch are committed once all of its partitions are done or given up.
 func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle BatchHandler, logger *slog.Logger, opts ...LoopOption) error {
+	write := func(ctx context.Context, topic string, partition int32, records []*kgo.Record, _ any) error {
+		return handle(ctx, topic, partition, records)
+	}
+	return consume(ctx, cl, maxRecords, Stages{Write: write}, logger, opts)
+}
+
+// Stages is a batch handler in two stages, for ConsumeStaged.
+//
+// Prepare is the pure CPU work of a batch (decoding, validating): it may
+// depend on nothing but the records, not on anything an earlier batch's
+// Write changes, for it runs while the fetch before it is still being
+// written, and what it made is dropped, unused, when its batch is given up
+// (the records are then fetched again and prepared afresh). It cannot
+// fail: what it finds wrong with a record is for Write to deal with (to
+// dead-letter it, in order). It is never called concurrently with itself.
+//
+// Write is a BatchHandler given what Prepare made of the batch, with the
+// same duties: it is called for a partition's batches in offset order,
+// each only once the batch before it is written, and retried with the
+// same prepared value after an error (so it must not change it).
+type Stages struct {
+	Prepare func(topic string, partition int32, records []*kgo.Record) any
+	Write   func(ctx context.Context, topic string, partition int32, records []*kgo.Record, prepared any) error
+}
+
+// ConsumeStaged is ConsumeLoop of a handler in two stages: while a fetch
+// is being written, the loop polls the next one and prepares its batches,
+// so that the CPU work of one fetch overlaps the store work of the one
+// before. Every guarantee of ConsumeLoop holds: offsets are committed only
+// after Write returned nil, in order; a fetch is written only once the
+// one before it is done; and the fetch held ahead keeps rebalances blocked
+// as the one being written does: when a rebalance waits, or the loop is
+// stopped, the fetch held ahead is dropped with the unhandled batches of
+// the current one, and the consume position of each of its partitions is
+// moved back to its first unwritten record before the rebalance is
+// allowed.
+func ConsumeStaged(ctx context.Context, cl *kgo.Client, maxRecords int, s Stages, logger *slog.Logger, opts ...LoopOption) error {
+	return consume(ctx, cl, maxRecords, s, logger, opts)
+}
+
+// consume is ConsumeLoop and ConsumeStaged: it polls ahead only when
+// s.Prepare is set.
+func consume(ctx context.Context, cl *kgo.Client, maxRecords int, s Stages, logger *slog.Logger, opts []LoopOption) error {
 	cfg := loopConfig{atOnce: 1}
 	for _, o := range opts {
 		o(&cfg)
@@ -65,6 +108,7 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 	var (
 		blocked  bool           // polled since the last AllowRebalance
 		inFlight *pendingCommit // the last commit sent, nil once answered
+		ahead    chan *fetch    // the poll of the next fetch, while one is written
 	)
 	// allow waits for the commit in flight, then lets a rebalance run.
 	allow := func() {
@@ -75,51 +119,78 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 		blocked = false
 	}
 	for {
-		if blocked && inFlight.answered() {
-			allow()
+		var f *fetch
+		if ahead != nil {
+			f = <-ahead
+			ahead = nil
+		} else {
+			if blocked && inFlight.answered() {
+				allow()
+			}
+			f = pollFetch(ctx, cl, maxRecords, gate, blocked, s.Prepare)
 		}
-		fetches, byGate := poll(ctx, cl, maxRecords, gate, blocked)
 		blocked = true
-		if fetches.IsClientClosed() || ctx.Err() != nil {
+		if f.closed || ctx.Err() != nil {
+			f.settle()
 			allow()
 			return nil
 		}
-		if byGate && fetches.NumRecords() == 0 {
+		if f.byGate && len(f.parts) == 0 {
 			// A rebalance waits while the last commit is in flight.
 			allow()
 			continue
 		}
-		fetches.EachError(func(topic string, partition int32, err error) {
-			if byGate && errors.Is(err, context.Canceled) {
+		f.fetches.EachError(func(topic string, partition int32, err error) {
+			if f.byGate && errors.Is(err, context.Canceled) {
 				return
 			}
 			logger.Warn("fetch error", slog.String("topic", topic), slog.Int("partition", int(partition)), slog.Any("err", err))
 		})
-		var parts []kgo.FetchTopicPartition
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if len(p.Records) > 0 {
-				parts = append(parts, p)
-			}
-		})
-		handled := make([]bool, len(parts))
+		if s.Prepare != nil && !gate.isWaiting() {
+			// Rebalances stay blocked: the next fetch's partitions
+			// cannot move while it is held.
+			ahead = make(chan *fetch, 1)
+			go func() { ahead <- pollFetch(ctx, cl, maxRecords, gate, true, s.Prepare) }()
+		}
+		handled := make([]bool, len(f.parts))
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, cfg.atOnce)
-		fctx := context.WithValue(ctx, fetchKey{}, &fetchOf{partitions: min(len(parts), cfg.atOnce)})
-		for i, p := range parts {
+		peers := newWrites()
+		for i, p := range f.parts {
 			if ctx.Err() != nil {
 				break
 			}
 			sem <- struct{}{}
+			// Counted before its goroutine starts, so that a write of
+			// the fetch already under way sees it coming.
+			peers.add(1)
 			wg.Go(func() {
 				defer func() { <-sem }()
+				counted := true
+				defer func() {
+					if counted {
+						peers.add(-1)
+					}
+				}()
+				if !f.wait(ctx, i) {
+					return
+				}
+				write := func(ctx context.Context, topic string, partition int32, records []*kgo.Record) error {
+					if !counted {
+						peers.add(1) // a retry
+						counted = true
+					}
+					defer func() { peers.add(-1); counted = false }()
+					return s.Write(context.WithValue(ctx, writesKey{}, peers), topic, partition, records, f.prepared[i])
+				}
 				handled[i] = !gate.isWaiting() && ctx.Err() == nil &&
-					handleWithRetry(fctx, p.Topic, p.Partition, p.Records, handle, gate, logger)
+					handleWithRetry(ctx, p.Topic, p.Partition, p.Records, write, gate, logger)
 			})
 		}
 		wg.Wait()
 		done := map[string]map[int32]kgo.EpochOffset{}
 		rewind := map[string]map[int32]kgo.EpochOffset{}
-		for i, p := range parts {
+		for i, p := range f.parts {
 			if handled[i] {
 				last := p.Records[len(p.Records)-1]
 				if done[p.Topic] == nil {
@@ -131,26 +202,150 @@ func ConsumeLoop(ctx context.Context, cl *kgo.Client, maxRecords int, handle Bat
 			if ctx.Err() != nil {
 				continue
 			}
-			if rewind[p.Topic] == nil {
-				rewind[p.Topic] = map[int32]kgo.EpochOffset{}
-			}
-			// Epoch -1: no data-loss check against the leader epoch, as
-			// franz-go advises when moving a position by hand.
-			rewind[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: p.Records[0].Offset}
+			rewindTo(rewind, p)
 		}
 		if len(done) > 0 {
 			// Sent even while shutting down: the work is done. It
 			// follows the commit before it, if that is still in flight.
 			inFlight = commitAsync(ctx, cl, done, logger)
 		}
+		giveUp := len(rewind) > 0 || gate.isWaiting() || ctx.Err() != nil
+		if giveUp && ahead != nil {
+			// Its poll ends at once: a rebalance waits, or ctx is done.
+			next := <-ahead
+			ahead = nil
+			next.settle()
+			if ctx.Err() == nil {
+				for _, p := range next.parts {
+					rewindTo(rewind, p)
+				}
+			}
+		}
 		if len(rewind) > 0 {
 			// Before AllowRebalance, while no revoke can run.
 			cl.SetOffsets(rewind)
 			logger.Warn("a rebalance is waiting: unhandled records will be fetched again", slog.Any("from", rewind))
 		}
-		if len(rewind) > 0 || gate.isWaiting() || ctx.Err() != nil {
+		if giveUp {
 			allow()
 		}
+	}
+}
+
+// Writes counts the writes of one fetch's batches under way at the same
+// time (kafkax.PartitionsAtOnce): a batch is counted from when the loop
+// starts it until its attempt returns (while it waits for its
+// preparation, or parks records, too), and again for each retry, but not
+// while it waits to retry. A handler that makes the writes of partitions
+// one (as the compliance consumer does) waits with it for those under
+// way, rather than writing the first ready alone.
+type Writes struct {
+	mu      sync.Mutex
+	n       int
+	changed chan struct{}
+}
+
+type writesKey struct{}
+
+// WritesOf returns the Writes of the fetch whose batch a Write of
+// ConsumeLoop or ConsumeStaged is given ctx for; nil for any other ctx.
+func WritesOf(ctx context.Context) *Writes {
+	w, _ := ctx.Value(writesKey{}).(*Writes)
+	return w
+}
+
+func newWrites() *Writes { return &Writes{changed: make(chan struct{})} }
+
+// UnderWay returns how many writes of the fetch are under way, and a
+// channel closed when that number changes.
+func (w *Writes) UnderWay() (int, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n, w.changed
+}
+
+func (w *Writes) add(d int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.n += d
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+// rewindTo sets in rewind the first record of p as the position its
+// partition is to be fetched again from, unless an earlier record of the
+// partition is there already.
+func rewindTo(rewind map[string]map[int32]kgo.EpochOffset, p kgo.FetchTopicPartition) {
+	if rewind[p.Topic] == nil {
+		rewind[p.Topic] = map[int32]kgo.EpochOffset{}
+	}
+	if _, ok := rewind[p.Topic][p.Partition]; ok {
+		return
+	}
+	// Epoch -1: no data-loss check against the leader epoch, as
+	// franz-go advises when moving a position by hand.
+	rewind[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: -1, Offset: p.Records[0].Offset}
+}
+
+// fetch is one poll's records, by partition, and what prepare made of
+// each partition's batch.
+type fetch struct {
+	fetches kgo.Fetches
+	closed  bool // the client is closed or ctx done
+	byGate  bool // the poll ended because a rebalance waits
+	parts   []kgo.FetchTopicPartition
+	// prepared[i] is what prepare made of parts[i], set before ready[i]
+	// is closed; nil without prepare.
+	prepared []any
+	ready    []chan struct{}
+}
+
+// pollFetch polls (see poll) and starts preparing the batches of what it
+// got, one partition after another in the order of the fetch, if prepare
+// is set.
+func pollFetch(ctx context.Context, cl *kgo.Client, maxRecords int, gate *rebalanceGate, blocked bool, prepare func(string, int32, []*kgo.Record) any) *fetch {
+	fetches, byGate := poll(ctx, cl, maxRecords, gate, blocked)
+	f := &fetch{fetches: fetches, byGate: byGate, closed: fetches.IsClientClosed() || ctx.Err() != nil}
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) > 0 {
+			f.parts = append(f.parts, p)
+		}
+	})
+	f.prepared = make([]any, len(f.parts))
+	f.ready = make([]chan struct{}, len(f.parts))
+	for i := range f.ready {
+		f.ready[i] = make(chan struct{})
+	}
+	if prepare == nil || f.closed {
+		for _, r := range f.ready {
+			close(r)
+		}
+		return f
+	}
+	go func() {
+		for i, p := range f.parts {
+			f.prepared[i] = prepare(p.Topic, p.Partition, p.Records)
+			close(f.ready[i])
+		}
+	}()
+	return f
+}
+
+// wait waits until the batch of part i is prepared, or ctx is done.
+func (f *fetch) wait(ctx context.Context, i int) bool {
+	select {
+	case <-f.ready[i]:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// settle waits for the preparation of a fetch that is dropped, so that
+// none goes on once the loop has returned (it is CPU work, bounded).
+func (f *fetch) settle() {
+	for _, r := range f.ready {
+		<-r
 	}
 }
 
@@ -224,25 +419,6 @@ func (c *pendingCommit) wait() {
 	if c != nil {
 		<-c.done
 	}
-}
-
-type fetchKey struct{}
-
-// fetchOf is a fetch whose partitions ConsumeLoop hands over at once.
-type fetchOf struct{ partitions int }
-
-// FetchPartitions returns how many partitions of the fetch being handled
-// ConsumeLoop hands over at the same time as the one of ctx, itself
-// included, and a value that is the same for all of them and differs from
-// one fetch to the next: a handler that merges the partitions of a fetch
-// knows how many to wait for. It is 1 and nil outside ConsumeLoop. The
-// loop may still not hand one over (a rebalance waits): a handler must
-// not wait for the others forever.
-func FetchPartitions(ctx context.Context) (int, any) {
-	if f, ok := ctx.Value(fetchKey{}).(*fetchOf); ok {
-		return f.partitions, f
-	}
-	return 1, nil
 }
 
 // LoopOption changes how ConsumeLoop handles a fetch.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,17 +54,26 @@ func consume(t *testing.T, group, topic string, handle kafkax.BatchHandler, opts
 func TestRetriesGiveWayToARebalance(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		name string
-		opts []kafkax.LoopOption
-	}{{"one partition at a time", nil}, {"partitions at once", []kafkax.LoopOption{kafkax.PartitionsAtOnce(2)}}} {
+		name   string
+		staged bool
+		opts   []kafkax.LoopOption
+	}{
+		{"one partition at a time", false, nil},
+		{"partitions at once", false, []kafkax.LoopOption{kafkax.PartitionsAtOnce(2)}},
+		{"prepared ahead", true, nil},
+		{"prepared ahead, partitions at once", true, []kafkax.LoopOption{kafkax.PartitionsAtOnce(2)}},
+	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			retriesGiveWayToARebalance(t, c.opts)
+			retriesGiveWayToARebalance(t, c.staged, c.opts)
 		})
 	}
 }
 
-func retriesGiveWayToARebalance(t *testing.T, opts []kafkax.LoopOption) {
+// retriesGiveWayToARebalance runs TestRetriesGiveWayToARebalance, with
+// ConsumeStaged if staged: the members then hold the next fetch prepared
+// while a batch fails, and give it up for the rebalance.
+func retriesGiveWayToARebalance(t *testing.T, staged bool, opts []kafkax.LoopOption) {
 	const perPartition = 40
 	topic := kafkatest.NewTopic(t, 2)
 	producer := kafkatest.Client(t, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -102,11 +112,26 @@ func retriesGiveWayToARebalance(t *testing.T, opts []kafkax.LoopOption) {
 	}
 	group := "g-" + topic
 	var first, second atomic.Int64
-	consume(t, group, topic, member(&first), opts...)
+	start := func(h kafkax.BatchHandler) {
+		if !staged {
+			consume(t, group, topic, h, opts...)
+			return
+		}
+		consumeStaged(t, group, topic, kafkax.Stages{
+			Prepare: func(_ string, _ int32, rs []*kgo.Record) any { return offsetsOf(rs) },
+			Write: func(ctx context.Context, topic string, p int32, rs []*kgo.Record, prepared any) error {
+				if !slices.Equal(prepared.([]int64), offsetsOf(rs)) {
+					return fmt.Errorf("batch %v written with what %v prepared", offsetsOf(rs), prepared)
+				}
+				return h(ctx, topic, p, rs)
+			},
+		}, opts...)
+	}
+	start(member(&first))
 	eventually(t, 10*time.Second, "the first member fails a batch", func() bool { return first.Load() >= 2 })
 
 	joined := time.Now()
-	consume(t, group, topic, member(&second), opts...)
+	start(member(&second))
 	eventually(t, 10*time.Second, "the second member gets a partition (rebalance timeout 30s)", func() bool { return second.Load() > 0 })
 	t.Logf("the second member got a partition %s after joining", time.Since(joined).Round(time.Millisecond))
 
@@ -151,12 +176,13 @@ func TestPartitionsAtOnce(t *testing.T) {
 		most     int
 		next     = map[int32]int64{}
 		order    error
-		fetches  = map[any][]int{} // FetchPartitions key → the n each call saw
+		under    int // the most writes of its fetch a handler saw under way
+		noWrites bool
 	)
 	handle := func(ctx context.Context, _ string, p int32, rs []*kgo.Record) error {
-		n, key := kafkax.FetchPartitions(ctx)
+		peers := kafkax.WritesOf(ctx)
 		mu.Lock()
-		fetches[key] = append(fetches[key], n)
+		noWrites = noWrites || peers == nil
 		inFlight++
 		most = max(most, inFlight)
 		for _, r := range rs {
@@ -172,6 +198,10 @@ func TestPartitionsAtOnce(t *testing.T) {
 		for time.Now().Before(deadline) {
 			mu.Lock()
 			all := most == partitions
+			if peers != nil {
+				n, _ := peers.UnderWay()
+				under = max(under, n)
+			}
 			mu.Unlock()
 			if all {
 				break
@@ -200,15 +230,9 @@ func TestPartitionsAtOnce(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	// Each fetch's partitions are told how many were handed over with
-	// them: as many as share the fetch's key.
-	for key, ns := range fetches {
-		for _, n := range ns {
-			if key == nil || n != len(ns) {
-				t.Errorf("fetch %v: its partitions saw FetchPartitions %v, want %d each", key, ns, len(ns))
-				break
-			}
-		}
+	// The writes of a fetch under way at once are counted for them.
+	if noWrites || under != partitions {
+		t.Errorf("handlers saw at most %d writes of their fetch under way (WritesOf nil: %v), want %d", under, noWrites, partitions)
 	}
 	if order != nil {
 		t.Error(order)

@@ -83,10 +83,11 @@ func run(ctx context.Context, getenv func(string) string, stdout io.Writer) erro
 		},
 		Background: []service.Loop{
 			// Partitions hold different accounts: their records decode
-			// and validate on every core at once, and those ready
-			// together are appended in one write (consumer.Handle).
+			// and validate on every core at once while the fetch before
+			// is written, and those ready together are appended in one
+			// write (consumer.Stages).
 			func(ctx context.Context) error {
-				return kafkax.ConsumeLoop(ctx, client, cfg.MaxBatch, cons.Handle, svc.Logger, kafkax.PartitionsAtOnce(cfg.Partitions))
+				return kafkax.ConsumeStaged(ctx, client, cfg.MaxBatch, cons.Stages(), svc.Logger, kafkax.PartitionsAtOnce(cfg.Partitions))
 			},
 			signer.Run,
 		},

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
@@ -110,10 +111,30 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 // a write is under way go to the store together in the next one (see
 // merger).
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
+	return c.write(ctx, records, prepare(records))
+}
+
+// Stages is Handle in two stages, for kafkax.ConsumeStaged: Prepare
+// decodes and validates a batch's records and puts their data in RFC 8785
+// form, on every core at once, while the fetch before is written; Write
+// parks and appends as Handle does. What Prepare makes depends on the
+// records only (kafkarec.Decode and auditlog.Canonical are pure functions
+// of a record's headers, key and value), never on the log: the seq and
+// the chain of each entry are found by the write.
+func (c *Consumer) Stages() kafkax.Stages {
+	return kafkax.Stages{
+		Prepare: func(_ string, _ int32, records []*kgo.Record) any { return prepare(records) },
+		Write: func(ctx context.Context, _ string, _ int32, records []*kgo.Record, p any) error {
+			return c.write(ctx, records, p.(prepared))
+		},
+	}
+}
+
+// write parks what did not decode and appends the rest (see Handle).
+func (c *Consumer) write(ctx context.Context, records []*kgo.Record, p prepared) error {
 	start := c.now()
-	decoded := decodeAll(records)
-	decode := func(r *kgo.Record) (events.Event, error) {
-		d := decoded[r]
+	decode := func(r *kgo.Record) (event, error) {
+		d := p[r]
 		return d.event, d.err
 	}
 	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, c.merged.append, c.deadLetters); err != nil {
@@ -123,29 +144,44 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 	return nil
 }
 
+// event is a decoded event with its data in RFC 8785 form (nil when it
+// has none: its entry then fails to build, and it is parked).
+type event struct {
+	events.Event
+	canonical []byte
+}
+
 // decoding is what kafkarec.Decode made of a record.
 type decoding struct {
-	event events.Event
+	event event
 	err   error
 }
 
-// decodeAll decodes and validates records on every core at once: the
-// costliest step of a batch before its entries are built, and one that
-// depends on nothing but the record (kafkarec.Decode is a pure function
-// of it, its schemas compiled once and safe to share).
-func decodeAll(records []*kgo.Record) map[*kgo.Record]decoding {
+// prepared is what prepare made of a batch, by record; it is only read
+// once made.
+type prepared map[*kgo.Record]decoding
+
+// prepare decodes and validates records, and puts the data of those that
+// decode in RFC 8785 form, on every core at once: the costliest steps of
+// a batch before its entries are built, and ones that depend on nothing
+// but the record (kafkarec.Decode and auditlog.Canonical are pure
+// functions of it, the schemas compiled once and safe to share).
+func prepare(records []*kgo.Record) prepared {
 	out := make([]decoding, len(records))
 	workers := min(runtime.GOMAXPROCS(0), (len(records)+decodeAtLeast-1)/decodeAtLeast)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(records); i += workers {
-				out[i].event, out[i].err = kafkarec.Decode(records[i])
+				out[i].event.Event, out[i].err = kafkarec.Decode(records[i])
+				if out[i].err == nil {
+					out[i].event.canonical, _ = auditlog.Canonical(records[i].Value)
+				}
 			}
 		})
 	}
 	wg.Wait()
-	m := make(map[*kgo.Record]decoding, len(records))
+	m := make(prepared, len(records))
 	for i, r := range records {
 		m[r] = out[i]
 	}
@@ -159,9 +195,9 @@ const decodeAtLeast = 16
 // the order of batch, all accounts together (ledger.AppendBatches: a few
 // store commands for the whole fetch), and returns those the log can
 // never hold, left out.
-func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
+func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafkax.Rejected, error) {
 	var order []string
-	byAccount := map[string][]kafkax.Decoded[events.Event]{}
+	byAccount := map[string][]kafkax.Decoded[event]{}
 	for _, d := range batch {
 		account := d.Value.AccountID
 		if _, ok := byAccount[account]; !ok {
@@ -176,7 +212,7 @@ func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[events.
 			ps := byAccount[account]
 			evs := make([]ledger.Event, len(ps))
 			for i, p := range ps {
-				evs[i] = ledger.Event{Event: p.Value, Data: p.Record.Value}
+				evs[i] = ledger.Event{Event: p.Value.Event, Data: p.Record.Value, Canonical: p.Value.canonical}
 			}
 			batches = append(batches, ledger.Batch{Account: account, Events: evs})
 		}
@@ -188,7 +224,7 @@ func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[events.
 			found := false
 			for a, account := range order {
 				ps := byAccount[account]
-				i := slices.IndexFunc(ps, func(p kafkax.Decoded[events.Event]) bool { return p.Value.EventID == unappendable.EventID })
+				i := slices.IndexFunc(ps, func(p kafkax.Decoded[event]) bool { return p.Value.EventID == unappendable.EventID })
 				if i < 0 {
 					continue
 				}

@@ -76,15 +76,19 @@ func start(t *testing.T, db *mongo.Database, group, topic, dlq string) *member {
 	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second),
 		kgo.RebalanceTimeout(30*time.Second), kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget))...)
 	cons := consumer.New(consumer.Config{Ledger: led, DeadLetter: kafkax.DeadLetter(cl, dlq), Now: time.Now, Logger: logger}, m.reg)
-	handle := func(ctx context.Context, topic string, p int32, rs []*kgo.Record) error {
+	// As the service runs it: each fetch prepared while the one before
+	// is written.
+	stages := cons.Stages()
+	write := stages.Write
+	stages.Write = func(ctx context.Context, topic string, p int32, rs []*kgo.Record, prepared any) error {
 		m.calls.Add(1)
-		return cons.Handle(ctx, topic, p, rs)
+		return write(ctx, topic, p, rs, prepared)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = kafkax.ConsumeLoop(ctx, cl, 100, handle, logger)
+		_ = kafkax.ConsumeStaged(ctx, cl, 100, stages, logger)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return m

@@ -1,19 +1,16 @@
 package consumer
 
 import (
-	"cmp"
 	"context"
 	"sync"
-	"time"
 
-	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // appendFunc appends decoded events, each account's in their order, and
 // returns those the log can never hold, left out.
-type appendFunc func(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error)
+type appendFunc func(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafkax.Rejected, error)
 
 // merger makes the appends of partitions handled at the same time one
 // ledger write: a partition's events that come while a write is under way
@@ -26,32 +23,23 @@ type appendFunc func(ctx context.Context, batch []kafkax.Decoded[events.Event]) 
 // if two partitions held events of one account: the write groups the
 // events by account, each partition's in offset order.
 //
-// The partitions of a fetch are handed over together (see
-// kafkax.FetchPartitions): the first to come waits, up to wait, for the
-// others of its fetch before it writes, rather than write alone and make
-// them wait for its write to make a second; the goroutines handling them
-// start a few microseconds apart and decode for about a millisecond.
+// A write also waits, before it starts, for the other writes of its fetch
+// that the poll loop has under way (kafkax.WritesOf) to join it: prepared
+// ahead (kafkax.ConsumeStaged), a fetch's partitions are ready at about
+// the same time, and the first must not go alone. It waits for nothing
+// else: a partition that is not under way (waiting to retry) is not
+// waited for, and one under way either joins or returns.
 type merger struct {
 	write appendFunc
-	// wait bounds the first partition's wait for the others of its fetch
-	// (siblingWait when 0): one the loop does not hand over after all.
-	wait time.Duration
 
-	mu    sync.Mutex
-	queue []*mergeCall
-	busy  bool // a write is under way
-	// fetch is the key of the fetch whose partitions come, arrived how
-	// many of them came, and all is closed once all have.
-	fetch   any
-	arrived int
-	all     chan struct{}
+	mu      sync.Mutex
+	queue   []*mergeCall
+	busy    bool          // a write is under way
+	arrived chan struct{} // closed and replaced when a call joins the queue
 }
 
-// siblingWait is a merger's wait when none is set.
-const siblingWait = 5 * time.Millisecond
-
 type mergeCall struct {
-	batch    []kafkax.Decoded[events.Event]
+	batch    []kafkax.Decoded[event]
 	rejected []kafkax.Rejected
 	err      error
 	done     chan struct{} // closed once rejected or err is set
@@ -63,40 +51,18 @@ type mergeCall struct {
 // error of the write is every call's. The write runs with the context of
 // the call that makes it: one cancelled fails the others, which their
 // partitions retry (what was written is then found a replay).
-func (m *merger) append(ctx context.Context, batch []kafkax.Decoded[events.Event]) ([]kafkax.Rejected, error) {
-	n, key := kafkax.FetchPartitions(ctx)
-	return m.appendOf(ctx, batch, n, key)
-}
-
-// appendOf is append for a partition of a fetch (key) handed over with
-// n-1 others.
-func (m *merger) appendOf(ctx context.Context, batch []kafkax.Decoded[events.Event], n int, key any) ([]kafkax.Rejected, error) {
+func (m *merger) append(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafkax.Rejected, error) {
 	c := &mergeCall{batch: batch, done: make(chan struct{}), lead: make(chan struct{})}
 	m.mu.Lock()
 	m.queue = append(m.queue, c)
-	var all chan struct{}
-	if key != nil {
-		if key != m.fetch {
-			m.fetch, m.arrived, m.all = key, 0, make(chan struct{})
-		}
-		if m.arrived++; m.arrived == n {
-			close(m.all)
-		}
-		all = m.all
+	if m.arrived != nil {
+		close(m.arrived)
 	}
+	m.arrived = make(chan struct{})
 	lead := !m.busy
 	m.busy = true
 	m.mu.Unlock()
 	if lead {
-		if all != nil {
-			t := time.NewTimer(cmp.Or(m.wait, siblingWait))
-			select {
-			case <-all:
-			case <-t.C:
-			case <-ctx.Done():
-			}
-			t.Stop()
-		}
 		m.run(ctx)
 	}
 	for {
@@ -117,21 +83,15 @@ func (m *merger) waiting() int {
 	return len(m.queue)
 }
 
-// isBusy reports whether a write is under way or its lead waits.
-func (m *merger) isBusy() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.busy
-}
-
 // run makes one write of every call waiting, then hands the next write
 // to the first call that came meanwhile, if any.
 func (m *merger) run(ctx context.Context) {
+	m.gather(ctx)
 	m.mu.Lock()
 	calls := m.queue
 	m.queue = nil
 	m.mu.Unlock()
-	var all []kafkax.Decoded[events.Event]
+	var all []kafkax.Decoded[event]
 	owner := map[*kgo.Record]*mergeCall{}
 	for _, c := range calls {
 		all = append(all, c.batch...)
@@ -158,4 +118,29 @@ func (m *merger) run(ctx context.Context) {
 		return
 	}
 	close(m.queue[0].lead)
+}
+
+// gather waits until every write of the leader's fetch under way is
+// queued, or ctx is done. Only one fetch is written at a time, so the
+// calls queued are all of the leader's fetch.
+func (m *merger) gather(ctx context.Context) {
+	peers := kafkax.WritesOf(ctx)
+	if peers == nil {
+		return
+	}
+	for {
+		under, changed := peers.UnderWay()
+		m.mu.Lock()
+		queued, arrived := len(m.queue), m.arrived
+		m.mu.Unlock()
+		if queued >= under {
+			return
+		}
+		select {
+		case <-changed:
+		case <-arrived:
+		case <-ctx.Done():
+			return
+		}
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rcm-platform/rcm/dev/kafkatest"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/compliance/internal/consumer"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -121,5 +123,54 @@ func TestPartitionsHandledTogetherShareAWrite(t *testing.T) {
 		if v, err := l.Verify(ctx, account); err != nil || !v.OK || v.TreeSize != int64(len(ids)) {
 			t.Fatalf("verify %s: %+v %v", account, v, err)
 		}
+	}
+}
+
+// TestAFetchIsOneWrite: the batches of a fetch's partitions, prepared
+// ahead and written at once (kafkax.ConsumeStaged, PartitionsAtOnce), go
+// to the ledger in one append: the first ready does not go alone.
+func TestAFetchIsOneWrite(t *testing.T) {
+	t.Parallel()
+	db := newDB(t)
+	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
+	open := make(chan struct{})
+	close(open)
+	g := &gated{l: l, entered: make(chan struct{}), open: open}
+	cons := consumer.New(consumer.Config{Ledger: g, DeadLetter: (&parked{}).park, Logger: logger}, prometheus.NewRegistry())
+
+	const partitions, each = 3, 4
+	topic := kafkatest.NewTopic(t, partitions)
+	want := map[string][]string{}
+	var rs []*kgo.Record
+	for part := range int32(partitions) {
+		account := fmt.Sprintf("org_f%d", part)
+		for range each {
+			r, id := optOut(t, topic, part, account, "")
+			rs = append(rs, r)
+			want[account] = append(want[account], id)
+		}
+	}
+	// Produced before the member starts: its first fetch holds them all.
+	produce(t, rs...)
+	group := "g-" + topic
+	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second), kgo.RebalanceTimeout(30*time.Second))...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = kafkax.ConsumeStaged(ctx, cl, 100, cons.Stages(), logger, kafkax.PartitionsAtOnce(partitions))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	complete := func() bool {
+		for account, ids := range want {
+			if len(logged(t, l, account)) != len(ids) {
+				return false
+			}
+		}
+		return true
+	}
+	eventually(t, 20*time.Second, "every event logged", complete)
+	if calls := g.appends(); len(calls) != 1 || len(calls[0]) != partitions {
+		t.Fatalf("appends: %v; want one, of the %d accounts", calls, partitions)
 	}
 }

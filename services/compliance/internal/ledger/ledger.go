@@ -87,6 +87,9 @@ func (l *Ledger) Forget() {
 type Event struct {
 	events.Event
 	Data []byte
+	// Canonical is Data in RFC 8785 form (auditlog.Canonical), when the
+	// caller has computed it already; nil, it is computed here.
+	Canonical []byte
 }
 
 // Appended says where an event is recorded and whether it was already.
@@ -176,7 +179,11 @@ func canonicalData(batches []Batch) [][][]byte {
 	var jobs []job
 	for b, batch := range batches {
 		out[b] = make([][]byte, len(batch.Events))
-		for i := range batch.Events {
+		for i, e := range batch.Events {
+			if e.Canonical != nil {
+				out[b][i] = e.Canonical
+				continue
+			}
 			jobs = append(jobs, job{b, i})
 		}
 	}

@@ -114,7 +114,7 @@ func decode(r *kgo.Record) (accountItem, error) {
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
 	// Announced before decoding, so that the partitions of a fetch
 	// handed over together make one write (see merger).
-	write := c.merged.expect(ctx)
+	write := c.merged.expect()
 	defer write.withdraw()
 	process := func(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
 		return c.storeAndPublish(ctx, write, batch)

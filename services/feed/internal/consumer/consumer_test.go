@@ -17,10 +17,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
 	"github.com/rcm-platform/rcm/pkg/ids"
+	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/feed/internal/activity"
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
@@ -31,7 +34,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
-func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // producer records what was published.
 type producer struct {
@@ -470,7 +473,7 @@ func TestPartitionsHandledTogetherPublishInOneCall(t *testing.T) {
 	a, b := f.record(t, "org_a"), f.record(t, "org_b")
 	// A third partition announced and not yet come holds the write until
 	// both batches wait for it.
-	held := f.consumer.merged.expect(ctx)
+	held := f.consumer.merged.expect()
 	errs := make(chan error, 2)
 	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 0, []*kgo.Record{a}) }()
 	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 1, []*kgo.Record{b}) }()
@@ -497,5 +500,54 @@ func TestPartitionsHandledTogetherPublishInOneCall(t *testing.T) {
 	f.producer.mu.Unlock()
 	if calls != 1 {
 		t.Fatalf("%d produce calls for the two partitions handled together, want 1", calls)
+	}
+}
+
+// TestAFetchIsOneWrite: the partitions of a fetch that ConsumeLoop hands
+// over at once are stored and published together, in one produce call,
+// however their goroutines happen to start: the first batch ready waits
+// for the others the loop has under way (kafkax.WritesOf).
+func TestAFetchIsOneWrite(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, nil)
+	const partitions, each = 3, 4
+	topic := kafkatest.NewTopic(t, partitions)
+	var rs []*kgo.Record
+	for part := range int32(partitions) {
+		for range each {
+			r := f.record(t, fmt.Sprintf("org_f%d", part))
+			r.Topic, r.Partition, r.Offset = topic, part, 0
+			rs = append(rs, r)
+		}
+	}
+	// Produced before the member starts: its first fetch holds them all.
+	producer := kafkatest.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err := producer.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	group := "g-" + topic
+	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second), kgo.RebalanceTimeout(30*time.Second))...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = kafkax.ConsumeLoop(ctx, cl, 100, f.consumer.Handle, slog.New(slog.NewTextHandler(io.Discard, nil)), kafkax.PartitionsAtOnce(partitions))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		f.producer.mu.Lock()
+		n, calls := len(f.producer.records), f.producer.calls
+		f.producer.mu.Unlock()
+		if n >= partitions*each {
+			if calls != 1 {
+				t.Fatalf("%d items published in %d produce calls, want one", n, calls)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d items published within 20s", n, partitions*each)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -1,10 +1,8 @@
 package consumer
 
 import (
-	"cmp"
 	"context"
 	"sync"
-	"time"
 
 	"github.com/rcm-platform/rcm/pkg/kafkax"
 	"github.com/rcm-platform/rcm/services/feed/internal/store"
@@ -32,25 +30,12 @@ type writeFunc func(ctx context.Context, batches []store.Batch) ([][]store.Appen
 type merger struct {
 	write writeFunc
 
-	mu     sync.Mutex
-	queue  []*mergeCall
-	busy   bool // a write is under way, or its lead is chosen
-	coming int  // calls announced that have neither come nor withdrawn
-	// The fetch whose partitions are being handed over (its
-	// kafkax.FetchPartitions key), and how many of them have not
-	// announced their call yet: they count as coming until they do, or
-	// until unseenUntil (one the loop did not hand over after all).
-	fetch       any
-	unseen      int
-	unseenUntil time.Time
-	// wait is how long unseen partitions count (siblingWait when 0).
-	wait time.Duration
+	mu      sync.Mutex
+	queue   []*mergeCall
+	busy    bool          // a write is under way, or its lead is chosen
+	coming  int           // calls announced that have neither come nor withdrawn
+	arrived chan struct{} // closed and replaced when a call joins the queue
 }
-
-// siblingWait bounds how long a write waits for the partitions of its
-// fetch that have not announced their call: they start a few
-// microseconds after the first, and decode for about a millisecond.
-const siblingWait = 5 * time.Millisecond
 
 type mergeCall struct {
 	batches []store.Batch
@@ -66,39 +51,12 @@ type expected struct {
 	over bool
 }
 
-// expect announces a call of append to come, from a handler given ctx:
-// the first partition of a fetch to announce itself also announces, for a
-// while, those of the same fetch it does not see yet (the goroutines
-// handling them may not have started).
-func (m *merger) expect(ctx context.Context) *expected {
-	return m.expectOf(kafkax.FetchPartitions(ctx))
-}
-
-// expectOf is expect for a partition of a fetch (key) handed over with
-// n-1 others.
-func (m *merger) expectOf(n int, key any) *expected {
+// expect announces a call of append to come.
+func (m *merger) expect() *expected {
 	m.mu.Lock()
 	m.coming++
-	if key != nil {
-		if key != m.fetch {
-			wait := cmp.Or(m.wait, siblingWait)
-			m.fetch, m.unseen, m.unseenUntil = key, n, time.Now().Add(wait)
-			time.AfterFunc(wait, m.wake)
-		}
-		m.unseen = max(m.unseen-1, 0)
-	}
 	m.mu.Unlock()
 	return &expected{m: m}
-}
-
-// wake hands the next write to the first call waiting, if it may start.
-func (m *merger) wake() {
-	m.mu.Lock()
-	next := m.next()
-	m.mu.Unlock()
-	if next != nil {
-		close(next.lead)
-	}
 }
 
 // withdraw says that the call announced will not come; after append, or
@@ -139,6 +97,10 @@ func (m *merger) join(ctx context.Context, batches []store.Batch, announced bool
 	c := &mergeCall{batches: batches, done: make(chan struct{}), lead: make(chan struct{})}
 	m.mu.Lock()
 	m.queue = append(m.queue, c)
+	if m.arrived != nil {
+		close(m.arrived)
+	}
+	m.arrived = make(chan struct{})
 	if announced {
 		m.coming--
 	}
@@ -162,7 +124,7 @@ func (m *merger) join(ctx context.Context, batches []store.Batch, announced bool
 // no write is under way and no call announced is still to come; m.mu
 // must be held.
 func (m *merger) next() *mergeCall {
-	if m.busy || m.coming > 0 || len(m.queue) == 0 || m.unseen > 0 && time.Now().Before(m.unseenUntil) {
+	if m.busy || m.coming > 0 || len(m.queue) == 0 {
 		return nil
 	}
 	m.busy = true
@@ -172,6 +134,7 @@ func (m *merger) next() *mergeCall {
 // run makes one write of every call waiting, then hands the next write
 // to the first call that came meanwhile, if any.
 func (m *merger) run(ctx context.Context) {
+	m.gather(ctx)
 	m.mu.Lock()
 	calls := m.queue
 	m.queue = nil
@@ -197,5 +160,34 @@ func (m *merger) run(ctx context.Context) {
 	m.mu.Unlock()
 	if next != nil {
 		close(next.lead)
+	}
+}
+
+// gather waits until every write of the leader's fetch under way
+// (kafkax.WritesOf: the partitions handed over with it, from before their
+// goroutines start) is queued, or ctx is done. The announcements (expect)
+// cover a handler's decoding; this covers a handler whose goroutine has
+// not yet started when the first batch is ready, which would otherwise
+// write alone and make the others write a second time. Only one fetch is
+// handled at a time, so the calls queued are all of the leader's fetch.
+func (m *merger) gather(ctx context.Context) {
+	peers := kafkax.WritesOf(ctx)
+	if peers == nil {
+		return
+	}
+	for {
+		under, changed := peers.UnderWay()
+		m.mu.Lock()
+		queued, arrived := len(m.queue), m.arrived
+		m.mu.Unlock()
+		if queued >= under {
+			return
+		}
+		select {
+		case <-changed:
+		case <-arrived:
+		case <-ctx.Done():
+			return
+		}
 	}
 }

@@ -106,8 +106,7 @@ func TestMergerWaitsForTheCallsAnnounced(t *testing.T) {
 		}
 		return out, nil
 	}
-	ctx := context.Background()
-	first, second, none := m.expect(ctx), m.expect(ctx), m.expect(ctx)
+	first, second, none := m.expect(), m.expect(), m.expect()
 	answers := make(chan error, 2)
 	call := func(x *expected, account string) {
 		res, err := x.append(context.Background(), []store.Batch{{Account: account}})
@@ -147,67 +146,5 @@ func TestMergerWaitsForTheCallsAnnounced(t *testing.T) {
 	}
 	if got := sizesOf(m, &sizes); len(got) != 2 || got[1] != 1 {
 		t.Errorf("writes of %v batches, want [2 1]", got)
-	}
-}
-
-// TestMergerWaitsForTheOtherPartitionsOfItsFetch: the first partition of
-// a fetch of three to come does not write alone while the goroutines of
-// the other two have not started yet: it waits for them, and the three go
-// in one write; a partition the loop never hands over holds the write
-// only for the merger's wait.
-func TestMergerWaitsForTheOtherPartitionsOfItsFetch(t *testing.T) {
-	t.Parallel()
-	var sizes []int
-	m := &merger{wait: time.Minute}
-	m.write = func(_ context.Context, batches []store.Batch) ([][]store.Appended, error) {
-		m.mu.Lock()
-		sizes = append(sizes, len(batches))
-		m.mu.Unlock()
-		out := make([][]store.Appended, len(batches))
-		for i, b := range batches {
-			out[i] = []store.Appended{{EventID: "evt_" + b.Account}}
-		}
-		return out, nil
-	}
-	answers := make(chan error, 3)
-	call := func(x *expected, account string) {
-		_, err := x.append(context.Background(), []store.Batch{{Account: account}})
-		answers <- err
-	}
-	fetch := new(int)
-	go call(m.expectOf(3, fetch), "acct_1")
-	waitFor(t, "the first partition waiting", func() bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return len(m.queue) == 1
-	})
-	if got := sizesOf(m, &sizes); len(got) != 0 {
-		t.Fatalf("writes of %v batches before the fetch's other partitions came, want none yet", got)
-	}
-	go call(m.expectOf(3, fetch), "acct_2")
-	go call(m.expectOf(3, fetch), "acct_3")
-	for range 3 {
-		if err := <-answers; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := sizesOf(m, &sizes); len(got) != 1 || got[0] != 3 {
-		t.Fatalf("writes of %v batches, want [3]", got)
-	}
-
-	// A fetch of two whose second partition never comes.
-	m.mu.Lock()
-	m.wait = 50 * time.Millisecond
-	m.mu.Unlock()
-	start := time.Now()
-	go call(m.expectOf(2, new(int)), "acct_4")
-	if err := <-answers; err != nil {
-		t.Fatal(err)
-	}
-	if got := sizesOf(m, &sizes); len(got) != 2 || got[1] != 1 {
-		t.Fatalf("writes of %v batches, want [3 1]", got)
-	}
-	if d := time.Since(start); d < 50*time.Millisecond {
-		t.Errorf("the lone partition wrote after %v, before the merger's wait (50ms)", d)
 	}
 }
