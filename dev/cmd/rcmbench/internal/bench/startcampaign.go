@@ -311,12 +311,13 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 		fmtRatio(ratio(float64(gwTotal.Latencies.Percentile(99)), float64(gwTotal.Latencies.Percentile(50)))),
 		fmtRatio(ratio(float64(directTotal.Latencies.Percentile(99)), float64(directTotal.Latencies.Percentile(50)))),
 		fmtRatio(ratio(attTotal.Rate(), gwTotal.Rate())), cfg.Concurrency, cfg.Duration)
-	sec.note("The start round leaves each document's record holding the campaigns it started (about %.1f each on average), "+
-		"and the attempt round after it works on those larger records; a command costs the embedded store more as its record "+
-		"grows (FerretDB decodes and re-encodes the whole record on every update). So each attempt round is then run again, "+
-		"the same way, on %d other documents that hold one campaign each (started through the gateway, its event published "+
-		"and taken out of the outbox first), as the start round's records held none to two: attempts on them ÷ starts: %s.",
-		ratio(float64(gw.started), float64(cfg.Accounts*max(1, cfg.Rounds))), cfg.Accounts, fmtRatio(ratio(freshTotal.Rate(), gwTotal.Rate())))
+	perDoc := ratio(float64(gw.started), float64(cfg.Accounts*max(1, cfg.Rounds)))
+	sec.note("A start round leaves each document's record holding the campaigns it started (%.1f each at its end, warm-up "+
+		"included, so about half as many on average while it ran), and the attempt round after it works on those larger "+
+		"records; a command costs the embedded store more as its record grows (FerretDB decodes and re-encodes the whole "+
+		"record on every update). So each attempt round is then run again, the same way, on %d other documents that hold "+
+		"one campaign each (started through the gateway, its event published and taken out of the outbox first): attempts "+
+		"on them ÷ starts: %s.", perDoc, cfg.Accounts, fmtRatio(ratio(freshTotal.Rate(), gwTotal.Rate())))
 	sec.note("Store commands per start, all of the campaign service's (its command monitor, rcm_mongodb_command_duration_seconds_count, "+
 		"from the start of a round's load until every event had left its outbox, the relay's removals included), amortised: %.2f through the gateway, "+
 		"%.2f straight to the service.", gw.perStart(), direct.perStart())
