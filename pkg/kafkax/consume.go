@@ -264,6 +264,31 @@ func (w *Writes) UnderWay() (int, <-chan struct{}) {
 	return w.n, w.changed
 }
 
+// Await waits until queued reports at least as many calls as there are
+// writes of the fetch under way, or ctx is done: queued returns how many
+// calls a merging handler holds and a channel closed when one more comes.
+// A write under way either comes or returns, and a retry that waits is
+// not under way, so Await never waits for one that will not come. On a
+// nil Writes (a ctx not from the loop) it returns at once.
+func (w *Writes) Await(ctx context.Context, queued func() (int, <-chan struct{})) {
+	if w == nil {
+		return
+	}
+	for {
+		under, changed := w.UnderWay()
+		n, more := queued()
+		if n >= under {
+			return
+		}
+		select {
+		case <-changed:
+		case <-more:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 func (w *Writes) add(d int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

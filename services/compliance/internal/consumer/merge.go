@@ -120,27 +120,13 @@ func (m *merger) run(ctx context.Context) {
 	close(m.queue[0].lead)
 }
 
-// gather waits until every write of the leader's fetch under way is
-// queued, or ctx is done. Only one fetch is written at a time, so the
-// calls queued are all of the leader's fetch.
+// gather waits until every write of the leader's fetch under way
+// (kafkax.WritesOf) is queued, or ctx is done. Only one fetch is handled
+// at a time, so the calls queued are all of the leader's fetch.
 func (m *merger) gather(ctx context.Context) {
-	peers := kafkax.WritesOf(ctx)
-	if peers == nil {
-		return
-	}
-	for {
-		under, changed := peers.UnderWay()
+	kafkax.WritesOf(ctx).Await(ctx, func() (int, <-chan struct{}) {
 		m.mu.Lock()
-		queued, arrived := len(m.queue), m.arrived
-		m.mu.Unlock()
-		if queued >= under {
-			return
-		}
-		select {
-		case <-changed:
-		case <-arrived:
-		case <-ctx.Done():
-			return
-		}
-	}
+		defer m.mu.Unlock()
+		return len(m.queue), m.arrived
+	})
 }

@@ -164,30 +164,17 @@ func (m *merger) run(ctx context.Context) {
 }
 
 // gather waits until every write of the leader's fetch under way
-// (kafkax.WritesOf: the partitions handed over with it, from before their
-// goroutines start) is queued, or ctx is done. The announcements (expect)
-// cover a handler's decoding; this covers a handler whose goroutine has
-// not yet started when the first batch is ready, which would otherwise
-// write alone and make the others write a second time. Only one fetch is
-// handled at a time, so the calls queued are all of the leader's fetch.
+// (kafkax.WritesOf: the partitions handed over with it, counted from
+// before their goroutines start) is queued, or ctx is done. The
+// announcements (expect) cover a handler's decoding; this covers a
+// handler whose goroutine has not started when the first batch is ready,
+// which would otherwise write alone and make the others write a second
+// time. Only one fetch is handled at a time, so the calls queued are all
+// of the leader's fetch.
 func (m *merger) gather(ctx context.Context) {
-	peers := kafkax.WritesOf(ctx)
-	if peers == nil {
-		return
-	}
-	for {
-		under, changed := peers.UnderWay()
+	kafkax.WritesOf(ctx).Await(ctx, func() (int, <-chan struct{}) {
 		m.mu.Lock()
-		queued, arrived := len(m.queue), m.arrived
-		m.mu.Unlock()
-		if queued >= under {
-			return
-		}
-		select {
-		case <-changed:
-		case <-arrived:
-		case <-ctx.Done():
-			return
-		}
-	}
+		defer m.mu.Unlock()
+		return len(m.queue), m.arrived
+	})
 }
