@@ -34,22 +34,9 @@ import (
 // and removed them from the outbox.
 func TestStoreCommandsPerStart(t *testing.T) {
 	t.Parallel()
-	counter := newCommandCounter(t, mongotest.URI(t))
-	db := mongotest.NewDatabase(t)
-	eventsTopic, documents := kafkatest.NewTopic(t, 2), kafkatest.NewTopic(t, 2)
-	group := "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-")
-	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
-		"RCM_MONGODB_URI":         counter.URI(),
-		"RCM_MONGODB_DATABASE":    db,
-		"RCM_EVENTS_TOPIC":        eventsTopic,
-		"RCM_DOCUMENTS_TOPIC":     documents,
-		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
-		"RCM_DOCUMENTS_GROUP":     group,
-		"RCM_KAFKA_PARTITIONS":    "2",
-		// The relay removes a published event at once: no later write
-		// of the record takes it out here.
-		"RCM_OUTBOX_REMOVE_AFTER": "1ms",
-	}))
+	// The relay removes a published event at once: no later write of
+	// the record takes it out here.
+	counter, db, documents, group, inst := startCounted(t, map[string]string{"RCM_OUTBOX_REMOVE_AFTER": "1ms"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A document the read model has held for a while, as most are when a
@@ -146,20 +133,7 @@ func TestStoreCommandsPerStart(t *testing.T) {
 // a while later).
 func TestStoreCommandsPerStartOnABusyRecord(t *testing.T) {
 	t.Parallel()
-	counter := newCommandCounter(t, mongotest.URI(t))
-	db := mongotest.NewDatabase(t)
-	documents := kafkatest.NewTopic(t, 2)
-	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
-		"RCM_MONGODB_URI":          counter.URI(),
-		"RCM_MONGODB_DATABASE":     db,
-		"RCM_EVENTS_TOPIC":         kafkatest.NewTopic(t, 2),
-		"RCM_DOCUMENTS_TOPIC":      documents,
-		"RCM_DOCUMENTS_DLQ_TOPIC":  kafkatest.NewTopic(t, 1),
-		"RCM_DOCUMENTS_GROUP":      "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-"),
-		"RCM_KAFKA_PARTITIONS":     "2",
-		"RCM_OUTBOX_REMOVE_AFTER":  "1m",
-		"RCM_OUTBOX_SWEEP_MIN_AGE": "5m",
-	}))
+	counter, db, _, _, inst := startCounted(t, map[string]string{"RCM_OUTBOX_REMOVE_AFTER": "1m", "RCM_OUTBOX_SWEEP_MIN_AGE": "5m"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	records := mongotest.Client(t).Database(db).Collection(campaignseed.DocumentsCollection)
@@ -255,21 +229,9 @@ func metricValue(t *testing.T, base, sample string) float64 {
 // recorded before it: its size does not grow with them.
 func TestStoreCommandsPerAttempt(t *testing.T) {
 	t.Parallel()
-	counter := newCommandCounter(t, mongotest.URI(t))
-	db := mongotest.NewDatabase(t)
-	documents := kafkatest.NewTopic(t, 2)
-	inst := servicetest.Start(t, "campaign", run, servicetest.Env(t, map[string]string{
-		"RCM_MONGODB_URI":         counter.URI(),
-		"RCM_MONGODB_DATABASE":    db,
-		"RCM_EVENTS_TOPIC":        kafkatest.NewTopic(t, 2),
-		"RCM_DOCUMENTS_TOPIC":     documents,
-		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
-		"RCM_DOCUMENTS_GROUP":     "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-"),
-		"RCM_KAFKA_PARTITIONS":    "2",
-		// The relay removes a published event at once: no later write
-		// of the record takes it out here.
-		"RCM_OUTBOX_REMOVE_AFTER": "1ms",
-	}))
+	// The relay removes a published event at once: no later write of
+	// the record takes it out here.
+	counter, db, _, _, inst := startCounted(t, map[string]string{"RCM_OUTBOX_REMOVE_AFTER": "1ms"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := mongotest.Client(t).Database(db).Collection(campaignseed.DocumentsCollection)
@@ -385,6 +347,29 @@ type commandCounter struct {
 	counts map[string]int
 	sizes  map[string][]int // each command's size on the wire, in order
 	open   []net.Conn
+}
+
+// startCounted starts the service on a store whose commands the counter
+// returned counts, in a database of its own (db), with topics of its own
+// (its documents topic, and group, its consumer group there) and extra
+// settings beside them.
+func startCounted(t *testing.T, extra map[string]string) (counter *commandCounter, db, documents, group string, inst *servicetest.Instance) {
+	t.Helper()
+	counter = newCommandCounter(t, mongotest.URI(t))
+	db = mongotest.NewDatabase(t)
+	documents = kafkatest.NewTopic(t, 2)
+	group = "rcm-campaign-" + strings.ReplaceAll(documents, ".", "-")
+	env := map[string]string{
+		"RCM_MONGODB_URI":         counter.URI(),
+		"RCM_MONGODB_DATABASE":    db,
+		"RCM_EVENTS_TOPIC":        kafkatest.NewTopic(t, 2),
+		"RCM_DOCUMENTS_TOPIC":     documents,
+		"RCM_DOCUMENTS_DLQ_TOPIC": kafkatest.NewTopic(t, 1),
+		"RCM_DOCUMENTS_GROUP":     group,
+		"RCM_KAFKA_PARTITIONS":    "2",
+	}
+	maps.Copy(env, extra)
+	return counter, db, documents, group, servicetest.Start(t, "campaign", run, servicetest.Env(t, env))
 }
 
 func newCommandCounter(t *testing.T, uri string) *commandCounter {
