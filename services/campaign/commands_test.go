@@ -53,23 +53,7 @@ func TestStoreCommandsPerStart(t *testing.T) {
 	start := func(doc string) {
 		t.Helper()
 		body := `{"sms":true,"email":true,"call":false,"tone":"friendly","cadence":"weekly"}`
-		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/"+doc+"/rcm", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if err := signer.Sign(req, principal.Principal{AccountID: "org_c", UserID: "user_c", SessionID: "sess_c"}); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
-		}
+		startSigned(t, signer, inst.URL, doc, principal.Principal{AccountID: "org_c", UserID: "user_c", SessionID: "sess_c"}, body)
 	}
 	start("doc_count") // the first start of a document is not the steady state
 	outboxEmpty := func() bool {
@@ -150,23 +134,7 @@ func TestStoreCommandsPerStartOnABusyRecord(t *testing.T) {
 	start := func() {
 		t.Helper()
 		body := `{"sms":true,"email":true,"call":false,"tone":"friendly","cadence":"weekly"}`
-		req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/doc_busy/rcm", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if err := signer.Sign(req, principal.Principal{AccountID: "org_c", UserID: "user_c", SessionID: "sess_c"}); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		answer, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
-		}
+		startSigned(t, signer, inst.URL, "doc_busy", principal.Principal{AccountID: "org_c", UserID: "user_c", SessionID: "sess_c"}, body)
 		// The next start comes once the relay has this one's event
 		// acknowledged.
 		published++
@@ -347,6 +315,30 @@ type commandCounter struct {
 	counts map[string]int
 	sizes  map[string][]int // each command's size on the wire, in order
 	open   []net.Conn
+}
+
+// startSigned starts a campaign on doc with body, as p through the
+// gateway, signed as the gateway signs it, and returns the 201's body.
+func startSigned(t *testing.T, signer *principal.Signer, baseURL, doc string, p principal.Principal, body string) []byte {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, baseURL+"/v1/documents/"+doc+"/rcm", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := signer.Sign(req, p); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
+	}
+	return answer
 }
 
 // startCounted starts the service on a store whose commands the counter

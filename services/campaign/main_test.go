@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -52,23 +49,7 @@ func TestRunInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := `{"sms":true,"email":false,"call":false,"tone":"friendly","cadence":"weekly","notes":""}`
-	req, err := http.NewRequest(http.MethodPost, inst.URL+"/v1/documents/doc_1/rcm", bytes.NewReader([]byte(body)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if err := signer.Sign(req, principal.Principal{AccountID: "org_a", UserID: "user_a", SessionID: "sess_1"}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("start: got %d %s, want 201", resp.StatusCode, answer)
-	}
+	answer := startSigned(t, signer, inst.URL, "doc_1", principal.Principal{AccountID: "org_a", UserID: "user_a", SessionID: "sess_1"}, body)
 	var started struct{ Campaign struct{ ID string } }
 	if err := json.Unmarshal(answer, &started); err != nil || started.Campaign.ID == "" {
 		t.Fatalf("start: body %s: %v", answer, err)
