@@ -637,29 +637,17 @@ const (
 // from+1, … n of them, read in finds by _id of up to recordsBatch keys, a
 // few in flight at once; nil for a record not stored.
 func (t *Tree) Records(ctx context.Context, account string, from int64, n int) ([][]tlog.Hash, error) {
-	out := make([][]tlog.Hash, n)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(recordsInFlight)
-	for lo := 0; lo < n; lo += recordsBatch {
-		part := out[lo:min(lo+recordsBatch, n)]
-		first := from + int64(lo)
-		g.Go(func() error {
-			keys := make([]string, len(part))
-			for i := range keys {
-				keys[i] = Key(account, tlog.StoredHashIndex(0, first+int64(i)))
-			}
-			got, err := t.find(gctx, keys)
-			if err != nil {
-				return err
-			}
-			for i, k := range keys {
-				part[i] = got[k]
-			}
-			return nil
-		})
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = Key(account, tlog.StoredHashIndex(0, from+int64(i)))
 	}
-	if err := g.Wait(); err != nil {
+	got, err := t.findAll(ctx, keys)
+	if err != nil {
 		return nil, fmt.Errorf("tree of %s from %d: %w", account, from, err)
+	}
+	out := make([][]tlog.Hash, n)
+	for i, k := range keys {
+		out[i] = got[k]
 	}
 	return out, nil
 }
