@@ -36,12 +36,21 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // consume runs ConsumeLoop on a new member of group until the test ends.
 func consume(t *testing.T, group, topic string, handle kafkax.BatchHandler, opts ...kafkax.LoopOption) {
 	t.Helper()
+	member(t, group, topic, func(ctx context.Context, cl *kgo.Client, logger *slog.Logger) {
+		_ = kafkax.ConsumeLoop(ctx, cl, 5, handle, logger, opts...)
+	})
+}
+
+// member runs loop on a new member of group, polling 5 records at a time,
+// until the test ends.
+func member(t *testing.T, group, topic string, loop func(ctx context.Context, cl *kgo.Client, logger *slog.Logger)) {
+	t.Helper()
 	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second), kgo.RebalanceTimeout(30*time.Second))...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = kafkax.ConsumeLoop(ctx, cl, 5, handle, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
+		loop(ctx, cl, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 }

@@ -3,7 +3,6 @@ package kafkax_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -20,14 +19,9 @@ import (
 // test ends.
 func consumeStaged(t *testing.T, group, topic string, s kafkax.Stages, opts ...kafkax.LoopOption) {
 	t.Helper()
-	cl := kafkatest.Client(t, append(kafkax.GroupOpts(group, topic, "", 6*time.Second), kgo.RebalanceTimeout(30*time.Second))...)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = kafkax.ConsumeStaged(ctx, cl, 5, s, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	member(t, group, topic, func(ctx context.Context, cl *kgo.Client, logger *slog.Logger) {
+		_ = kafkax.ConsumeStaged(ctx, cl, 5, s, logger, opts...)
+	})
 }
 
 // offsetsOf returns the offsets of records.
