@@ -446,13 +446,10 @@ func (c *storeCommands) monitor() *event.CommandMonitor {
 	}}
 }
 
-// TestAppendCostOfTheTree: growing the tree on append costs two store
-// commands a batch (one insert of its records, one update of the size
-// hint) and no read once the edge is known, beside the commands of the
-// entries; it logs both.
-func TestAppendCostOfTheTree(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// countedLedger returns a ledger in a database of its own, on a client
+// whose store commands counts counts, and its database.
+func countedLedger(t *testing.T) (*ledger.Ledger, *storeCommands, *mongo.Database) {
+	t.Helper()
 	counts := &storeCommands{}
 	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(counts.monitor()))
 	if err != nil {
@@ -461,9 +458,20 @@ func TestAppendCostOfTheTree(t *testing.T) {
 	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
 	db := cl.Database(mongotest.NewDatabase(t))
 	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
-	if err := l.EnsureIndexes(ctx); err != nil {
+	if err := l.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	return l, counts, db
+}
+
+// TestAppendCostOfTheTree: growing the tree on append costs two store
+// commands a batch (one insert of its records, one update of the size
+// hint) and no read once the edge is known, beside the commands of the
+// entries; it logs both.
+func TestAppendCostOfTheTree(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, counts, _ := countedLedger(t)
 	const account, batches, batch = "org_cost", 10, 20
 	evs := optOuts(t, account, batches*batch)
 	// The first append finds the head and the tree's size hint.
@@ -535,17 +543,7 @@ func TestARecordStoredDifferentlyIsNotOverwritten(t *testing.T) {
 func TestANewAccountsTreeIsNotLookedUp(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	counts := &storeCommands{}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(counts.monitor()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
-	db := cl.Database(mongotest.NewDatabase(t))
-	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
-	if err := l.EnsureIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
+	l, counts, db := countedLedger(t)
 	accounts := []string{"org_new0", "org_new1", "org_new2", "org_new3"}
 	var batches []ledger.Batch
 	for _, a := range accounts {
