@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/embedded"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -73,8 +74,12 @@ func startShared() {
 	shared.admin, shared.err = connect(shared.uri)
 }
 
-func connect(uri string) (*mongo.Client, error) {
-	cl, err := mongo.Connect(options.Client().ApplyURI(uri).SetServerSelectionTimeout(5 * time.Second))
+func connect(uri string, monitors ...*event.CommandMonitor) (*mongo.Client, error) {
+	opts := options.Client().ApplyURI(uri).SetServerSelectionTimeout(5 * time.Second)
+	for _, m := range monitors {
+		opts.SetMonitor(m)
+	}
+	cl, err := mongo.Connect(opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", uri, err)
 	}
@@ -130,9 +135,16 @@ func Client(t testing.TB) *mongo.Client {
 	return newClient(t, URI(t))
 }
 
-func newClient(t testing.TB, uri string) *mongo.Client {
+// MonitoredClient is Client with the command monitor m: the tests that
+// count the store commands of the code they test use it.
+func MonitoredClient(t testing.TB, m *event.CommandMonitor) *mongo.Client {
 	t.Helper()
-	cl, err := connect(uri)
+	return newClient(t, URI(t), m)
+}
+
+func newClient(t testing.TB, uri string, monitors ...*event.CommandMonitor) *mongo.Client {
+	t.Helper()
+	cl, err := connect(uri, monitors...)
 	if err != nil {
 		t.Fatalf("mongotest: %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // TestTwoWritersOfManyAccountsHintEach has two writers, as two instances
@@ -122,11 +121,7 @@ func countingUpdates(t *testing.T, db *mongo.Database, name string, n *atomic.In
 			n.Add(1)
 		}
 	}}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(monitor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(t, monitor)
 	return cl.Database(db.Name()).Collection(name)
 }
 
@@ -145,11 +140,7 @@ func TestAFetchOfAccountsNewToTheProcessFindsTheirHeadsTogether(t *testing.T) {
 			finds.Add(1)
 		}
 	}}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(monitor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(t, monitor)
 	mk := func() *seqlog.Log {
 		cdb := cl.Database(db.Name())
 		return seqlog.New(seqlog.Config{Docs: cdb.Collection("docs"), Heads: cdb.Collection("heads"), LinkField: "link"})

@@ -13,8 +13,6 @@ import (
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"go.mongodb.org/mongo-driver/v2/event"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // commandCounter counts the commands a client sends to the store.
@@ -34,11 +32,7 @@ func (c *commandCounter) monitor() *event.CommandMonitor {
 func countedLog(t *testing.T) (mk func() *seqlog.Log, commands *commandCounter) {
 	t.Helper()
 	commands = &commandCounter{}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(commands.monitor()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(t, commands.monitor())
 	db := cl.Database(mongotest.NewDatabase(t))
 	mk = func() *seqlog.Log {
 		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: db.Collection("heads"), LinkField: "link"})

@@ -27,7 +27,6 @@ import (
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -97,11 +96,7 @@ func newRig(t *testing.T, opts ...func(*rigOptions)) *rig {
 	r := &rig{reg: prometheus.NewRegistry(), witnessReg: prometheus.NewRegistry()}
 	cl := mongotest.Client(t)
 	if o.monitor != nil {
-		var err error
-		if cl, err = mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(o.monitor)); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+		cl = mongotest.MonitoredClient(t, o.monitor)
 	}
 	r.db = cl.Database(mongotest.NewDatabase(t))
 	r.led = ledger.New(ledger.Config{DB: r.db, Now: time.Now})

@@ -13,8 +13,6 @@ import (
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.mongodb.org/mongo-driver/v2/event"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // TestAFetchCostsAFewStoreCommands: a partition fetch spread over many
@@ -36,11 +34,7 @@ func TestAFetchCostsAFewStoreCommands(t *testing.T) {
 			reads.Add(1)
 		}
 	}}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(monitor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(t, monitor)
 	db := cl.Database(mongotest.NewDatabase(t))
 	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	if err := l.EnsureIndexes(ctx); err != nil {

@@ -11,7 +11,6 @@ import (
 	"github.com/rcm-platform/rcm/pkg/auditlog"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/compliance/internal/ledger"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -27,11 +26,7 @@ func BenchmarkAppend(b *testing.B) {
 	b.Run("ledger", func(b *testing.B) {
 		ctx := context.Background()
 		counts := &storeCommands{}
-		cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(b)).SetMonitor(counts.monitor()))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+		cl := mongotest.MonitoredClient(b, counts.monitor())
 		l := ledger.New(ledger.Config{DB: cl.Database(mongotest.NewDatabase(b)), Now: time.Now})
 		if err := l.EnsureIndexes(ctx); err != nil {
 			b.Fatal(err)

@@ -21,7 +21,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -451,11 +450,7 @@ func (c *storeCommands) monitor() *event.CommandMonitor {
 func countedLedger(t *testing.T) (*ledger.Ledger, *storeCommands, *mongo.Database) {
 	t.Helper()
 	counts := &storeCommands{}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(counts.monitor()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(t, counts.monitor())
 	db := cl.Database(mongotest.NewDatabase(t))
 	l := ledger.New(ledger.Config{DB: db, Now: time.Now})
 	if err := l.EnsureIndexes(context.Background()); err != nil {

@@ -16,7 +16,6 @@ import (
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -38,11 +37,7 @@ func seedLog(tb testing.TB, account string, n int, counts *storeCommands) *mongo
 	if err := w.Close(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(tb)).SetMonitor(counts.monitor()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(tb, counts.monitor())
 	return cl.Database(name)
 }
 

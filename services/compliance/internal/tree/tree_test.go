@@ -10,8 +10,6 @@ import (
 	"github.com/rcm-platform/rcm/dev/mongotest"
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
 	"go.mongodb.org/mongo-driver/v2/event"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -45,11 +43,7 @@ func leafData(seq int64) []byte { return fmt.Appendf(nil, `{"seq":%d}`, seq) }
 func grown(tb testing.TB, account string, n int64) (*tree.Tree, *reads) {
 	tb.Helper()
 	r := &reads{}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(tb)).SetMonitor(r.monitor()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(tb, r.monitor())
 	tr := tree.New(tree.Config{
 		DB: cl.Database(mongotest.NewDatabase(tb)),
 		Leaves: func(_ context.Context, _ string, from int64, k int) ([][]byte, error) {

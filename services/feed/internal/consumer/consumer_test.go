@@ -31,7 +31,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -412,11 +411,7 @@ func TestHandleBatchesTheStoreWritesOfManyAccounts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	counter := &commandCounter{counts: map[string]int{}}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(&event.CommandMonitor{Started: counter.started}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(t, &event.CommandMonitor{Started: counter.started})
 	f := newFixture(t, cl.Database(mongotest.NewDatabase(t)))
 	const accounts = 40
 	account := func(i int) string { return fmt.Sprintf("org_%02d", i) }

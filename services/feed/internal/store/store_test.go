@@ -17,7 +17,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }
@@ -274,11 +273,7 @@ func TestOpenAtAKnownHeadReadsNothing(t *testing.T) {
 			finds.Add(1)
 		}
 	}}
-	cl, err := mongo.Connect(options.Client().ApplyURI(mongotest.URI(t)).SetMonitor(monitor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cl.Disconnect(context.Background()) })
+	cl := mongotest.MonitoredClient(t, monitor)
 	db := cl.Database(mongotest.NewDatabase(t))
 	s := store.New(store.Config{DB: db})
 	if err := s.EnsureIndexes(context.Background()); err != nil {
