@@ -12,6 +12,7 @@ import (
 	"github.com/rcm-platform/rcm/dev/campaignseed"
 	"github.com/rcm-platform/rcm/dev/cmd/rcmbench/internal/load"
 	"github.com/rcm-platform/rcm/dev/stack"
+	"github.com/rcm-platform/rcm/pkg/events"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -182,7 +183,7 @@ func (p *pathRuns) rates() string {
 func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	var gw, direct, att, fresh pathRuns
 	attempts := &att
-	var raw load.Result
+	var raw, rawUpdate load.Result
 	run := func(name string, p *pathRuns, phase string, op func(*startOps) load.Op, first bool) error {
 		return withEnv(ctx, cfg, name, func(e *env) error {
 			ops, err := e.newStartOps(ctx, names("user_b", cfg.Accounts))
@@ -195,6 +196,11 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 					return err
 				}
 				e.logf("  %s, p99 %s", fmtRate(raw.Rate()), fmtDur(raw.Latencies.Percentile(99)))
+				e.logf("raw read and revision-checked update: %d workers for %s", cfg.Concurrency, cfg.RawDuration)
+				if rawUpdate, err = e.rawReadUpdate(ctx); err != nil {
+					return err
+				}
+				e.logf("  %s, p99 %s", fmtRate(rawUpdate.Rate()), fmtDur(rawUpdate.Latencies.Percentile(99)))
 			}
 			e.logf("%s: %d workers for %s", phase, cfg.Concurrency, cfg.Duration)
 			before, err := e.metric(ctx, stack.Campaign, storeCommands)
@@ -284,6 +290,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	add("gateway → campaign → store (POST /v1/documents/{id}/rcm)", &gwTotal, gw.rates())
 	add("campaign service directly (principal signed as the gateway signs it)", &directTotal, direct.rates())
 	add("raw InsertOne of a document's record as a start leaves it", &raw, fmtRate(raw.Rate()))
+	add("raw FindOne by _id, then UpdateOne under its revision: a start's two store commands, no services", &rawUpdate, fmtRate(rawUpdate.Rate()))
 	add("clear-and-record a contact attempt through the gateway (POST /v1/documents/{id}/contact-attempts)", &attTotal, att.rates())
 	add("the same attempt on records holding one campaign", &freshTotal, fresh.rates())
 
@@ -301,6 +308,14 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	sec.note("Raw: InsertOne of a document's record as a start leaves it (campaignseed: one campaign's state, its event in " +
 		"the outbox), each on a document of its own, into a scratch database of the same embedded store, with the same " +
 		"secondary index, the services idle.")
+	sec.note("Raw read and update: the two store commands a start sends, without the services: FindOne of a document's "+
+		"record by _id, then UpdateOne filtered on its _id and the revision read, raising the revision and pushing one "+
+		"campaign's state and its event onto the outbox, over %d records of one campaign each in another scratch database "+
+		"(they grow as a start round's do); a lost compare-and-set reads again. It runs at %s of the raw insert: on this store "+
+		"an update of a record costs several inserts (FerretDB reads and decodes the record, applies the operators, "+
+		"re-encodes and rewrites it whole), so a start that reads and updates its record is held well under the raw "+
+		"insert's rate before any service adds to it; the start through the gateway runs at %s of this baseline.",
+		cfg.Accounts, fmtRatio(ratio(rawUpdate.Rate(), raw.Rate())), fmtRatio(ratio(gwTotal.Rate(), rawUpdate.Rate())))
 	sec.note("Every event was published and recorded by compliance and feed (checked: the relay's publish count, and "+
 		"consumer lag 0) before each stack was stopped. At that point %s of the events of the %s campaigns started through "+
 		"the gateway (warm-ups included) and %s of %s started directly were still in their documents' outboxes, waiting "+
@@ -321,8 +336,8 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	sec.note("Store commands per start, all of the campaign service's (its command monitor, rcm_mongodb_command_duration_seconds_count, "+
 		"from the start of a round's load until every event had left its outbox, the relay's removals included), amortised: %.2f through the gateway, "+
 		"%.2f straight to the service.", gw.perStart(), direct.perStart())
-	if gwTotal.Errors+directTotal.Errors+raw.Errors+attTotal.Errors+freshTotal.Errors > 0 {
-		sec.note("First errors: gateway %v; direct %v; raw %v; attempts %v; attempts on records of one campaign %v.", gwTotal.FirstErr, directTotal.FirstErr, raw.FirstErr, attTotal.FirstErr, freshTotal.FirstErr)
+	if gwTotal.Errors+directTotal.Errors+raw.Errors+rawUpdate.Errors+attTotal.Errors+freshTotal.Errors > 0 {
+		sec.note("First errors: gateway %v; direct %v; raw %v; raw update %v; attempts %v; attempts on records of one campaign %v.", gwTotal.FirstErr, directTotal.FirstErr, raw.FirstErr, rawUpdate.FirstErr, attTotal.FirstErr, freshTotal.FirstErr)
 	}
 	return sec, nil
 }
@@ -399,4 +414,75 @@ func (e *env) outboxBacklog(ctx context.Context) (int, error) {
 		n += len(rec.Outbox)
 	}
 	return n, cur.Err()
+}
+
+// rawReadUpdate measures a start's two store commands without the
+// services: a FindOne of a document's record by _id, then an UpdateOne
+// under the revision it read that raises the revision and pushes one
+// campaign's state and its event onto the outbox, as a start's write
+// does. Each of the accounts' documents is inserted first with one
+// campaign; a lost compare-and-set (two workers on one record) reads
+// again. The records grow as a start round's do.
+func (e *env) rawReadUpdate(ctx context.Context) (load.Result, error) {
+	coll := e.mongo.Database(scratchDB + "_update").Collection(campaignseed.DocumentsCollection)
+	if err := ensureRecordIndexes(ctx, coll); err != nil {
+		return load.Result{}, err
+	}
+	accounts := names("user_upd", e.cfg.Accounts)
+	seed := make([]any, 0, len(accounts))
+	for _, a := range accounts {
+		rec, err := pendingRecord(startedEvent(e.ids, a, docOf(a), time.Now()))
+		if err != nil {
+			return load.Result{}, err
+		}
+		seed = append(seed, rec)
+	}
+	if _, err := coll.InsertMany(ctx, seed); err != nil {
+		return load.Result{}, err
+	}
+	return e.closedLoop(ctx, "start-raw-update", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
+		a := accounts[i%len(accounts)]
+		campaign, event, err := startElements(startedEvent(e.ids, a, docOf(a), time.Now()))
+		if err != nil {
+			return err
+		}
+		for {
+			var rec struct {
+				Revision int64 `bson:"revision"`
+			}
+			if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: docOf(a)}}).Decode(&rec); err != nil {
+				return err
+			}
+			res, err := coll.UpdateOne(ctx,
+				bson.D{{Key: "_id", Value: docOf(a)}, {Key: "revision", Value: rec.Revision}},
+				bson.D{
+					{Key: "$set", Value: bson.D{{Key: "revision", Value: rec.Revision + 1}}},
+					{Key: "$push", Value: bson.D{{Key: "campaigns", Value: campaign}, {Key: "outbox", Value: event}}},
+				})
+			if err != nil || res.MatchedCount == 1 {
+				return err
+			}
+		}
+	})
+}
+
+// startElements is the campaign state and the outbox element a start of
+// e appends to its document's record, as campaignseed stores them.
+func startElements(e events.Event) (campaign, event any, err error) {
+	rec, err := pendingRecord(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	first := func(key string) any {
+		for _, f := range rec {
+			if a, ok := f.Value.(bson.A); ok && f.Key == key && len(a) == 1 {
+				return a[0]
+			}
+		}
+		return nil
+	}
+	if campaign, event = first("campaigns"), first("outbox"); campaign == nil || event == nil {
+		return nil, nil, fmt.Errorf("record of %s holds no single campaign and event", e.DocumentID)
+	}
+	return campaign, event, nil
 }
