@@ -87,29 +87,11 @@ func Record(d Document) bson.D {
 	}
 	states := make(bson.A, 0, len(d.Campaigns))
 	for _, c := range d.Campaigns {
-		st := bson.D{
-			{Key: "id", Value: c.ID}, {Key: "accountId", Value: c.AccountID},
-			{Key: "sms", Value: c.SMS}, {Key: "email", Value: c.Email}, {Key: "call", Value: c.Call},
-			{Key: "active", Value: true}, {Key: "optOuts", Value: bson.A{}},
-			{Key: "updatedAt", Value: c.CreatedAt},
-			{Key: "tone", Value: c.Tone}, {Key: "cadence", Value: c.Cadence},
-		}
-		if c.Notes != "" {
-			st = append(st, bson.E{Key: "notes", Value: c.Notes})
-		}
-		states = append(states, append(st, bson.E{Key: "createdBy", Value: c.CreatedBy}, bson.E{Key: "createdAt", Value: c.CreatedAt}))
+		states = append(states, State(c))
 	}
 	outbox := make(bson.A, 0, len(d.Outbox))
 	for _, m := range d.Outbox {
-		e := bson.D{
-			{Key: "id", Value: m.ID}, {Key: "type", Value: m.Type}, {Key: "accountId", Value: m.AccountID},
-			{Key: "subject", Value: m.Subject}, {Key: "time", Value: m.Time.UTC().Truncate(time.Millisecond)},
-			{Key: "data", Value: string(m.Data)},
-		}
-		if m.Traceparent != "" {
-			e = append(e, bson.E{Key: "traceparent", Value: m.Traceparent})
-		}
-		outbox = append(outbox, e)
+		outbox = append(outbox, OutboxElement(m))
 	}
 	// Each start wrote the record once, raising its revision and
 	// appending its campaign and event; a start writes no consent,
@@ -119,4 +101,33 @@ func Record(d Document) bson.D {
 		bson.E{Key: "campaigns", Value: states},
 		bson.E{Key: "outbox", Value: outbox},
 	)
+}
+
+// State is campaign c's element of its record's campaigns list, as a
+// start appends it: what changes of the campaign and what does not.
+func State(c Campaign) bson.D {
+	st := bson.D{
+		{Key: "id", Value: c.ID}, {Key: "accountId", Value: c.AccountID},
+		{Key: "sms", Value: c.SMS}, {Key: "email", Value: c.Email}, {Key: "call", Value: c.Call},
+		{Key: "active", Value: true}, {Key: "optOuts", Value: bson.A{}},
+		{Key: "updatedAt", Value: c.CreatedAt},
+		{Key: "tone", Value: c.Tone}, {Key: "cadence", Value: c.Cadence},
+	}
+	if c.Notes != "" {
+		st = append(st, bson.E{Key: "notes", Value: c.Notes})
+	}
+	return append(st, bson.E{Key: "createdBy", Value: c.CreatedBy}, bson.E{Key: "createdAt", Value: c.CreatedAt})
+}
+
+// OutboxElement is event m's element of its record's outbox.
+func OutboxElement(m events.Message) bson.D {
+	e := bson.D{
+		{Key: "id", Value: m.ID}, {Key: "type", Value: m.Type}, {Key: "accountId", Value: m.AccountID},
+		{Key: "subject", Value: m.Subject}, {Key: "time", Value: m.Time.UTC().Truncate(time.Millisecond)},
+		{Key: "data", Value: string(m.Data)},
+	}
+	if m.Traceparent != "" {
+		e = append(e, bson.E{Key: "traceparent", Value: m.Traceparent})
+	}
+	return e
 }

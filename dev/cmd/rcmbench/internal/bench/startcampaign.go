@@ -184,6 +184,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	var gw, direct, att, fresh pathRuns
 	attempts := &att
 	var raw, rawUpdate load.Result
+	var rawLost int64
 	run := func(name string, p *pathRuns, phase string, op func(*startOps) load.Op, first bool) error {
 		return withEnv(ctx, cfg, name, func(e *env) error {
 			ops, err := e.newStartOps(ctx, names("user_b", cfg.Accounts))
@@ -197,7 +198,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 				}
 				e.logf("  %s, p99 %s", fmtRate(raw.Rate()), fmtDur(raw.Latencies.Percentile(99)))
 				e.logf("raw read and revision-checked update: %d workers for %s", cfg.Concurrency, cfg.RawDuration)
-				if rawUpdate, err = e.rawReadUpdate(ctx); err != nil {
+				if rawUpdate, rawLost, err = e.rawReadUpdate(ctx); err != nil {
 					return err
 				}
 				e.logf("  %s, p99 %s", fmtRate(rawUpdate.Rate()), fmtDur(rawUpdate.Latencies.Percentile(99)))
@@ -311,11 +312,11 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	sec.note("Raw read and update: the two store commands a start sends, without the services: FindOne of a document's "+
 		"record by _id, then UpdateOne filtered on its _id and the revision read, raising the revision and pushing one "+
 		"campaign's state and its event onto the outbox, over %d records of one campaign each in another scratch database "+
-		"(they grow as a start round's do); a lost compare-and-set reads again. It runs at %s of the raw insert: on this store "+
+		"(they grow as a start round's do); a lost compare-and-set reads again (%s were lost, warm-up included). It runs at %s of the raw insert: on this store "+
 		"an update of a record costs several inserts (FerretDB reads and decodes the record, applies the operators, "+
 		"re-encodes and rewrites it whole), so a start that reads and updates its record is held well under the raw "+
 		"insert's rate before any service adds to it; the start through the gateway runs at %s of this baseline.",
-		cfg.Accounts, fmtRatio(ratio(rawUpdate.Rate(), raw.Rate())), fmtRatio(ratio(gwTotal.Rate(), rawUpdate.Rate())))
+		cfg.Accounts, fmtInt(int(rawLost)), fmtRatio(ratio(rawUpdate.Rate(), raw.Rate())), fmtRatio(ratio(gwTotal.Rate(), rawUpdate.Rate())))
 	sec.note("Every event was published and recorded by compliance and feed (checked: the relay's publish count, and "+
 		"consumer lag 0) before each stack was stopped. At that point %s of the events of the %s campaigns started through "+
 		"the gateway (warm-ups included) and %s of %s started directly were still in their documents' outboxes, waiting "+
@@ -423,26 +424,28 @@ func (e *env) outboxBacklog(ctx context.Context) (int, error) {
 // does. Each of the accounts' documents is inserted first with one
 // campaign; a lost compare-and-set (two workers on one record) reads
 // again. The records grow as a start round's do.
-func (e *env) rawReadUpdate(ctx context.Context) (load.Result, error) {
+func (e *env) rawReadUpdate(ctx context.Context) (res load.Result, lost int64, err error) {
 	coll := e.mongo.Database(scratchDB + "_update").Collection(campaignseed.DocumentsCollection)
 	if err := ensureRecordIndexes(ctx, coll); err != nil {
-		return load.Result{}, err
+		return load.Result{}, 0, err
 	}
 	accounts := names("user_upd", e.cfg.Accounts)
 	seed := make([]any, 0, len(accounts))
 	for _, a := range accounts {
 		rec, err := pendingRecord(startedEvent(e.ids, a, docOf(a), time.Now()))
 		if err != nil {
-			return load.Result{}, err
+			return load.Result{}, 0, err
 		}
 		seed = append(seed, rec)
 	}
 	if _, err := coll.InsertMany(ctx, seed); err != nil {
-		return load.Result{}, err
+		return load.Result{}, 0, err
 	}
-	return e.closedLoop(ctx, "start-raw-update", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
+	var lostCAS atomic.Int64
+	res, err = e.closedLoop(ctx, "start-raw-update", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
 		a := accounts[i%len(accounts)]
-		campaign, event, err := startElements(startedEvent(e.ids, a, docOf(a), time.Now()))
+		doc := docOf(a)
+		campaign, event, err := startElements(startedEvent(e.ids, a, doc, time.Now()))
 		if err != nil {
 			return err
 		}
@@ -450,39 +453,34 @@ func (e *env) rawReadUpdate(ctx context.Context) (load.Result, error) {
 			var rec struct {
 				Revision int64 `bson:"revision"`
 			}
-			if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: docOf(a)}}).Decode(&rec); err != nil {
+			if err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: doc}}).Decode(&rec); err != nil {
 				return err
 			}
-			res, err := coll.UpdateOne(ctx,
-				bson.D{{Key: "_id", Value: docOf(a)}, {Key: "revision", Value: rec.Revision}},
+			upd, err := coll.UpdateOne(ctx,
+				bson.D{{Key: "_id", Value: doc}, {Key: "revision", Value: rec.Revision}},
 				bson.D{
 					{Key: "$set", Value: bson.D{{Key: "revision", Value: rec.Revision + 1}}},
 					{Key: "$push", Value: bson.D{{Key: "campaigns", Value: campaign}, {Key: "outbox", Value: event}}},
 				})
-			if err != nil || res.MatchedCount == 1 {
+			if err != nil || upd.MatchedCount == 1 {
 				return err
 			}
+			lostCAS.Add(1)
 		}
 	})
+	return res, lostCAS.Load(), err
 }
 
 // startElements is the campaign state and the outbox element a start of
 // e appends to its document's record, as campaignseed stores them.
-func startElements(e events.Event) (campaign, event any, err error) {
-	rec, err := pendingRecord(e)
+func startElements(e events.Event) (campaign, event bson.D, err error) {
+	c, err := seedCampaign(e)
 	if err != nil {
 		return nil, nil, err
 	}
-	first := func(key string) any {
-		for _, f := range rec {
-			if a, ok := f.Value.(bson.A); ok && f.Key == key && len(a) == 1 {
-				return a[0]
-			}
-		}
-		return nil
+	m, err := events.NewMessage(e, "")
+	if err != nil {
+		return nil, nil, err
 	}
-	if campaign, event = first("campaigns"), first("outbox"); campaign == nil || event == nil {
-		return nil, nil, fmt.Errorf("record of %s holds no single campaign and event", e.DocumentID)
-	}
-	return campaign, event, nil
+	return campaignseed.State(c), campaignseed.OutboxElement(m), nil
 }
