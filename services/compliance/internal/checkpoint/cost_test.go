@@ -266,3 +266,39 @@ func TestASigningRoundCostsAFewStoreCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestABusyLogIsSignedInARoundATick: while appends notify the loop one
+// after another, faster than its Tick, the notified accounts gather into
+// one signing round a Tick, not one round each; every account is still
+// signed, each within the Tick after its Gap allows.
+func TestABusyLogIsSignedInARoundATick(t *testing.T) {
+	t.Parallel()
+	c := &commands{n: map[string]int{}}
+	r := newRig(t, func(o *rigOptions) { o.stopped, o.monitor = true, c.monitor() })
+	r.loop.cfg.Pace.Gap = time.Nanosecond // every account notified is due
+	const n, every = 40, 5 * time.Millisecond
+	var accounts []string
+	evs := map[string][]ledger.Event{}
+	for i := range n {
+		a := fmt.Sprintf("org_busy%02d", i)
+		accounts = append(accounts, a)
+		evs[a] = optOuts(t, a, 1)
+	}
+	r.start(t)
+	c.take()
+	began := time.Now()
+	for _, a := range accounts {
+		r.append(t, a, evs[a])
+		time.Sleep(every)
+	}
+	took := time.Since(began)
+	for _, a := range accounts {
+		waitFor(t, 2*time.Second, "the checkpoint of "+a, func() bool { return r.latest(t, a).Size == 1 })
+	}
+	rounds := c.take()["insert "+CheckpointsCollection]
+	limit := int(took/r.loop.cfg.Pace.Tick) + 2
+	t.Logf("%d accounts notified one by one over %v (Tick %v): signed in %d rounds", n, took, r.loop.cfg.Pace.Tick, rounds)
+	if rounds > limit {
+		t.Errorf("%d signing rounds for %d notifications over %v, want at most %d (one a Tick)", rounds, n, took, limit)
+	}
+}
