@@ -82,3 +82,19 @@ func TestAfternoonZoneIsInContactHoursAllDay(t *testing.T) {
 		}
 	}
 }
+
+func TestProcCPU(t *testing.T) {
+	t.Parallel()
+	// A command name with a space and a parenthesis, as /proc shows it.
+	stat := "4242 (rcm (x) y) S 1 4242 4242 0 -1 4194560 1234 0 0 0 250 75 3 1 20 0 12 0 100 0 0\n"
+	got, err := parseProcCPU(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 3250 * time.Millisecond; got != want {
+		t.Fatalf("got %v, want %v (utime 250 + stime 75 ticks of 10 ms)", got, want)
+	}
+	if _, err := parseProcCPU("4242 (cut"); err == nil {
+		t.Fatal("a cut line parsed")
+	}
+}

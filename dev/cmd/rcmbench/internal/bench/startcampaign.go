@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,12 @@ func (e *env) closedLoop(ctx context.Context, phase string, d time.Duration, op 
 		}
 	}
 	wait := e.profile(ctx, phase, d)
+	cpu0 := e.cpuNow()
 	res, err := load.Run(ctx, load.Config{Workers: e.cfg.Concurrency, Duration: d}, op)
+	if e.cpu[phase] == nil {
+		e.cpu[phase] = cpuUse{}
+	}
+	e.cpu[phase].add(e.cpuSince(cpu0))
 	wait()
 	if err == nil && res.Ops == 0 {
 		err = fmt.Errorf("%s: no request succeeded: %v", phase, res.FirstErr)
@@ -146,6 +152,17 @@ type pathRuns struct {
 	// commands counts the campaign service's store commands from the
 	// start of the round's load to its settling, all of them.
 	commands float64
+	// cpu is the CPU each process used during the rounds' measured load.
+	cpu cpuUse
+}
+
+// addRound adds a round's result and the CPU its phase used on e.
+func (p *pathRuns) addRound(res load.Result, e *env, phase string) {
+	p.rounds = append(p.rounds, res)
+	if p.cpu == nil {
+		p.cpu = cpuUse{}
+	}
+	p.cpu.add(e.cpu[phase])
 }
 
 // perStart is the store commands per campaign started, amortised.
@@ -224,7 +241,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			}
 			e.logf("  %s, p99 %s, %.2f store commands per start", fmtRate(res.Rate()), fmtDur(res.Latencies.Percentile(99)), ratio(after-before, float64(e.started)))
 			backlog, err := e.outboxBacklog(ctx)
-			p.rounds = append(p.rounds, res)
+			p.addRound(res, e, phase)
 			p.backlog += backlog
 			p.started += e.started
 			p.commands += after - before
@@ -239,7 +256,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 				return err
 			}
 			e.logf("  %s, p99 %s", fmtRate(ares.Rate()), fmtDur(ares.Latencies.Percentile(99)))
-			attempts.rounds = append(attempts.rounds, ares)
+			attempts.addRound(ares, e, "attempt-gateway")
 			if err := e.settle(ctx); err != nil {
 				return err
 			}
@@ -266,7 +283,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 				return err
 			}
 			e.logf("  %s, p99 %s", fmtRate(fres.Rate()), fmtDur(fres.Latencies.Percentile(99)))
-			fresh.rounds = append(fresh.rounds, fres)
+			fresh.addRound(fres, e, "attempt-gateway-fresh")
 			return e.settle(ctx)
 		})
 	}
@@ -334,6 +351,13 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 		"record on every update). So each attempt round is then run again, the same way, on %d other documents that hold "+
 		"one campaign each (started through the gateway, its event published and taken out of the outbox first): attempts "+
 		"on them ÷ starts: %s.", perDoc, cfg.Accounts, fmtRatio(ratio(freshTotal.Rate(), gwTotal.Rate())))
+	target := raw.Rate() / 2
+	sec.note("CPU per request during the measured rounds (each service's utime and stime from /proc/<pid>/stat, this "+
+		"process's rusage; the pipeline's work behind the requests included, as it runs beside them): start through the "+
+		"gateway: %s. Start straight to the service: %s. Contact attempt through the gateway: %s. At half the raw insert's "+
+		"rate (%s, the target) the services' CPU per start alone would need %.1f cores, of this machine's %d.",
+		gw.cpu.perOp(gwTotal.Ops), direct.cpu.perOp(directTotal.Ops), att.cpu.perOp(attTotal.Ops), fmtRate(target),
+		target*ratio(float64(gw.cpu.services()), float64(gwTotal.Ops))/float64(time.Second), runtime.NumCPU())
 	sec.note("Store commands per start, all of the campaign service's (its command monitor, rcm_mongodb_command_duration_seconds_count, "+
 		"from the start of a round's load until every event had left its outbox, the relay's removals included), amortised: %.2f through the gateway, "+
 		"%.2f straight to the service.", gw.perStart(), direct.perStart())
