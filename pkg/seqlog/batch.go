@@ -26,7 +26,9 @@ type Batch struct {
 //
 // It sends every document of every batch in the same ordered inserts of
 // at most insertChunk documents, after the heads (the cached ones, or
-// found together with FindHeads), and then writes the hint of
+// found together with FindHeads; with HintEvery 1, an account without a
+// hint is taken as empty, so that a fetch of accounts new to the log
+// costs one find), and then writes the hint of
 // every account whose head reached a multiple of the log's HintEvery, in
 // a few commands (hintChunk accounts each): a fetch spread over many
 // accounts costs a few commands, not two per account. A hint is only a
@@ -48,7 +50,11 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 		}
 		heads[b] = h
 	}
-	found, err := l.FindHeads(ctx, unknown)
+	// Every head hinted: an account without a hint has no documents,
+	// unless a crash came between its first documents and their hint;
+	// then its insert fails on the unique index, and Append works out
+	// the rest, as for a head another writer moved.
+	found, err := l.findHeads(ctx, unknown, l.hintEvery == 1)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +218,12 @@ func (l *Log) FindHead(ctx context.Context, account string) (Head, error) {
 // lookups each. An account whose hinted document is missing (the hint is
 // past the end) is found as LoadHead does, alone.
 func (l *Log) FindHeads(ctx context.Context, accounts []string) ([]Head, error) {
+	return l.findHeads(ctx, accounts, false)
+}
+
+// findHeads is FindHeads; unhinted says that an account without a hint
+// is taken as empty, its documents not looked up.
+func (l *Log) findHeads(ctx context.Context, accounts []string, unhinted bool) ([]Head, error) {
 	out := make([]Head, len(accounts))
 	if len(accounts) == 0 {
 		return out, nil
@@ -227,8 +239,11 @@ func (l *Log) FindHeads(ctx context.Context, accounts []string) ([]Head, error) 
 	}
 	var pending []*search
 	for i, a := range accounts {
-		h := hints[a]
+		h, hinted := hints[a]
 		out[i] = Head{Seq: h.Seq}
+		if !hinted && unhinted {
+			continue
+		}
 		pending = append(pending, &search{i: i, hint: h, from: max(h.Seq, 1), width: findWidth})
 	}
 	for len(pending) > 0 {

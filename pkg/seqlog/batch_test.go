@@ -236,3 +236,64 @@ func TestFindHeadsIsFindHead(t *testing.T) {
 		t.Errorf("heads %+v and %+v, want seq 150 and 0", got[len(got)-2], got[len(got)-1])
 	}
 }
+
+// TestNewAccountsCostOneFind: with every head hinted (HintEvery 1), a
+// fetch of accounts new to the log costs one find (their hints), not a
+// look at their documents too; an account whose documents are there but
+// whose hint is not (a crash between the two) still gets its new
+// documents after the ones it holds, with no gap and none twice.
+func TestNewAccountsCostOneFind(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var finds atomic.Int64
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "find" {
+			finds.Add(1)
+		}
+	}}
+	cl := mongotest.MonitoredClient(t, monitor)
+	db := cl.Database(mongotest.NewDatabase(t))
+	mk := func() *seqlog.Log {
+		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: db.Collection("heads"), LinkField: "link"})
+	}
+	if err := mk().EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	fetch := func(round int) []seqlog.Batch {
+		var bs []seqlog.Batch
+		for a := range n {
+			account := fmt.Sprintf("acct_one_%02d", a)
+			bs = append(bs, seqlog.Batch{Account: account, Items: items(account, fmt.Sprintf("e%d_%d", round, a))})
+		}
+		return bs
+	}
+	finds.Store(0)
+	if _, err := mk().AppendBatches(ctx, fetch(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := finds.Load(); got != 1 {
+		t.Errorf("a fetch of %d new accounts: %d finds, want 1", n, got)
+	}
+	// A crash between the documents and the hint of one account.
+	if _, err := db.Collection("heads").DeleteOne(ctx, bson.D{{Key: "_id", Value: "acct_one_05"}}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := mk().AppendBatches(ctx, fetch(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a := range n {
+		account := fmt.Sprintf("acct_one_%02d", a)
+		if res[a][0].Seq != 2 || res[a][0].Replay {
+			t.Errorf("%s: %+v, want appended at seq 2", account, res[a][0])
+		}
+		want := []string{fmt.Sprintf("e0_%d", a), fmt.Sprintf("e1_%d", a)}
+		if got := readAll(t, mk(), account); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s holds %v, want %v", account, got, want)
+		}
+	}
+	if h, err := mk().HeadHint(ctx, "acct_one_05"); err != nil || h.Seq != 2 {
+		t.Errorf("hint of the account that lost it: %+v %v, want seq 2", h, err)
+	}
+}
