@@ -133,27 +133,9 @@ func countingUpdates(t *testing.T, db *mongo.Database, name string, n *atomic.In
 func TestAFetchOfAccountsNewToTheProcessFindsTheirHeadsTogether(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, _ := newLog(t)
-	var finds atomic.Int64
-	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
-		if e.CommandName == "find" {
-			finds.Add(1)
-		}
-	}}
-	cl := mongotest.MonitoredClient(t, monitor)
-	mk := func() *seqlog.Log {
-		cdb := cl.Database(db.Name())
-		return seqlog.New(seqlog.Config{Docs: cdb.Collection("docs"), Heads: cdb.Collection("heads"), LinkField: "link"})
-	}
+	_, mk, finds := findCounted(t)
 	const n = 20
-	fetch := func(round int) []seqlog.Batch {
-		var bs []seqlog.Batch
-		for a := range n {
-			account := fmt.Sprintf("acct_new_%02d", a)
-			bs = append(bs, seqlog.Batch{Account: account, Items: items(account, fmt.Sprintf("e%d_%d", round, a))})
-		}
-		return bs
-	}
+	fetch := func(round int) []seqlog.Batch { return oneEach("acct_new", n, round) }
 	for round, name := range []string{"new accounts", "accounts new to the writer"} {
 		finds.Store(0)
 		if _, err := mk().AppendBatches(ctx, fetch(round)); err != nil {
@@ -245,29 +227,9 @@ func TestFindHeadsIsFindHead(t *testing.T) {
 func TestNewAccountsCostOneFind(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	var finds atomic.Int64
-	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
-		if e.CommandName == "find" {
-			finds.Add(1)
-		}
-	}}
-	cl := mongotest.MonitoredClient(t, monitor)
-	db := cl.Database(mongotest.NewDatabase(t))
-	mk := func() *seqlog.Log {
-		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: db.Collection("heads"), LinkField: "link"})
-	}
-	if err := mk().EnsureIndexes(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, mk, finds := findCounted(t)
 	const n = 12
-	fetch := func(round int) []seqlog.Batch {
-		var bs []seqlog.Batch
-		for a := range n {
-			account := fmt.Sprintf("acct_one_%02d", a)
-			bs = append(bs, seqlog.Batch{Account: account, Items: items(account, fmt.Sprintf("e%d_%d", round, a))})
-		}
-		return bs
-	}
+	fetch := func(round int) []seqlog.Batch { return oneEach("acct_one", n, round) }
 	finds.Store(0)
 	if _, err := mk().AppendBatches(ctx, fetch(0)); err != nil {
 		t.Fatal(err)
@@ -296,4 +258,35 @@ func TestNewAccountsCostOneFind(t *testing.T) {
 	if h, err := mk().HeadHint(ctx, "acct_one_05"); err != nil || h.Seq != 2 {
 		t.Errorf("hint of the account that lost it: %+v %v, want seq 2", h, err)
 	}
+}
+
+// findCounted returns a fresh database, its log as processes see it (mk
+// makes one on a client whose finds are counted), and the count.
+func findCounted(t *testing.T) (db *mongo.Database, mk func() *seqlog.Log, finds *atomic.Int64) {
+	t.Helper()
+	finds = &atomic.Int64{}
+	monitor := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName == "find" {
+			finds.Add(1)
+		}
+	}}
+	db = mongotest.MonitoredClient(t, monitor).Database(mongotest.NewDatabase(t))
+	mk = func() *seqlog.Log {
+		return seqlog.New(seqlog.Config{Docs: db.Collection("docs"), Heads: db.Collection("heads"), LinkField: "link"})
+	}
+	if err := mk().EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return db, mk, finds
+}
+
+// oneEach is a fetch of one item for each of n accounts named prefix_00…,
+// the items of round round.
+func oneEach(prefix string, n, round int) []seqlog.Batch {
+	var bs []seqlog.Batch
+	for a := range n {
+		account := fmt.Sprintf("%s_%02d", prefix, a)
+		bs = append(bs, seqlog.Batch{Account: account, Items: items(account, fmt.Sprintf("e%d_%d", round, a))})
+	}
+	return bs
 }
