@@ -302,3 +302,18 @@ func TestABusyLogIsSignedInARoundATick(t *testing.T) {
 		t.Errorf("%d signing rounds for %d notifications over %v, want at most %d (one a Tick)", rounds, n, took, limit)
 	}
 }
+
+// TestAnIdleLoopSignsANotificationAtOnce: a loop that has signed nothing
+// within a Tick (here a minute; it has only looked, at start) signs an
+// account notified at once, not at its next Tick: the pacing of busy
+// rounds does not delay a quiet log.
+func TestAnIdleLoopSignsANotificationAtOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(o *rigOptions) { o.stopped = true })
+	r.loop.cfg.Pace.Gap, r.loop.cfg.Pace.Tick = time.Nanosecond, time.Minute
+	const account = "org_idle"
+	r.start(t)
+	time.Sleep(100 * time.Millisecond) // the look at start is over
+	r.append(t, account, optOuts(t, account, 1))
+	waitFor(t, 5*time.Second, "the checkpoint", func() bool { return r.latest(t, account).Size == 1 })
+}

@@ -173,16 +173,18 @@ func (l *Loop) Run(ctx context.Context) error {
 }
 
 // signing signs the accounts that grew: all of them once at start, then
-// those notified, in a round at most every Tick. A notification while
-// the loop is idle is signed at once; those that come within a Tick of
-// the last round wait for the next, which signs them together: a busy
-// log, notified at every append, costs the store a round's few commands
-// a Tick, not a round per append. Coverage stays Pace's: an account due
-// waits at most a Tick, as it always could.
+// those notified, in rounds that sign at most one a Tick. A notification
+// while the loop is idle (no round signed anything within a Tick) is
+// signed at once; those that come within a Tick of a round that signed
+// wait for the next, which signs them together: a busy log, notified at
+// every append, costs the store a round's few commands a Tick, not a
+// round per append. Coverage stays Pace's: an account due waits at most
+// a Tick, as it always could.
 func (l *Loop) signing(ctx context.Context) {
 	scanned := l.cfg.Accounts == nil
 	t := time.NewTicker(l.cfg.Pace.Tick)
 	defer t.Stop()
+	var quiet time.Time // no round starts before: a Tick after the start of the last that signed
 	for {
 		if !scanned {
 			accounts, err := l.cfg.Accounts(ctx)
@@ -193,12 +195,16 @@ func (l *Loop) signing(ctx context.Context) {
 				l.Notify(accounts...)
 			}
 		}
-		next := time.After(l.cfg.Pace.Tick)
-		l.round(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-next:
+		if wait := time.Until(quiet); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		started := time.Now()
+		if l.round(ctx) {
+			quiet = started.Add(l.cfg.Pace.Tick)
 		}
 		select {
 		case <-ctx.Done():
@@ -213,8 +219,8 @@ func (l *Loop) signing(ctx context.Context) {
 const roundBatch = 256
 
 // round signs the accounts that grew and whose last look is a Gap old,
-// roundBatch at a time.
-func (l *Loop) round(ctx context.Context) {
+// roundBatch at a time, and reports whether there were any.
+func (l *Loop) round(ctx context.Context) bool {
 	now := l.cfg.Now()
 	var due []string
 	l.mu.Lock()
@@ -226,6 +232,7 @@ func (l *Loop) round(ctx context.Context) {
 		}
 	}
 	l.mu.Unlock()
+	looked := len(due) > 0
 	for len(due) > 0 {
 		batch := due[:min(roundBatch, len(due))]
 		due = due[len(batch):]
@@ -239,6 +246,7 @@ func (l *Loop) round(ctx context.Context) {
 			}
 		}
 	}
+	return looked
 }
 
 // owe puts account's latest checkpoint st up for delivery: at once when
