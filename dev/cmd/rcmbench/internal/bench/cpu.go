@@ -45,11 +45,16 @@ func parseProcCPU(stat string) (time.Duration, error) {
 // generator) as "rcmbench".
 type cpuUse map[string]time.Duration
 
-// add adds o to u.
-func (u cpuUse) add(o cpuUse) {
-	for k, v := range o {
-		u[k] += v
+// plus returns u and o added (either may be nil).
+func (u cpuUse) plus(o cpuUse) cpuUse {
+	out := make(cpuUse, len(u))
+	for k, v := range u {
+		out[k] = v
 	}
+	for k, v := range o {
+		out[k] += v
+	}
+	return out
 }
 
 // services is the CPU the services used, all of them.
@@ -78,11 +83,19 @@ func (e *env) cpuNow() cpuUse {
 			u[s] = d
 		}
 	}
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
-		u["rcmbench"] = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if d, err := selfCPU(); err == nil {
+		u["rcmbench"] = d
 	}
 	return u
+}
+
+// selfCPU is the CPU time (user and system) this process used so far.
+func selfCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // cpuSince is the CPU each process used from before to now; a process

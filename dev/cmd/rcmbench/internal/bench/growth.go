@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/rcm-platform/rcm/dev/campaignseed"
@@ -173,14 +172,7 @@ func (e *env) growthStep(ctx context.Context, ops *startOps, phase string) (read
 // running, the embedded store's and broker's background work, such as
 // the scans the services' periodic queries cause.
 func ownCPU(ctx context.Context, d time.Duration) (float64, error) {
-	cpu := func() (time.Duration, error) {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-			return 0, err
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
-	}
-	c0, err := cpu()
+	c0, err := selfCPU()
 	if err != nil {
 		return 0, err
 	}
@@ -190,7 +182,7 @@ func ownCPU(ctx context.Context, d time.Duration) (float64, error) {
 		return 0, ctx.Err()
 	case <-time.After(d):
 	}
-	c1, err := cpu()
+	c1, err := selfCPU()
 	if err != nil {
 		return 0, err
 	}

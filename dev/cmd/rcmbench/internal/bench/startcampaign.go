@@ -34,10 +34,7 @@ func (e *env) closedLoop(ctx context.Context, phase string, d time.Duration, op 
 	wait := e.profile(ctx, phase, d)
 	cpu0 := e.cpuNow()
 	res, err := load.Run(ctx, load.Config{Workers: e.cfg.Concurrency, Duration: d}, op)
-	if e.cpu[phase] == nil {
-		e.cpu[phase] = cpuUse{}
-	}
-	e.cpu[phase].add(e.cpuSince(cpu0))
+	e.cpu[phase] = e.cpu[phase].plus(e.cpuSince(cpu0))
 	wait()
 	if err == nil && res.Ops == 0 {
 		err = fmt.Errorf("%s: no request succeeded: %v", phase, res.FirstErr)
@@ -159,10 +156,7 @@ type pathRuns struct {
 // addRound adds a round's result and the CPU its phase used on e.
 func (p *pathRuns) addRound(res load.Result, e *env, phase string) {
 	p.rounds = append(p.rounds, res)
-	if p.cpu == nil {
-		p.cpu = cpuUse{}
-	}
-	p.cpu.add(e.cpu[phase])
+	p.cpu = p.cpu.plus(e.cpu[phase])
 }
 
 // perStart is the store commands per campaign started, amortised.
@@ -354,9 +348,10 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 	target := raw.Rate() / 2
 	sec.note("CPU per request during the measured rounds (each service's utime and stime from /proc/<pid>/stat, this "+
 		"process's rusage; the pipeline's work behind the requests included, as it runs beside them): start through the "+
-		"gateway: %s. Start straight to the service: %s. Contact attempt through the gateway: %s. At half the raw insert's "+
-		"rate (%s, the target) the services' CPU per start alone would need %.1f cores, of this machine's %d.",
-		gw.cpu.perOp(gwTotal.Ops), direct.cpu.perOp(directTotal.Ops), att.cpu.perOp(attTotal.Ops), fmtRate(target),
+		"gateway: %s. Start straight to the service: %s. Contact attempt through the gateway: %s. The same attempt on "+
+		"records of one campaign: %s. At half the raw insert's rate (%s, the target) the services' CPU per start alone "+
+		"would need %.1f cores, of this machine's %d.",
+		gw.cpu.perOp(gwTotal.Ops), direct.cpu.perOp(directTotal.Ops), att.cpu.perOp(attTotal.Ops), fresh.cpu.perOp(freshTotal.Ops), fmtRate(target),
 		target*ratio(float64(gw.cpu.services()), float64(gwTotal.Ops))/float64(time.Second), runtime.NumCPU())
 	sec.note("Store commands per start, all of the campaign service's (its command monitor, rcm_mongodb_command_duration_seconds_count, "+
 		"from the start of a round's load until every event had left its outbox, the relay's removals included), amortised: %.2f through the gateway, "+
