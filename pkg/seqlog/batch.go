@@ -221,9 +221,9 @@ func (l *Log) FindHeads(ctx context.Context, accounts []string) ([]Head, error) 
 	return l.findHeads(ctx, accounts, false)
 }
 
-// findHeads is FindHeads; unhinted says that an account without a hint
-// is taken as empty, its documents not looked up.
-func (l *Log) findHeads(ctx context.Context, accounts []string, unhinted bool) ([]Head, error) {
+// findHeads is FindHeads; emptyWithoutHint takes an account without a hint
+// as empty, its documents not looked up.
+func (l *Log) findHeads(ctx context.Context, accounts []string, emptyWithoutHint bool) ([]Head, error) {
 	out := make([]Head, len(accounts))
 	if len(accounts) == 0 {
 		return out, nil
@@ -241,7 +241,7 @@ func (l *Log) findHeads(ctx context.Context, accounts []string, unhinted bool) (
 	for i, a := range accounts {
 		h, hinted := hints[a]
 		out[i] = Head{Seq: h.Seq}
-		if !hinted && unhinted {
+		if !hinted && emptyWithoutHint {
 			continue
 		}
 		pending = append(pending, &search{i: i, hint: h, from: max(h.Seq, 1), width: findWidth})
