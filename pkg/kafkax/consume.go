@@ -236,9 +236,9 @@ func consume(ctx context.Context, cl *kgo.Client, maxRecords int, s Stages, logg
 // time (kafkax.PartitionsAtOnce): a batch is counted from when the loop
 // starts it until its attempt returns (while it waits for its
 // preparation, or parks records, too), and again for each retry, but not
-// while it waits to retry. A handler that makes the writes of partitions
-// one (as the compliance consumer does) waits with it for those under
-// way, rather than writing the first ready alone.
+// while it waits to retry. A Merger, which makes the writes of partitions
+// one, waits with it for those under way, rather than writing the first
+// ready alone.
 type Writes struct {
 	mu      sync.Mutex
 	n       int

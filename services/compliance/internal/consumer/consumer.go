@@ -50,7 +50,7 @@ type Consumer struct {
 	logger      *slog.Logger
 	now         func() time.Time
 	appended    func(account string)
-	merged      *merger
+	merged      *kafkax.Merger[kafkax.Decoded[event], error]
 	m           *metrics
 }
 
@@ -94,7 +94,7 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 		ledger: cfg.Ledger, deadLetters: kafkax.NewDeadLetters(cfg.DeadLetter, m.deadLetter, cfg.Logger),
 		logger: cfg.Logger, now: cfg.Now, appended: cfg.Appended, m: m,
 	}
-	c.merged = &merger{write: c.appendAll}
+	c.merged = kafkax.NewMerger(c.appendAll)
 	return c
 }
 
@@ -109,7 +109,7 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 // (kafkax.PartitionsAtOnce): each decodes and validates its records on a
 // core of its own, and the events of the partitions that are ready while
 // a write is under way go to the store together in the next one (see
-// merger).
+// kafkax.Merger).
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
 	return c.write(ctx, records, prepare(records))
 }
@@ -137,7 +137,7 @@ func (c *Consumer) write(ctx context.Context, records []*kgo.Record, p prepared)
 		d := p[r]
 		return d.event, d.err
 	}
-	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, c.merged.append, c.deadLetters); err != nil {
+	if err := kafkax.DecodeOrDeadLetter(ctx, records, decode, c.appendMerged, c.deadLetters); err != nil {
 		return err
 	}
 	c.m.batch.Observe(c.now().Sub(start).Seconds())
@@ -191,11 +191,29 @@ func prepare(records []*kgo.Record) prepared {
 // decodeAtLeast is how many records a decoding goroutine is worth.
 const decodeAtLeast = 16
 
+// appendMerged appends batch in one write with the batches of the other
+// partitions handled meanwhile (kafkax.Merger), and returns its records
+// that the log can never hold, left out. The write appends one account's
+// events at a time in this process, whichever partitions they came in.
+func (c *Consumer) appendMerged(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafkax.Rejected, error) {
+	reasons, err := c.merged.Write(ctx, batch)
+	if err != nil {
+		return nil, err
+	}
+	var rejected []kafkax.Rejected
+	for i, reason := range reasons {
+		if reason != nil {
+			rejected = append(rejected, kafkax.Rejected{Record: batch[i].Record, Reason: reason})
+		}
+	}
+	return rejected, nil
+}
+
 // appendAll appends the events of batch per account, each account's in
 // the order of batch, all accounts together (ledger.AppendBatches: a few
-// store commands for the whole fetch), and returns those the log can
-// never hold, left out.
-func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[event]) ([]kafkax.Rejected, error) {
+// store commands for the whole fetch), and returns for each event why
+// the log can never hold it (it is left out), or nil.
+func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[event]) ([]error, error) {
 	var order []string
 	byAccount := map[string][]kafkax.Decoded[event]{}
 	for _, d := range batch {
@@ -205,7 +223,11 @@ func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[event])
 		}
 		byAccount[account] = append(byAccount[account], d)
 	}
-	var rejected []kafkax.Rejected
+	reasons := make([]error, len(batch))
+	at := make(map[*kgo.Record]int, len(batch))
+	for i, d := range batch {
+		at[d.Record] = i
+	}
 	for {
 		batches := make([]ledger.Batch, 0, len(order))
 		for _, account := range order {
@@ -229,7 +251,7 @@ func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[event])
 					continue
 				}
 				found = true
-				rejected = append(rejected, kafkax.Rejected{Record: ps[i].Record, Reason: unappendable})
+				reasons[at[ps[i].Record]] = unappendable
 				byAccount[account] = slices.Delete(slices.Clone(ps), i, i+1)
 				if len(byAccount[account]) == 0 {
 					order = slices.Delete(order, a, a+1)
@@ -240,7 +262,7 @@ func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[event])
 				return nil, err
 			}
 			if len(order) == 0 {
-				return rejected, nil
+				return reasons, nil
 			}
 			continue
 		}
@@ -250,7 +272,7 @@ func (c *Consumer) appendAll(ctx context.Context, batch []kafkax.Decoded[event])
 		for b, batch := range batches {
 			c.record(batch.Account, batch.Events, res[b])
 		}
-		return rejected, nil
+		return reasons, nil
 	}
 }
 

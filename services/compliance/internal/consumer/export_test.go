@@ -2,4 +2,4 @@ package consumer
 
 // Waiting returns how many partitions' events wait for the write under
 // way.
-func (c *Consumer) Waiting() int { return c.merged.waiting() }
+func (c *Consumer) Waiting() int { return c.merged.Waiting() }

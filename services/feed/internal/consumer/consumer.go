@@ -30,7 +30,7 @@ type Producer interface {
 // Consumer handles the event topic's batches.
 type Consumer struct {
 	store         *store.Store
-	merged        *merger
+	merged        *kafkax.Merger[store.Batch, []store.Appended]
 	producer      Producer
 	activityTopic string
 	deadLetters   *kafkax.DeadLetters
@@ -71,7 +71,7 @@ func New(cfg Config, reg prometheus.Registerer) *Consumer {
 			Name: "rcm_feed_dead_letters_total", Help: "Records that were not valid events, sent to the dead-letter topic.",
 		}),
 	}
-	c.merged = &merger{write: c.storeAndPublishAll}
+	c.merged = kafkax.NewMerger(c.storeAndPublishAll)
 	reg.MustRegister(c.stored, c.replayed, c.deadLettered)
 	c.deadLetters = kafkax.NewDeadLetters(cfg.DeadLetter, c.deadLettered, cfg.Logger)
 	return c
@@ -113,9 +113,9 @@ func decode(r *kgo.Record) (accountItem, error) {
 // the subscribers skip by cursor.
 func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo.Record) error {
 	// Announced before decoding, so that the partitions of a fetch
-	// handed over together make one write (see merger).
-	write := c.merged.expect()
-	defer write.withdraw()
+	// handed over together make one write (see kafkax.Merger).
+	write := c.merged.Expect()
+	defer write.Withdraw()
 	process := func(ctx context.Context, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
 		return c.storeAndPublish(ctx, write, batch)
 	}
@@ -124,10 +124,10 @@ func (c *Consumer) Handle(ctx context.Context, _ string, _ int32, records []*kgo
 
 // storeAndPublish stores the batch's items, each account's in offset
 // order, and publishes every stored item: with the batches of other
-// partitions handled meanwhile (see merger; write is this call's
+// partitions handled meanwhile (see kafkax.Merger; write is this call's
 // announcement), all accounts' in the same few commands and one produce
 // call. It rejects nothing: whatever decodes is an item.
-func (c *Consumer) storeAndPublish(ctx context.Context, write *expected, batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
+func (c *Consumer) storeAndPublish(ctx context.Context, write *kafkax.Expected[store.Batch, []store.Appended], batch []kafkax.Decoded[accountItem]) ([]kafkax.Rejected, error) {
 	var (
 		batches   []store.Batch
 		byAccount = map[string]int{}
@@ -155,13 +155,13 @@ func (c *Consumer) storeAndPublish(ctx context.Context, write *expected, batch [
 	if len(batches) == 0 {
 		return nil, nil
 	}
-	if _, err := write.append(ctx, batches); err != nil {
+	if _, err := write.Write(ctx, batches); err != nil {
 		return nil, err
 	}
 	return nil, nil
 }
 
-// storeAndPublishAll is the merger's write: it stores batches, of
+// storeAndPublishAll is the kafkax.Merger's write: it stores batches, of
 // several partitions, and publishes every stored item in one produce
 // call, so that the partitions handled together cost one round trip to
 // the broker, not one each one after another. A failed produce fails

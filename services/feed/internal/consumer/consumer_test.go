@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rcm-platform/rcm/dev/kafkatest"
 	"github.com/rcm-platform/rcm/dev/mongotest"
+	"github.com/rcm-platform/rcm/dev/servicetest"
 	"github.com/rcm-platform/rcm/dev/testenv"
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/events/kafkarec"
@@ -468,17 +469,12 @@ func TestPartitionsHandledTogetherPublishInOneCall(t *testing.T) {
 	a, b := f.record(t, "org_a"), f.record(t, "org_b")
 	// A third partition announced and not yet come holds the write until
 	// both batches wait for it.
-	held := f.consumer.merged.expect()
+	held := f.consumer.merged.Expect()
 	errs := make(chan error, 2)
 	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 0, []*kgo.Record{a}) }()
 	go func() { errs <- f.consumer.Handle(ctx, events.Topic, 1, []*kgo.Record{b}) }()
-	waitFor(t, "both partitions' batches waiting", func() bool {
-		m := f.consumer.merged
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		return len(m.queue) == 2
-	})
-	held.withdraw()
+	servicetest.Eventually(t, 5*time.Second, "both partitions' batches waiting", func() bool { return f.consumer.merged.Waiting() == 2 })
+	held.Withdraw()
 	for range 2 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
