@@ -28,13 +28,14 @@ function ensureUser(name, password, role) {
 
 // The compliance log is insert-only: its entries may be inserted and read,
 // never updated or deleted. The head hints (the furthest seq each account
-// reached, kept apart from the entries) are upserted. The Merkle tree's
-// stored hashes are insert-only too; its size hints are upserted.
+// reached and its Merkle tree's size, kept apart from the entries) are
+// upserted. The tree's stored hashes are insert-only too; tree_sizes held
+// the size hints before they moved into entry_heads, and is only read.
 ensureRole("rcmCompliance", [
   { resource: { db: "rcm_compliance", collection: "entries" }, actions: ["find", "insert"] },
   { resource: { db: "rcm_compliance", collection: "entry_heads" }, actions: ["find", "insert", "update"] },
   { resource: { db: "rcm_compliance", collection: "tree_hashes" }, actions: ["find", "insert"] },
-  { resource: { db: "rcm_compliance", collection: "tree_sizes" }, actions: ["find", "insert", "update"] },
+  { resource: { db: "rcm_compliance", collection: "tree_sizes" }, actions: ["find"] },
   // Signed checkpoints and their cosignatures are insert-only too; the
   // hint of each account's latest checkpoint is upserted.
   { resource: { db: "rcm_compliance", collection: "checkpoints" }, actions: ["find", "insert"] },

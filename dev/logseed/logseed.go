@@ -31,7 +31,6 @@ const (
 	EntriesCollection = auditlog.EntriesCollection
 	HeadsCollection   = auditlog.HeadsCollection
 	HashesCollection  = "tree_hashes"
-	SizesCollection   = "tree_sizes"
 )
 
 // Chain is one account's log as it grows entry by entry from seq 1: the
@@ -98,14 +97,10 @@ func (c *Chain) Add(e events.Event, data []byte, recordedAt string) (entry, reco
 // Root is the root of the account's tree.
 func (c *Chain) Root() (tlog.Hash, error) { return tlog.TreeHash(c.seq, c) }
 
-// Head is the account's head hint as the service stores it.
+// Head is the account's hint document as the service stores it: the seq
+// of its last entry and its tree's size, {_id: account, seq, size}.
 func (c *Chain) Head() bson.D {
-	return bson.D{{Key: "_id", Value: c.account}, {Key: "seq", Value: c.seq}}
-}
-
-// Size is the account's tree size hint as the service stores it.
-func (c *Chain) Size() bson.D {
-	return bson.D{{Key: "_id", Value: c.account}, {Key: "size", Value: c.seq}}
+	return bson.D{{Key: "_id", Value: c.account}, {Key: "seq", Value: c.seq}, {Key: "size", Value: c.seq}}
 }
 
 // ReadHashes serves the right edge of the tree, all tlog needs to add a
@@ -189,16 +184,13 @@ func (w *Writer) Close(ctx context.Context) error {
 	}
 	for len(w.chains) > 0 {
 		n := min(w.Batch, len(w.chains))
-		heads, sizes := make([]any, n), make([]any, n)
+		heads := make([]any, n)
 		for i, c := range w.chains[:n] {
-			heads[i], sizes[i] = c.Head(), c.Size()
+			heads[i] = c.Head()
 		}
 		opts := options.InsertMany().SetOrdered(false)
 		if _, err := w.db.Collection(HeadsCollection).InsertMany(ctx, heads, opts); err != nil {
-			return fmt.Errorf("seed head hints: %w", err)
-		}
-		if _, err := w.db.Collection(SizesCollection).InsertMany(ctx, sizes, opts); err != nil {
-			return fmt.Errorf("seed tree size hints: %w", err)
+			return fmt.Errorf("seed head and tree size hints: %w", err)
 		}
 		w.chains = w.chains[n:]
 	}

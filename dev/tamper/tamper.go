@@ -28,10 +28,9 @@ import (
 // auditlog.EntriesCollection and auditlog.HeadsCollection.
 const (
 	// TreeHashes holds one document per leaf: the stored hashes
-	// tlog.StoredHashes gives for it.
+	// tlog.StoredHashes gives for it. Each account's tree size hint is
+	// the size field of its document of auditlog.HeadsCollection.
 	TreeHashes = "tree_hashes"
-	// TreeSizes holds each account's tree size hint.
-	TreeSizes = "tree_sizes"
 	// Checkpoints, Cosignatures and CheckpointHeads hold the signed
 	// checkpoints, the witnesses' cosignatures and the hint of each
 	// account's latest checkpoint.
@@ -131,15 +130,11 @@ func Rewrite(ctx context.Context, db *mongo.Database, account string, seq int64,
 			return 0, err
 		}
 	}
-	// The head records: the log's holds the seq of its last entry, the
-	// tree's its size; both stay what they were, written again for
-	// completeness.
+	// The head record holds the seq of the log's last entry and its tree's
+	// size; both stay what they were, written again for completeness.
 	if _, err := db.Collection(auditlog.HeadsCollection).UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "seq", Value: head}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
-		return 0, err
-	}
-	if _, err := db.Collection(TreeSizes).UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "size", Value: head}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
+		bson.D{{Key: "$set", Value: bson.D{{Key: "seq", Value: head}, {Key: "size", Value: head}}}},
+		options.UpdateOne().SetUpsert(true)); err != nil {
 		return 0, err
 	}
 	return head, nil

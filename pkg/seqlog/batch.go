@@ -28,10 +28,11 @@ type Batch struct {
 // at most insertChunk documents, after the heads (the cached ones, or
 // found together with FindHeads; with HintEvery 1, an account without a
 // hint is taken as empty, so that a fetch of accounts new to the log
-// costs one find), and then writes the hint of
-// every account whose head reached a multiple of the log's HintEvery, in
-// a few commands (hintChunk accounts each): a fetch spread over many
-// accounts costs a few commands, not two per account. A hint is only a
+// costs one find), and then, unless the caller writes them
+// (CallerHints), writes the hint of every account whose head reached a
+// multiple of the log's HintEvery, in a few commands (hintChunk accounts
+// each): a fetch spread over many accounts costs a few commands, not two
+// per account. A hint is only a
 // place to start reading from: it may lag the head by up to HintEvery
 // documents (more when a write of it failed), and FindHead reads forward
 // from it. That rests on the heads being right, which is the case
@@ -132,8 +133,10 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 			}
 		}
 	}
-	if err := l.hints(ctx, batches, from, heads); err != nil {
-		return nil, err
+	if !l.callerHints {
+		if err := l.hints(ctx, batches, from, heads); err != nil {
+			return nil, err
+		}
 	}
 	return results, nil
 }
@@ -146,25 +149,47 @@ func (l *Log) AppendBatches(ctx context.Context, batches []Batch) ([][]Result, e
 // forever.
 const hintChunk = 16
 
-// hints records each batch's head as its account's, as hint does, in
-// commands of at most hintChunk accounts: every head when hintEvery is 1,
-// otherwise those that reached a multiple of it since from.
+// hints records each batch's head as its account's (HintHeads): every
+// head when hintEvery is 1, otherwise those that reached a multiple of
+// it since from.
 func (l *Log) hints(ctx context.Context, batches []Batch, from []int64, heads []Head) error {
-	models := make([]mongo.WriteModel, 0, len(batches))
+	hs := make([]HeadHint, 0, len(batches))
 	for b, batch := range batches {
 		if heads[b].Seq == 0 || (l.hintEvery > 1 && heads[b].Seq/l.hintEvery == from[b]/l.hintEvery) {
 			continue
 		}
+		hs = append(hs, HeadHint{Account: batch.Account, Seq: heads[b].Seq})
+	}
+	return l.HintHeads(ctx, hs)
+}
+
+// HeadHint is a hint of an account's head to record, and fields of the
+// caller's to raise in the same statement.
+type HeadHint struct {
+	Account string
+	Seq     int64
+	// Also are more fields of the hint's document, each raised to its
+	// value unless it holds a larger one ($max), as seq is.
+	Also bson.D
+}
+
+// HintHeads records each of hs as its account's hint unless a later one
+// is recorded, in commands of at most hintChunk accounts. A hint is only
+// a place to start reading from (see AppendBatches).
+func (l *Log) HintHeads(ctx context.Context, hs []HeadHint) error {
+	models := make([]mongo.WriteModel, 0, len(hs))
+	for _, h := range hs {
+		fields := append(bson.D{{Key: "seq", Value: h.Seq}}, h.Also...)
 		models = append(models, mongo.NewUpdateOneModel().
-			SetFilter(bson.D{{Key: "_id", Value: batch.Account}}).
-			SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "seq", Value: heads[b].Seq}}}}).
+			SetFilter(bson.D{{Key: "_id", Value: h.Account}}).
+			SetUpdate(bson.D{{Key: "$max", Value: fields}}).
 			SetUpsert(true))
 	}
 	for len(models) > 0 {
 		chunk := models[:min(hintChunk, len(models))]
 		models = models[len(chunk):]
 		if _, err := l.heads.BulkWrite(ctx, chunk, options.BulkWrite().SetOrdered(false)); err != nil {
-			return fmt.Errorf("hint the heads of %d accounts: %w", len(batches), mongox.Classify(err))
+			return fmt.Errorf("hint the heads of %d accounts: %w", len(hs), mongox.Classify(err))
 		}
 	}
 	return nil

@@ -71,6 +71,8 @@ type Log struct {
 	heads     *mongo.Collection
 	linkField string
 	hintEvery int64
+	// callerHints: see Config.CallerHints.
+	callerHints bool
 
 	mu    sync.Mutex
 	cache map[string]Head
@@ -88,11 +90,16 @@ type Config struct {
 	// or 1). A reader that needs the exact head reads forward from the
 	// hint (FindHead).
 	HintEvery int64
+	// CallerHints says that the caller writes the hints (HintHeads), with
+	// fields of its own in the same statements, once its writes that go
+	// with an append are done: Append and AppendBatches write none.
+	CallerHints bool
 }
 
 // New returns the log stored as cfg says.
 func New(cfg Config) *Log {
-	return &Log{docs: cfg.Docs, heads: cfg.Heads, linkField: cfg.LinkField, hintEvery: max(cfg.HintEvery, 1), cache: map[string]Head{}}
+	return &Log{docs: cfg.Docs, heads: cfg.Heads, linkField: cfg.LinkField, hintEvery: max(cfg.HintEvery, 1),
+		callerHints: cfg.CallerHints, cache: map[string]Head{}}
 }
 
 // EnsureIndexes creates the unique indexes the log's rules rest on.
@@ -331,7 +338,9 @@ func (l *Log) Append(ctx context.Context, account string, items []Item) ([]Resul
 		return nil, err
 	}
 	l.remember(account, t.head)
-	l.hint(ctx, account, t.head)
+	if !l.callerHints {
+		l.hint(ctx, account, t.head)
+	}
 	return results, nil
 }
 

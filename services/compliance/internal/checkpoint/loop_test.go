@@ -355,7 +355,7 @@ func rewrite(t *testing.T, db *mongo.Database, account string, seq, head int64) 
 func TestTamperWritesWhatTheServiceStores(t *testing.T) {
 	t.Parallel()
 	for got, want := range map[string]string{
-		tamper.TreeHashes: tree.HashesCollection, tamper.TreeSizes: tree.SizesCollection,
+		tamper.TreeHashes:  tree.HashesCollection,
 		tamper.Checkpoints: CheckpointsCollection, tamper.Cosignatures: CosignaturesCollection, tamper.CheckpointHeads: HeadsCollection,
 	} {
 		if got != want {

@@ -20,6 +20,7 @@ import (
 	"github.com/rcm-platform/rcm/pkg/events"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"github.com/rcm-platform/rcm/services/compliance/internal/tree"
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"golang.org/x/mod/sumdb/tlog"
 	"golang.org/x/sync/errgroup"
@@ -48,8 +49,9 @@ type verification struct {
 // Config is what a Ledger needs.
 type Config struct {
 	// DB holds the log's collections (auditlog.EntriesCollection,
-	// auditlog.HeadsCollection, tree.HashesCollection and
-	// tree.SizesCollection).
+	// auditlog.HeadsCollection, tree.HashesCollection, and
+	// tree.SizesCollection, only read for size hints written there
+	// before they moved into the heads' documents).
 	DB *mongo.Database
 	// Now is the clock of recordedAt and of reused verifications
 	// (time.Now when nil).
@@ -61,15 +63,20 @@ func New(cfg Config) *Ledger {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// Each account's head hint and tree size hint are one document of
+	// HeadsCollection ({_id: account, seq, size}), written in one
+	// statement once an append has grown the tree (see hint).
+	heads := cfg.DB.Collection(auditlog.HeadsCollection)
 	l := &Ledger{
 		log: seqlog.New(seqlog.Config{
-			Docs:      cfg.DB.Collection(auditlog.EntriesCollection),
-			Heads:     cfg.DB.Collection(auditlog.HeadsCollection),
-			LinkField: auditlog.LinkField,
+			Docs:        cfg.DB.Collection(auditlog.EntriesCollection),
+			Heads:       heads,
+			LinkField:   auditlog.LinkField,
+			CallerHints: true,
 		}),
 		now: cfg.Now, verified: map[string]verification{},
 	}
-	l.tree = tree.New(tree.Config{DB: cfg.DB, Leaves: l.leaves})
+	l.tree = tree.New(tree.Config{DB: cfg.DB, Sizes: heads, CallerHints: true, Leaves: l.leaves})
 	return l
 }
 
@@ -125,7 +132,12 @@ func (l *Ledger) Append(ctx context.Context, account string, evs []Event) ([]App
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.grow(ctx, []string{account}, [][]Appended{res}, []map[int64][]byte{built}); err != nil {
+	accounts, all := []string{account}, [][]Appended{res}
+	sizes, err := l.grow(ctx, accounts, all, []map[int64][]byte{built})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.hint(ctx, accounts, all, sizes); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -140,9 +152,10 @@ type Batch struct {
 // AppendBatches appends the events of several accounts as Append does,
 // and returns one result per event of each batch: the entries of every
 // account go to the store together (seqlog.AppendBatches), then their
-// tree records in one insert and the trees' size hints together
-// (tree.ExtendAll), so that a partition fetch spread over many accounts
-// costs a few store commands, not four per account. An event whose entry
+// tree records in one insert (tree.ExtendAll), then each account's head
+// and tree size hints in one statement (hint), so that a partition fetch
+// spread over many accounts costs a few store commands, not four per
+// account. An event whose entry
 // cannot be built fails it with an *UnappendableError before anything is
 // written, unless an insert found a replay or another writer first (then
 // the batches from that one on go through Append: what came before is
@@ -163,10 +176,41 @@ func (l *Ledger) AppendBatches(ctx context.Context, batches []Batch) ([][]Append
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.grow(ctx, accounts, res, built); err != nil {
+	sizes, err := l.grow(ctx, accounts, res, built)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.hint(ctx, accounts, res, sizes); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// hint records, for each account, the furthest seq res reached and its
+// tree's size in sizes, in one statement per account (a few commands in
+// all: seqlog.HintHeads), once the entries and the tree records are
+// durable. Each is a hint: the head hint a place to start reading from,
+// lagging when a write of it failed; the size hint the size whose stored
+// records a process that knows nothing of the tree reads and checks
+// first (tree.Tree.load), so that a record deleted or edited below it is
+// noticed. Neither is ever lowered.
+func (l *Ledger) hint(ctx context.Context, accounts []string, res [][]Appended, sizes []int64) error {
+	hs := make([]seqlog.HeadHint, 0, len(accounts))
+	for i, account := range accounts {
+		var head int64
+		for _, r := range res[i] {
+			head = max(head, r.Seq)
+		}
+		if head == 0 {
+			continue
+		}
+		h := seqlog.HeadHint{Account: account, Seq: head}
+		if sizes[i] > 0 {
+			h.Also = bson.D{{Key: "size", Value: sizes[i]}}
+		}
+		hs = append(hs, h)
+	}
+	return l.log.HintHeads(ctx, hs)
 }
 
 // canonicalData returns the RFC 8785 form of each event's data, computed
@@ -248,8 +292,11 @@ func (l *Ledger) items(account string, evs []Event, canon [][]byte) ([]seqlog.It
 // replays grow the tree. A tree that contradicts the entries
 // (tree.ErrInconsistent) does not stop the log: Verify reports it, and
 // TreeHead refuses to give a head.
+//
+// It returns each account's tree size (0 for one with nothing appended).
 func (l *Ledger) grow(ctx context.Context, accounts []string, res [][]Appended, built []map[int64][]byte) ([]int64, error) {
 	gs := make([]tree.Growth, 0, len(accounts))
+	at := make([]int, 0, len(accounts)) // the account of each growth
 	for i, account := range accounts {
 		mine := make(map[int64][]byte, len(res[i]))
 		var last int64
@@ -269,10 +316,15 @@ func (l *Ledger) grow(ctx context.Context, accounts []string, res [][]Appended, 
 			d, ok := mine[seq]
 			return d, ok
 		}})
+		at = append(at, i)
 	}
-	sizes, err := l.tree.ExtendAll(ctx, gs)
+	grown, err := l.tree.ExtendAll(ctx, gs)
 	if err != nil && !errors.Is(err, tree.ErrInconsistent) {
 		return nil, err
+	}
+	sizes := make([]int64, len(accounts))
+	for k, size := range grown {
+		sizes[at[k]] = size
 	}
 	return sizes, nil
 }

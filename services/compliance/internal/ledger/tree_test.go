@@ -168,9 +168,20 @@ func dropTree(t *testing.T, db *mongo.Database, account string, from int64, hint
 		t.Fatal(err)
 	}
 	if hint {
-		if _, err := db.Collection(tree.SizesCollection).DeleteOne(ctx, bson.D{{Key: "_id", Value: account}}); err != nil {
+		if _, err := db.Collection(auditlog.HeadsCollection).UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
+			bson.D{{Key: "$unset", Value: bson.D{{Key: "size", Value: ""}}}}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// setSizeHint sets account's tree size hint, the size field of its head
+// hint's document, to size.
+func setSizeHint(t *testing.T, db *mongo.Database, account string, size int64) {
+	t.Helper()
+	if _, err := db.Collection(auditlog.HeadsCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: account}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "size", Value: size}}}}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -189,25 +200,16 @@ func TestTreeCatchesUp(t *testing.T) {
 	}{
 		{"tree missing its last records, hint behind", func(t *testing.T, db *mongo.Database, a string) {
 			dropTree(t, db, a, 14, false)
-			if _, err := db.Collection(tree.SizesCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: a}},
-				bson.D{{Key: "$set", Value: bson.D{{Key: "size", Value: 14}}}}); err != nil {
-				t.Fatal(err)
-			}
+			setSizeHint(t, db, a, 14)
 		}, false},
 		{"tree records written, hint not", func(t *testing.T, db *mongo.Database, a string) {
-			if _, err := db.Collection(tree.SizesCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: a}},
-				bson.D{{Key: "$set", Value: bson.D{{Key: "size", Value: 9}}}}); err != nil {
-				t.Fatal(err)
-			}
+			setSizeHint(t, db, a, 9)
 		}, false},
 		{"a log from before the tree", func(t *testing.T, db *mongo.Database, a string) { dropTree(t, db, a, 0, true) }, false},
 		{"a log from before the tree, appended to", func(t *testing.T, db *mongo.Database, a string) { dropTree(t, db, a, 0, true) }, true},
 		{"tree missing its last records, appended to", func(t *testing.T, db *mongo.Database, a string) {
 			dropTree(t, db, a, 7, false)
-			if _, err := db.Collection(tree.SizesCollection).UpdateOne(context.Background(), bson.D{{Key: "_id", Value: a}},
-				bson.D{{Key: "$set", Value: bson.D{{Key: "size", Value: 7}}}}); err != nil {
-				t.Fatal(err)
-			}
+			setSizeHint(t, db, a, 7)
 		}, true},
 	}
 	for _, tt := range tests {
@@ -328,6 +330,42 @@ func TestVerifyChecksTheTree(t *testing.T) {
 	}
 }
 
+// TestASizeHintWhereItWasKeptBeforeIsRead: a log whose tree size hints
+// are still in tree.SizesCollection (written before they moved into the
+// heads' documents) keeps its tamper evidence: a fresh process starts
+// from that hint, so a tree record deleted below it is not written again
+// by the next append, and verify reports it.
+func TestASizeHintWhereItWasKeptBeforeIsRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const account = "org_old"
+	db, l := newLedger(t)
+	evs := optOuts(t, account, 13)
+	if _, err := l.Append(ctx, account, evs[:12]); err != nil {
+		t.Fatal(err)
+	}
+	// The hint as it was kept before: in its own collection.
+	dropTree(t, db, account, 12, true)
+	if _, err := db.Collection(tree.SizesCollection).InsertOne(ctx, bson.D{{Key: "_id", Value: account}, {Key: "size", Value: 12}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Collection(tree.HashesCollection).DeleteOne(ctx,
+		bson.D{{Key: "_id", Value: tree.Key(account, tlog.StoredHashIndex(0, 10))}}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := ledger.New(ledger.Config{DB: db, Now: time.Now})
+	if _, err := fresh.Append(ctx, account, evs[12:]); err != nil {
+		t.Fatal(err)
+	}
+	v, err := fresh.Verify(ctx, account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.OK || v.FirstBrokenSeq == nil || *v.FirstBrokenSeq != 11 || !strings.Contains(v.Reason, "entry 11 is not in the stored tree") {
+		t.Fatalf("got %+v (first broken %v), want broken at 11: its record was deleted", v, v.FirstBrokenSeq)
+	}
+}
+
 // editRecord flips a bit of hash pos of a stored tree record.
 func editRecord(t *testing.T, db *mongo.Database, key bson.D, pos int) {
 	t.Helper()
@@ -434,7 +472,7 @@ func (c *storeCommands) monitor() *event.CommandMonitor {
 		}
 		coll, _ := e.Command.Lookup(e.CommandName).StringValueOK()
 		switch coll {
-		case tree.HashesCollection, tree.SizesCollection:
+		case tree.HashesCollection:
 			c.tree.Add(1)
 			if e.CommandName == "find" || e.CommandName == "getMore" {
 				c.treeReads.Add(1)
@@ -459,10 +497,11 @@ func countedLedger(t *testing.T) (*ledger.Ledger, *storeCommands, *mongo.Databas
 	return l, counts, db
 }
 
-// TestAppendCostOfTheTree: growing the tree on append costs two store
-// commands a batch (one insert of its records, one update of the size
-// hint) and no read once the edge is known, beside the commands of the
-// entries; it logs both.
+// TestAppendCostOfTheTree: growing the tree on append costs one store
+// command a batch (the insert of its records) and no read once the edge
+// is known; its size hint goes in the statement of the head hint, so an
+// append costs three commands in all (the entries' insert, the records'
+// insert, the hints). It logs both sides.
 func TestAppendCostOfTheTree(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -482,8 +521,11 @@ func TestAppendCostOfTheTree(t *testing.T) {
 	entries, treeCmds, reads := counts.entries.Load()-entries0, counts.tree.Load()-tree0, counts.treeReads.Load()-reads0
 	t.Logf("%d appends of %d entries: %d store commands for the entries, %d for the tree (%d reads)",
 		batches-1, batch, entries, treeCmds, reads)
-	if treeCmds != 2*(batches-1) || reads != 0 {
-		t.Fatalf("the tree cost %d store commands (%d reads) over %d appends, want 2 each and no read", treeCmds, reads, batches-1)
+	if treeCmds != batches-1 || reads != 0 {
+		t.Fatalf("the tree cost %d store commands (%d reads) over %d appends, want 1 each and no read", treeCmds, reads, batches-1)
+	}
+	if entries != 2*(batches-1) {
+		t.Fatalf("the entries and the hints cost %d store commands over %d appends, want 2 each", entries, batches-1)
 	}
 	if v, err := l.Verify(ctx, account); err != nil || !v.OK || v.TreeSize != batches*batch {
 		t.Fatalf("verify: %+v %v", v, err)
@@ -502,10 +544,7 @@ func TestARecordStoredDifferentlyIsNotOverwritten(t *testing.T) {
 	if _, err := l.Append(ctx, account, optOuts(t, account, 12)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Collection(tree.SizesCollection).UpdateOne(ctx, bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "size", Value: 8}}}}); err != nil {
-		t.Fatal(err)
-	}
+	setSizeHint(t, db, account, 8)
 	key := bson.D{{Key: "_id", Value: tree.Key(account, tlog.StoredHashIndex(0, 9))}}
 	editRecord(t, db, key, 1)
 	var before tree.Record

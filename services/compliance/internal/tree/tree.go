@@ -76,6 +76,14 @@ type Leaves func(ctx context.Context, account string, from int64, n int) ([][]by
 type Config struct {
 	// DB holds HashesCollection and SizesCollection.
 	DB *mongo.Database
+	// Sizes, when set, holds each account's size hint (the "size" field
+	// of the document whose _id is the account) instead of
+	// SizesCollection, which is then only read, for a hint written there
+	// before.
+	Sizes *mongo.Collection
+	// CallerHints says that the caller writes the size hints of the trees
+	// ExtendAll grows (see ExtendAll); Extend still writes its own.
+	CallerHints bool
 	// Leaves reads entries the tree has not seen.
 	Leaves Leaves
 }
@@ -83,6 +91,8 @@ type Config struct {
 // Tree is the per-account trees of one compliance log.
 type Tree struct {
 	hashes, sizes *mongo.Collection
+	oldSizes      *mongo.Collection // where hints were written before Sizes; nil when it is sizes
+	callerHints   bool
 	leaves        Leaves
 
 	// locks serialize the extension of one account's tree in this
@@ -100,12 +110,18 @@ type Tree struct {
 
 // New returns the trees stored in cfg.DB.
 func New(cfg Config) *Tree {
+	sizes, oldSizes := cfg.Sizes, cfg.DB.Collection(SizesCollection)
+	if sizes == nil {
+		sizes, oldSizes = oldSizes, nil
+	}
 	return &Tree{
-		hashes: cfg.DB.Collection(HashesCollection),
-		sizes:  cfg.DB.Collection(SizesCollection),
-		leaves: cfg.Leaves,
-		edges:  map[string]*Builder{},
-		tops:   must(lru.New[string, []tlog.Hash](topRecords)),
+		hashes:      cfg.DB.Collection(HashesCollection),
+		sizes:       sizes,
+		oldSizes:    oldSizes,
+		callerHints: cfg.CallerHints,
+		leaves:      cfg.Leaves,
+		edges:       map[string]*Builder{},
+		tops:        must(lru.New[string, []tlog.Hash](topRecords)),
 	}
 }
 
@@ -248,11 +264,12 @@ type Growth struct {
 // each one's size. The trees whose right edge is known and whose new
 // leaves are all known (the common case: one process appends to its
 // partitions' accounts) cost one insert of every account's records and
-// one write of their size hints per hintChunk accounts, whatever the
+// one write of their size hints per hintChunk accounts (none with
+// CallerHints: the caller writes the sizes returned), whatever the
 // number of accounts (the edges not in memory are read first, in
 // parallel, but for the new accounts', which are empty); the others go
-// through Extend, which reads what it
-// lacks. A record stored already must equal the new one, as in Extend.
+// through Extend, which reads what it lacks and writes its own hint. A
+// record stored already must equal the new one, as in Extend.
 // One account's tree found inconsistent (ErrInconsistent, returned with
 // the sizes) does not keep the others from growing.
 func (t *Tree) ExtendAll(ctx context.Context, gs []Growth) ([]int64, error) {
@@ -367,7 +384,9 @@ func (t *Tree) ExtendAll(ctx context.Context, gs []Growth) ([]int64, error) {
 				accounts, grew = append(accounts, gs[gr.g].Account), append(grew, gr.b.Size())
 			}
 		}
-		t.hints(ctx, accounts, grew)
+		if !t.callerHints {
+			t.hints(ctx, accounts, grew)
+		}
 	}
 	unlock()
 	for _, i := range slow {
@@ -892,10 +911,12 @@ type sizeDoc struct {
 // says (0 without one: the tree is then built again from the first entry,
 // each stored record checked).
 func (t *Tree) load(ctx context.Context, account string) (*Builder, error) {
-	var h sizeDoc
-	err := t.sizes.FindOne(ctx, bson.D{{Key: "_id", Value: account}}).Decode(&h)
-	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, fmt.Errorf("tree size of %s: %w", account, mongox.Classify(err))
+	h, err := t.sizeHint(ctx, t.sizes, account)
+	if err == nil && h.Size <= 0 && t.oldSizes != nil {
+		h, err = t.sizeHint(ctx, t.oldSizes, account)
+	}
+	if err != nil {
+		return nil, err
 	}
 	b := &Builder{edge: map[int64]tlog.Hash{}}
 	if h.Size <= 0 {
@@ -911,6 +932,16 @@ func (t *Tree) load(ctx context.Context, account string) (*Builder, error) {
 		b.edge[x] = hashes[i]
 	}
 	return b, nil
+}
+
+// sizeHint reads account's size hint from coll; a zero size without one.
+func (t *Tree) sizeHint(ctx context.Context, coll *mongo.Collection, account string) (sizeDoc, error) {
+	var h sizeDoc
+	err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: account}}).Decode(&h)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return sizeDoc{}, fmt.Errorf("tree size of %s: %w", account, mongox.Classify(err))
+	}
+	return h, nil
 }
 
 // hint records size as account's tree size unless a larger one is. The
