@@ -130,6 +130,7 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 	hop := make([]hops, len(rates))
 	commandTime := make([]float64, len(rates))
 	byCommand := make([]commandTimes, len(rates))
+	complianceCommands := make([]commandTimes, len(rates))
 	sideLat := make([]load.Latencies, len(rates))
 	commands := make([]float64, len(rates))
 	stored := make([]float64, len(rates))
@@ -154,6 +155,7 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 			return nil, err
 		}
 		byBefore := e.commandTimes(ctx, stack.Feed)
+		complianceBefore := e.commandTimes(ctx, stack.Compliance)
 		wait := e.profile(ctx, fmt.Sprintf("fanout-%d", phase+1), time.Duration(float64(len(accounts))/rate*float64(time.Second))+2*time.Second)
 		var produceErr atomic.Value
 		err = load.Pace(ctx, rate, len(accounts), func(ctx context.Context, i int) {
@@ -196,6 +198,7 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 			return nil, err
 		}
 		byCommand[phase] = e.commandTimes(ctx, stack.Feed).since(byBefore)
+		complianceCommands[phase] = e.commandTimes(ctx, stack.Compliance).since(complianceBefore)
 		commands[phase] = (after - before) / max(1, storedAfter-storedBefore)
 		commandTime[phase] = (timeAfter - timeBefore) / max(1, after-before)
 		at := make([]int64, len(published))
@@ -248,6 +251,7 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		sec.row(fmt.Sprintf("events published at %s: first instance's store commands per item it stored", fmtRate(rate)),
 			fmt.Sprintf("%.2f (%s items), %s each", commands[phase], fmtInt(int(stored[phase])), fmtDur(time.Duration(commandTime[phase]*float64(time.Second)))))
 		sec.row(fmt.Sprintf("events published at %s: first instance's writes, count × mean", fmtRate(rate)), byCommand[phase].String())
+		sec.row(fmt.Sprintf("events published at %s: compliance's writes meanwhile, count × mean", fmtRate(rate)), complianceCommands[phase].String())
 		h := &hop[phase]
 		sec.row(fmt.Sprintf("events published at %s: hops p50 / p99: event → item published, → at a follower, → received", fmtRate(rate)),
 			fmt.Sprintf("%s / %s, %s / %s, %s / %s", fmtDur(h.stored.Percentile(50)), fmtDur(h.stored.Percentile(99)),
@@ -276,7 +280,10 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		"timestamp its feed's producer gave it (once the item is stored) and when it arrived here. " +
 		"So publish → received splits into the event's produce → the item's publication (fetch, store, produce), → its " +
 		"arrival at a follower of the topic, → its arrival at each subscriber (hub, stream write, client). The writes " +
-		"row is the first instance's inserts (items) and updates (heads' hints, written once per 8 items of an account) with their mean duration.")
+		"row is the first instance's inserts (items) and updates (heads' hints, written once per 8 items of an account) with their mean duration; " +
+		"compliance's, on the same store, are its inserts (entries, tree records, checkpoints, cosignatures) and updates (each account's " +
+		"head and tree size hint, one statement, and its checkpoints' publication marks, up to 16 accounts a command; on this store each " +
+		"statement of an update is a transaction of its own).")
 	sec.note("Memory: the first instance's VmRSS from /proc before connecting, 1 s after the last subscriber connected, and after both rounds.")
 	return sec, nil
 }
