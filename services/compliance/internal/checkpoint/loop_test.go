@@ -71,6 +71,7 @@ type rig struct {
 
 	mu        sync.Mutex
 	published []string
+	stop      func() // stops the loop started (start)
 }
 
 // rigOptions change a rig from its defaults: a loop started at once,
@@ -150,13 +151,28 @@ func newRig(t *testing.T, opts ...func(*rigOptions)) *rig {
 // quicker, so that a test sees several within a second or two.
 var testPace = Pace{Gap: time.Second, Tick: 50 * time.Millisecond, Retry: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond}
 
-// start runs r's loop until the test ends.
+// start runs r's loop until the test ends or r.stop.
 func (r *rig) start(t *testing.T) {
 	t.Helper()
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = r.loop.Run(runCtx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r.stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(r.stop)
+}
+
+// restartLoop stops r's loop and starts, in its place, that of a new
+// process: a store and a loop that know nothing of any account, counted
+// on a registry of their own (r.reg from then on).
+func (r *rig) restartLoop(t *testing.T) {
+	t.Helper()
+	r.stop()
+	cfg := r.loop.cfg
+	r.store = NewStore(r.db, r.store.witnesses, time.Now)
+	r.reg = prometheus.NewRegistry()
+	cfg.Store, cfg.Metrics = r.store, NewMetrics(r.reg)
+	r.loop = NewLoop(cfg)
+	r.start(t)
 }
 
 // witnessServer serves a witness over loopback on an address that stays
@@ -408,9 +424,12 @@ func TestRewriteWithCheckpointsKeptIsNotSigned(t *testing.T) {
 }
 
 // TestRewriteWithCheckpointsDeletedIsRefused: the same rewrite with the
-// account's stored checkpoints deleted too: the service either refuses to
-// sign or signs a checkpoint the witness refuses, counted on both sides,
-// and the log is not consistent with the earlier checkpoint.
+// account's stored checkpoints deleted too: the service that signed the
+// earlier one refuses to sign (it checks the tree against the checkpoint
+// it signed, not against the store), counted; a process that knows
+// nothing of the account signs a checkpoint the witness refuses, counted
+// on both sides; and the log is not consistent with the earlier
+// checkpoint.
 func TestRewriteWithCheckpointsDeletedIsRefused(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -428,7 +447,19 @@ func TestRewriteWithCheckpointsDeletedIsRefused(t *testing.T) {
 	if err := tamper.DeleteCheckpoints(ctx, r.db, account); err != nil {
 		t.Fatal(err)
 	}
-	r.append(t, account, evs[6:])
+	failures := counter(t, r.reg, "rcm_log_consistency_failures_total")
+	r.append(t, account, evs[6:7])
+	waitFor(t, 5*time.Second, "the service to refuse to sign", func() bool {
+		r.loop.Notify(account)
+		return counter(t, r.reg, "rcm_log_consistency_failures_total") > failures
+	})
+	if got := counter(t, r.reg, "rcm_log_checkpoints_signed_total"); got != 1 {
+		t.Fatalf("signed %v checkpoints, want 1 (none after the rewrite)", got)
+	}
+
+	// A signer new to the account has only the store to go by.
+	r.restartLoop(t)
+	r.append(t, account, evs[7:])
 	witnessRefused := func() float64 {
 		return testutil.ToFloat64(witnessRejected(t, r.witnessReg, "inconsistent")) + testutil.ToFloat64(witnessRejected(t, r.witnessReg, "conflict"))
 	}

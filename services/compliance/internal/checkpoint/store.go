@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/rcm-platform/rcm/pkg/mongox"
 	"github.com/rcm-platform/rcm/pkg/seqlog"
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -45,7 +46,15 @@ type Store struct {
 	// The store says where the sequence ends; this only saves the hint.
 	mu    sync.Mutex
 	known map[string]int64
+
+	// signed holds the latest checkpoint this process stored of each of
+	// the accounts it signed most recently (see latestAll).
+	signed *lru.Cache[string, stored]
 }
+
+// signedKept bounds the accounts whose latest checkpoint the signer keeps
+// (Store.signed): a few hundred bytes each.
+const signedKept = 1 << 14
 
 // NewStore returns the store in db, reading the cosignatures of the
 // witnesses whose ids are given.
@@ -53,11 +62,13 @@ func NewStore(db *mongo.Database, witnesses []string, now func() time.Time) *Sto
 	if now == nil {
 		now = time.Now
 	}
+	signed, _ := lru.New[string, stored](signedKept) // fails only for a size below 1
 	return &Store{
 		checkpoints: db.Collection(CheckpointsCollection),
 		heads:       db.Collection(HeadsCollection),
 		cosigs:      db.Collection(CosignaturesCollection),
 		witnesses:   witnesses, now: now, known: map[string]int64{},
+		signed: signed,
 	}
 }
 
@@ -155,6 +166,7 @@ func (s *Store) putAll(ctx context.Context, cps []Checkpoint, lasts []*stored) (
 		switch {
 		case !ok:
 			s.remember(cp.Account, sts[i].seq)
+			s.signed.Add(cp.Account, stored{Checkpoint: Checkpoint{Account: cp.Account, Size: cp.Size, Root: cp.Root, Note: cp.Note}, seq: sts[i].seq})
 			continue
 		case mongo.IsDuplicateKeyError(err):
 			old, found, ferr := s.BySize(ctx, cp.Account, cp.Size)
@@ -165,6 +177,9 @@ func (s *Store) putAll(ctx context.Context, cps []Checkpoint, lasts []*stored) (
 				sts[i] = stored{Checkpoint: old, seq: sts[i].seq}
 				continue
 			default:
+				// Another writer's checkpoint: the next look reads the
+				// store again.
+				s.signed.Remove(cp.Account)
 				errs[i] = fmt.Errorf("store checkpoint %s/%d: %w", cp.Account, cp.Size, ErrRaced)
 			}
 		default:
@@ -275,14 +290,46 @@ func (s *Store) latest(ctx context.Context, account string) (*stored, bool, erro
 	return last, true, nil
 }
 
-// latestAll returns the latest checkpoint of each of accounts as latest
-// does (nil when it has none), from a find of the hints this process
-// lacks and one of the checkpoints at and after each known number (or of
-// each first checkpoint), by _id: two commands for any number of
-// accounts, one once this process knows them. An account that the find
-// leaves unsettled (a hint past the end, a checkpoint stored by another
-// writer after the one known) is looked at alone by latest.
+// latestAll returns the latest checkpoint of each of accounts for the
+// signer to go on from (nil when it has none). The one this process
+// stored last is taken as it kept it (Store.signed), without a read:
+// the signer checks the tree against what it signed itself, which no
+// write to the store can change, and another writer's later checkpoint
+// takes the number its next one would, so that putAll finds the race
+// (ErrRaced) and the next look reads the store. The others are read as
+// latest does, from a find of the hints this process lacks and one of
+// the checkpoints at and after each known number (or of each first
+// checkpoint), by _id: two commands for any number of accounts, one once
+// this process knows them. An account that the find leaves unsettled (a
+// hint past the end, a checkpoint stored by another writer after the one
+// known) is looked at alone by latest.
 func (s *Store) latestAll(ctx context.Context, accounts []string) ([]*stored, error) {
+	out := make([]*stored, len(accounts))
+	var rest []string
+	var at []int
+	for i, a := range accounts {
+		if st, ok := s.signed.Get(a); ok {
+			out[i] = &st
+			continue
+		}
+		rest, at = append(rest, a), append(at, i)
+	}
+	if len(rest) == 0 {
+		return out, nil
+	}
+	read, err := s.readLatest(ctx, rest)
+	if err != nil {
+		return nil, err
+	}
+	for j, st := range read {
+		out[at[j]] = st
+	}
+	return out, nil
+}
+
+// readLatest reads the latest checkpoint of each of accounts from the
+// store (see latestAll).
+func (s *Store) readLatest(ctx context.Context, accounts []string) ([]*stored, error) {
 	from := make([]int64, len(accounts))
 	var unknown []string
 	s.mu.Lock()

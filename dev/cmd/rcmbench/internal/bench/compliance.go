@@ -183,7 +183,7 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 	sec.note("Store commands the compliance service sent during the burst (its MongoDB command monitor: count, and "+
 		"time summed over commands in flight): %s in all, %.1f per 100 entries; %s. They include those of the "+
 		"checkpoints signed meanwhile (%d, at most one per account per second: spec/transparency.md), which the service "+
-		"signs in rounds of the accounts due, at most one round a Tick of 200 ms (their last checkpoints in one find, their trees' edges and consistency "+
+		"signs in rounds of the accounts due, at most one round a Tick of 200 ms (the last checkpoints of those it has not signed before in one find, their trees' edges and consistency "+
 		"proofs in another, the checkpoints in one insert) and delivers together (their cosignatures in one insert, their "+
 		"publication marks in a write per 16 accounts); the appends came in %d partition batches. The raw writer sent %d.",
 		fmtInt(int(cmdCount)), 100*cmdCount/float64(n), cmds, signed, partitionBatches, 2*len(byAccount))
