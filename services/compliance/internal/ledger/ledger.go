@@ -76,7 +76,7 @@ func New(cfg Config) *Ledger {
 		}),
 		now: cfg.Now, verified: map[string]verification{},
 	}
-	l.tree = tree.New(tree.Config{DB: cfg.DB, Sizes: heads, CallerHints: true, Leaves: l.leaves})
+	l.tree = tree.New(tree.Config{DB: cfg.DB, Sizes: heads, Leaves: l.leaves})
 	return l
 }
 

@@ -74,16 +74,13 @@ type Leaves func(ctx context.Context, account string, from int64, n int) ([][]by
 
 // Config says where a Tree is stored and where its leaves come from.
 type Config struct {
-	// DB holds HashesCollection and SizesCollection.
+	// DB holds HashesCollection, and SizesCollection, only read: the
+	// size hints written there before they moved to Sizes.
 	DB *mongo.Database
-	// Sizes, when set, holds each account's size hint (the "size" field
-	// of the document whose _id is the account) instead of
-	// SizesCollection, which is then only read, for a hint written there
-	// before.
+	// Sizes holds each account's size hint: the "size" field of the
+	// document whose _id is the account. Extend writes it; the caller of
+	// ExtendAll writes it for the trees that call grows.
 	Sizes *mongo.Collection
-	// CallerHints says that the caller writes the size hints of the trees
-	// ExtendAll grows (see ExtendAll); Extend still writes its own.
-	CallerHints bool
 	// Leaves reads entries the tree has not seen.
 	Leaves Leaves
 }
@@ -91,8 +88,7 @@ type Config struct {
 // Tree is the per-account trees of one compliance log.
 type Tree struct {
 	hashes, sizes *mongo.Collection
-	oldSizes      *mongo.Collection // where hints were written before Sizes; nil when it is sizes
-	callerHints   bool
+	oldSizes      *mongo.Collection // SizesCollection (see Config.DB)
 	leaves        Leaves
 
 	// locks serialize the extension of one account's tree in this
@@ -110,18 +106,13 @@ type Tree struct {
 
 // New returns the trees stored in cfg.DB.
 func New(cfg Config) *Tree {
-	sizes, oldSizes := cfg.Sizes, cfg.DB.Collection(SizesCollection)
-	if sizes == nil {
-		sizes, oldSizes = oldSizes, nil
-	}
 	return &Tree{
-		hashes:      cfg.DB.Collection(HashesCollection),
-		sizes:       sizes,
-		oldSizes:    oldSizes,
-		callerHints: cfg.CallerHints,
-		leaves:      cfg.Leaves,
-		edges:       map[string]*Builder{},
-		tops:        must(lru.New[string, []tlog.Hash](topRecords)),
+		hashes:   cfg.DB.Collection(HashesCollection),
+		sizes:    cfg.Sizes,
+		oldSizes: cfg.DB.Collection(SizesCollection),
+		leaves:   cfg.Leaves,
+		edges:    map[string]*Builder{},
+		tops:     must(lru.New[string, []tlog.Hash](topRecords)),
 	}
 }
 
@@ -263,13 +254,13 @@ type Growth struct {
 // ExtendAll grows several accounts' trees as Extend does, and returns
 // each one's size. The trees whose right edge is known and whose new
 // leaves are all known (the common case: one process appends to its
-// partitions' accounts) cost one insert of every account's records and
-// one write of their size hints per hintChunk accounts (none with
-// CallerHints: the caller writes the sizes returned), whatever the
-// number of accounts (the edges not in memory are read first, in
-// parallel, but for the new accounts', which are empty); the others go
-// through Extend, which reads what it lacks and writes its own hint. A
-// record stored already must equal the new one, as in Extend.
+// partitions' accounts) cost one insert of every account's records,
+// whatever the number of accounts (the edges not in memory are read
+// first, in parallel, but for the new accounts', which are empty); their
+// size hints are the caller's to write, from the sizes returned, with
+// writes of its own (the ledger's head hints). The others go through
+// Extend, which reads what it lacks and writes its own hint. A record
+// stored already must equal the new one, as in Extend.
 // One account's tree found inconsistent (ErrInconsistent, returned with
 // the sizes) does not keep the others from growing.
 func (t *Tree) ExtendAll(ctx context.Context, gs []Growth) ([]int64, error) {
@@ -377,16 +368,6 @@ func (t *Tree) ExtendAll(ctx context.Context, gs []Growth) ([]int64, error) {
 			t.remember(account, gr.b)
 			sizes[gr.g] = gr.b.Size()
 		}
-		var accounts []string
-		var grew []int64
-		for _, gr := range fast {
-			if gr.b != nil && gr.b.Size() > gr.before {
-				accounts, grew = append(accounts, gs[gr.g].Account), append(grew, gr.b.Size())
-			}
-		}
-		if !t.callerHints {
-			t.hints(ctx, accounts, grew)
-		}
 	}
 	unlock()
 	for _, i := range slow {
@@ -420,28 +401,6 @@ func (t *Tree) lockAll(gs []Growth) func() {
 				t.locks[i].Unlock()
 			}
 		}
-	}
-}
-
-// hintChunk bounds the accounts of one command writing size hints: the
-// embedded store holds a connection for each statement of an update
-// until the command ends (see pkg/seqlog).
-const hintChunk = 16
-
-// hints records each grown tree's size as hint does, in commands of at
-// most hintChunk accounts; like hint, failing fails nothing.
-func (t *Tree) hints(ctx context.Context, accounts []string, sizes []int64) {
-	for len(accounts) > 0 {
-		n := min(hintChunk, len(accounts))
-		models := make([]mongo.WriteModel, n)
-		for i := range n {
-			models[i] = mongo.NewUpdateOneModel().
-				SetFilter(bson.D{{Key: "_id", Value: accounts[i]}}).
-				SetUpdate(bson.D{{Key: "$max", Value: bson.D{{Key: "size", Value: sizes[i]}}}}).
-				SetUpsert(true)
-		}
-		_, _ = t.sizes.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-		accounts, sizes = accounts[n:], sizes[n:]
 	}
 }
 
@@ -912,7 +871,7 @@ type sizeDoc struct {
 // each stored record checked).
 func (t *Tree) load(ctx context.Context, account string) (*Builder, error) {
 	h, err := t.sizeHint(ctx, t.sizes, account)
-	if err == nil && h.Size <= 0 && t.oldSizes != nil {
+	if err == nil && h.Size <= 0 {
 		h, err = t.sizeHint(ctx, t.oldSizes, account)
 	}
 	if err != nil {

@@ -44,8 +44,9 @@ func grown(tb testing.TB, account string, n int64) (*tree.Tree, *reads) {
 	tb.Helper()
 	r := &reads{}
 	cl := mongotest.MonitoredClient(tb, r.monitor())
+	db := cl.Database(mongotest.NewDatabase(tb))
 	tr := tree.New(tree.Config{
-		DB: cl.Database(mongotest.NewDatabase(tb)),
+		DB: db, Sizes: db.Collection("heads"),
 		Leaves: func(_ context.Context, _ string, from int64, k int) ([][]byte, error) {
 			out := make([][]byte, 0, k)
 			for seq := from; seq < from+int64(k) && seq <= n; seq++ {
