@@ -135,10 +135,9 @@ func TestAFetchOfAccountsNewToTheProcessFindsTheirHeadsTogether(t *testing.T) {
 	ctx := context.Background()
 	_, mk, finds := findCounted(t)
 	const n = 20
-	fetch := func(round int) []seqlog.Batch { return oneEach("acct_new", n, round) }
 	for round, name := range []string{"new accounts", "accounts new to the writer"} {
 		finds.Store(0)
-		if _, err := mk().AppendBatches(ctx, fetch(round)); err != nil {
+		if _, err := mk().AppendBatches(ctx, oneEach("acct_new", n, round)); err != nil {
 			t.Fatal(err)
 		}
 		if got := finds.Load(); got > 2 {
@@ -229,9 +228,8 @@ func TestNewAccountsCostOneFind(t *testing.T) {
 	ctx := context.Background()
 	db, mk, finds := findCounted(t)
 	const n = 12
-	fetch := func(round int) []seqlog.Batch { return oneEach("acct_one", n, round) }
 	finds.Store(0)
-	if _, err := mk().AppendBatches(ctx, fetch(0)); err != nil {
+	if _, err := mk().AppendBatches(ctx, oneEach("acct_one", n, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if got := finds.Load(); got != 1 {
@@ -241,7 +239,7 @@ func TestNewAccountsCostOneFind(t *testing.T) {
 	if _, err := db.Collection("heads").DeleteOne(ctx, bson.D{{Key: "_id", Value: "acct_one_05"}}); err != nil {
 		t.Fatal(err)
 	}
-	res, err := mk().AppendBatches(ctx, fetch(1))
+	res, err := mk().AppendBatches(ctx, oneEach("acct_one", n, 1))
 	if err != nil {
 		t.Fatal(err)
 	}

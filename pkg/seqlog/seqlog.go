@@ -339,7 +339,9 @@ func (l *Log) Append(ctx context.Context, account string, items []Item) ([]Resul
 	}
 	l.remember(account, t.head)
 	if !l.callerHints {
-		l.hint(ctx, account, t.head)
+		// The hint only saves lookups, and a stale or missing one is
+		// corrected by LoadHead, so failing to write it fails nothing.
+		_ = l.HintHeads(ctx, []HeadHint{{Account: account, Seq: t.head.Seq}})
 	}
 	return results, nil
 }
@@ -616,16 +618,6 @@ func insertedBefore(err error) int {
 		first = min(first, we.Index)
 	}
 	return first
-}
-
-// hint records h as account's head unless a later one is recorded. The
-// hint only saves lookups, and a stale or missing one is corrected by
-// LoadHead, so failing to write it fails nothing.
-func (l *Log) hint(ctx context.Context, account string, h Head) {
-	_, _ = l.heads.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: account}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: "seq", Value: h.Seq}}}},
-		options.UpdateOne().SetUpsert(true))
 }
 
 // AccountOf returns the account of a key made by Key.
