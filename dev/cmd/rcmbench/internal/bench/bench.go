@@ -252,10 +252,6 @@ type env struct {
 	pprof  map[string]string // service -> pprof address
 	logger *slog.Logger
 
-	// cpu is the CPU each process used during the measured part of each
-	// closed-loop phase (closedLoop), summed over the phase's runs.
-	cpu map[string]cpuUse
-
 	// started counts the events the campaign service's relay must
 	// publish on this stack: one per campaign started through the API,
 	// and those of the other commands a scenario sent.
@@ -279,7 +275,7 @@ func withEnv(ctx context.Context, cfg Config, name string, fn func(*env) error) 
 		}
 		os.RemoveAll(dir)
 	}()
-	e := &env{cfg: cfg, name: name, ids: ids.NewGenerator(time.Now), logger: slog.New(slog.DiscardHandler), cpu: map[string]cpuUse{}}
+	e := &env{cfg: cfg, name: name, ids: ids.NewGenerator(time.Now), logger: slog.New(slog.DiscardHandler)}
 	sc := stack.Config{
 		DataDir: dir, BinDir: cfg.BinDir, RandomPorts: true,
 		Env: map[string]string{

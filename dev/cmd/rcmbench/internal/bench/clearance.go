@@ -87,7 +87,7 @@ func clearance(ctx context.Context, e *env) (*Section, error) {
 			runs  *pathRuns
 		}{{"clearance-raw", raw, &raws}, {"clearance-read", read, &reads}, {"clearance", clear, &clears}} {
 			e.logf("%s round %d: %d workers for %s", p.phase, round+1, cfg.Concurrency, cfg.ClearanceDuration)
-			res, err := e.closedLoop(ctx, p.phase, cfg.ClearanceDuration, p.op)
+			res, _, err := e.closedLoop(ctx, p.phase, cfg.ClearanceDuration, p.op)
 			if err != nil {
 				return nil, err
 			}

@@ -160,7 +160,7 @@ func (e *env) growthStep(ctx context.Context, ops *startOps, phase string) (read
 	}
 	e.logf("  list %s, log read %s, verify %s, idle store %.2f cores; start-campaign, %d workers for %s",
 		fmtDur(reads.list), fmtDur(reads.read), fmtDur(reads.verify), reads.idleCPU, e.cfg.Concurrency, e.cfg.GrowthDuration)
-	res, err := ops.measure(ctx, phase, e.cfg.GrowthDuration, ops.gateway)
+	res, _, err := ops.measure(ctx, phase, e.cfg.GrowthDuration, ops.gateway)
 	if err != nil {
 		return reads, res, err
 	}

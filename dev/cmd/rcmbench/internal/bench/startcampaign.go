@@ -22,24 +22,25 @@ import (
 func docOf(account string) string { return "doc_" + strings.TrimPrefix(account, "user_") }
 
 // closedLoop warms up, then measures op with the configured concurrency
-// for d, profiling the measured part. op should not use the context it is
-// given for its request: the run's end then lets in-flight requests
-// finish, so that every request the service accepted is counted.
-func (e *env) closedLoop(ctx context.Context, phase string, d time.Duration, op load.Op) (load.Result, error) {
+// for d, profiling the measured part, and returns its result and the CPU
+// each process used meanwhile. op should not use the context it is given
+// for its request: the run's end then lets in-flight requests finish, so
+// that every request the service accepted is counted.
+func (e *env) closedLoop(ctx context.Context, phase string, d time.Duration, op load.Op) (load.Result, cpuUse, error) {
 	if e.cfg.Warmup > 0 {
 		if _, err := load.Run(ctx, load.Config{Workers: e.cfg.Concurrency, Duration: e.cfg.Warmup}, op); err != nil {
-			return load.Result{}, err
+			return load.Result{}, nil, err
 		}
 	}
 	wait := e.profile(ctx, phase, d)
 	cpu0 := e.cpuNow()
 	res, err := load.Run(ctx, load.Config{Workers: e.cfg.Concurrency, Duration: d}, op)
-	e.cpu[phase] = e.cpu[phase].plus(e.cpuSince(cpu0))
+	cpu := e.cpuSince(cpu0)
 	wait()
 	if err == nil && res.Ops == 0 {
 		err = fmt.Errorf("%s: no request succeeded: %v", phase, res.FirstErr)
 	}
-	return res, err
+	return res, cpu, err
 }
 
 // startOps are the start-campaign requests of accounts, through the
@@ -130,15 +131,15 @@ func (s *startOps) counted() {
 	s.e.started += int(s.created.Swap(0))
 }
 
-// measure runs op in a closed loop for d and waits for the pipeline to
-// settle.
-func (s *startOps) measure(ctx context.Context, phase string, d time.Duration, op load.Op) (load.Result, error) {
-	res, err := s.e.closedLoop(ctx, phase, d, op)
+// measure runs op in a closed loop for d (closedLoop) and waits for the
+// pipeline to settle.
+func (s *startOps) measure(ctx context.Context, phase string, d time.Duration, op load.Op) (load.Result, cpuUse, error) {
+	res, cpu, err := s.e.closedLoop(ctx, phase, d, op)
 	s.counted()
 	if err != nil {
-		return res, err
+		return res, cpu, err
 	}
-	return res, s.e.settle(ctx)
+	return res, cpu, s.e.settle(ctx)
 }
 
 // pathRuns are the rounds of one start-campaign path.
@@ -153,10 +154,10 @@ type pathRuns struct {
 	cpu cpuUse
 }
 
-// addRound adds a round's result and the CPU its phase used on e.
-func (p *pathRuns) addRound(res load.Result, e *env, phase string) {
+// addRound adds a round's result and the CPU it used.
+func (p *pathRuns) addRound(res load.Result, cpu cpuUse) {
 	p.rounds = append(p.rounds, res)
-	p.cpu = p.cpu.plus(e.cpu[phase])
+	p.cpu = p.cpu.plus(cpu)
 }
 
 // perStart is the store commands per campaign started, amortised.
@@ -219,7 +220,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			if err != nil {
 				return err
 			}
-			res, err := ops.measure(ctx, phase, cfg.Duration, op(ops))
+			res, cpu, err := ops.measure(ctx, phase, cfg.Duration, op(ops))
 			if err != nil {
 				return err
 			}
@@ -235,7 +236,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			}
 			e.logf("  %s, p99 %s, %.2f store commands per start", fmtRate(res.Rate()), fmtDur(res.Latencies.Percentile(99)), ratio(after-before, float64(e.started)))
 			backlog, err := e.outboxBacklog(ctx)
-			p.addRound(res, e, phase)
+			p.addRound(res, cpu)
 			p.backlog += backlog
 			p.started += e.started
 			p.commands += after - before
@@ -245,12 +246,12 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			// The same stack, its documents now holding the campaigns
 			// just started.
 			e.logf("attempt-gateway: %d workers for %s", cfg.Concurrency, cfg.Duration)
-			ares, err := e.closedLoop(ctx, "attempt-gateway", cfg.Duration, ops.attempt)
+			ares, acpu, err := e.closedLoop(ctx, "attempt-gateway", cfg.Duration, ops.attempt)
 			if err != nil {
 				return err
 			}
 			e.logf("  %s, p99 %s", fmtRate(ares.Rate()), fmtDur(ares.Latencies.Percentile(99)))
-			attempts.addRound(ares, e, "attempt-gateway")
+			attempts.addRound(ares, acpu)
 			if err := e.settle(ctx); err != nil {
 				return err
 			}
@@ -272,12 +273,12 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			if err := e.drainOutboxes(ctx); err != nil {
 				return err
 			}
-			fres, err := e.closedLoop(ctx, "attempt-gateway-fresh", cfg.Duration, ones.attempt)
+			fres, fcpu, err := e.closedLoop(ctx, "attempt-gateway-fresh", cfg.Duration, ones.attempt)
 			if err != nil {
 				return err
 			}
 			e.logf("  %s, p99 %s", fmtRate(fres.Rate()), fmtDur(fres.Latencies.Percentile(99)))
-			fresh.addRound(fres, e, "attempt-gateway-fresh")
+			fresh.addRound(fres, fcpu)
 			return e.settle(ctx)
 		})
 	}
@@ -370,7 +371,7 @@ func (e *env) rawInsertOne(ctx context.Context) (load.Result, error) {
 		return load.Result{}, err
 	}
 	accounts := names("user_raw", e.cfg.Accounts)
-	return e.closedLoop(ctx, "start-raw", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
+	res, _, err := e.closedLoop(ctx, "start-raw", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
 		a := accounts[i%len(accounts)]
 		// A document of its own each time: a record's _id is its document's.
 		rec, err := pendingRecord(startedEvent(e.ids, a, e.ids.New("doc_"), time.Now()))
@@ -380,6 +381,7 @@ func (e *env) rawInsertOne(ctx context.Context) (load.Result, error) {
 		_, err = coll.InsertOne(ctx, rec)
 		return err
 	})
+	return res, err
 }
 
 // drainOutboxes waits until every event published has left its outbox:
@@ -461,7 +463,7 @@ func (e *env) rawReadUpdate(ctx context.Context) (res load.Result, lost int64, e
 		return load.Result{}, 0, err
 	}
 	var lostCAS atomic.Int64
-	res, err = e.closedLoop(ctx, "start-raw-update", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
+	res, _, err = e.closedLoop(ctx, "start-raw-update", e.cfg.RawDuration, func(_ context.Context, _, i int) error {
 		a := accounts[i%len(accounts)]
 		doc := docOf(a)
 		campaign, event, err := startElements(startedEvent(e.ids, a, doc, time.Now()))
