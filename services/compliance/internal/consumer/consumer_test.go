@@ -304,3 +304,21 @@ func TestRebalanceWhileTheStoreIsDown(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparationLeavesACoreToTheWrite: a batch is prepared on every core
+// but one, one goroutine per 16 records, and on one goroutine at least,
+// however few the cores or the records.
+func TestPreparationLeavesACoreToTheWrite(t *testing.T) {
+	for _, c := range []struct{ records, procs, want int }{
+		{1000, 2, 1},
+		{1000, 8, 7},
+		{40, 8, 3},
+		{10, 8, 1},
+		{1000, 1, 1},
+		{0, 4, 1},
+	} {
+		if got := consumer.PrepareWorkers(c.records, c.procs); got != c.want {
+			t.Errorf("%d records on %d cores: %d goroutines, want %d", c.records, c.procs, got, c.want)
+		}
+	}
+}
