@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -90,6 +91,7 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 		return nil, err
 	}
 	wait := e.profile(ctx, "compliance-append", 5*time.Second)
+	cpu0 := e.cpuNow()
 	start := time.Now()
 	if err := e.kafka.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return nil, fmt.Errorf("produce: %w", err)
@@ -99,6 +101,7 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 		return nil, err
 	}
 	appendTook := time.Since(start)
+	appendCPU := e.cpuSince(cpu0)
 	cmdsAfter, err := e.commandsByName(ctx, stack.Compliance)
 	if err != nil {
 		return nil, err
@@ -140,7 +143,7 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 	}
 
 	e.logf("raw InsertMany of the same entries and tree records, batches of %d", batch)
-	rawTook, err := e.rawInsertMany(ctx, byAccount)
+	rawTook, rawCPU, err := e.rawInsertMany(ctx, byAccount)
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +190,20 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 		"proofs in another, the checkpoints in one insert) and delivers together (their cosignatures in one insert, their "+
 		"publication marks in a write per 16 accounts); the appends came in %d partition batches. The raw writer sent %d.",
 		fmtInt(int(cmdCount)), 100*cmdCount/float64(n), cmds, signed, partitionBatches, 2*len(byAccount))
+	target := 0.8 * rate(rawTook)
+	perEntry := func(d time.Duration) string {
+		return fmt.Sprintf("%.0f µs", float64(d)/float64(n)/float64(time.Microsecond))
+	}
+	cores := func(rate float64, d time.Duration) float64 {
+		return rate * float64(d) / float64(n) / float64(time.Second)
+	}
+	sec.note("CPU per entry (each service's utime and stime from /proc/<pid>/stat, this process's rusage): during the burst, "+
+		"compliance %s and this process (the embedded store and broker) %s; during the raw insert, this process (the store and "+
+		"the raw writer) %s, compliance %s. At 0.8× of the raw rate (%s, the target) the burst's work would keep %.2f of this "+
+		"machine's %d cores busy; the raw insert kept %.2f busy at its own rate.",
+		perEntry(appendCPU[stack.Compliance]), perEntry(appendCPU["rcmbench"]), perEntry(rawCPU["rcmbench"]),
+		perEntry(rawCPU[stack.Compliance]), fmtRate(target), cores(target, appendCPU[stack.Compliance]+appendCPU["rcmbench"]),
+		runtime.NumCPU(), cores(rate(rawTook), rawCPU["rcmbench"]+rawCPU[stack.Compliance]))
 	return sec, nil
 }
 
@@ -221,12 +238,12 @@ func (e *env) waitLag(ctx context.Context, group string) error {
 // rawInsertMany inserts each account's entries, chained, with one
 // ordered InsertMany per account, and its tree records (logseed: the
 // documents the service writes) with one more, and returns the time the
-// inserts took.
-func (e *env) rawInsertMany(ctx context.Context, byAccount [][]events.Event) (time.Duration, error) {
+// inserts took and the CPU each process used meanwhile.
+func (e *env) rawInsertMany(ctx context.Context, byAccount [][]events.Event) (time.Duration, cpuUse, error) {
 	db := e.mongo.Database(scratchDB)
 	entries, records := db.Collection(logseed.EntriesCollection), db.Collection(logseed.HashesCollection)
 	if err := ensureEntryIndexes(ctx, entries); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	type account struct{ entries, records []any }
 	docs := make([]account, 0, len(byAccount))
@@ -237,26 +254,28 @@ func (e *env) rawInsertMany(ctx context.Context, byAccount [][]events.Event) (ti
 		for _, ev := range evs {
 			data, err := json.Marshal(ev)
 			if err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 			en, rec, err := c.Add(ev, data, at)
 			if err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 			a.entries, a.records = append(a.entries, en), append(a.records, rec)
 		}
 		docs = append(docs, a)
 	}
+	cpu0 := e.cpuNow()
 	start := time.Now()
 	for _, a := range docs {
 		if _, err := entries.InsertMany(ctx, a.entries, options.InsertMany().SetOrdered(true)); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if _, err := records.InsertMany(ctx, a.records, options.InsertMany().SetOrdered(false)); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
-	return time.Since(start), nil
+	took := time.Since(start)
+	return took, e.cpuSince(cpu0), nil
 }
 
 // commandUse is what a service's store commands of one name cost.
