@@ -275,6 +275,17 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 	sec.row("feed RSS: before → connected → after delivery", fmt.Sprintf("%s → %s → %s MiB",
 		fmtMiB(rssBefore), fmtMiB(rssConnected), fmtMiB(rssDelivered)))
 	sec.row("feed memory per subscriber (RSS growth / subscribers), connected / after delivery", fmt.Sprintf("%.1f KiB / %.1f KiB", perSub, perSubDelivered))
+	lim, limErr := readFeedLimits(feedManifest)
+	if limErr != nil {
+		sec.row("feed memory against the deploy's limits", fmt.Sprintf("not read: %v", limErr))
+	} else {
+		share := func(kib int64) string {
+			return fmt.Sprintf("%s MiB (%.0f%%)", fmtMiB(kib), 100*float64(kib<<10)/float64(lim.soft))
+		}
+		atCap := rssBefore + int64(perSubDelivered*float64(lim.streams))
+		sec.row(fmt.Sprintf("feed memory ÷ the deploy's GOMEMLIMIT (%s MiB): %s streams after delivery / the cap of %s",
+			fmtMiB(lim.soft>>10), fmtInt(subs), fmtInt(int(lim.streams))), share(rssDelivered)+" / "+share(atCap))
+	}
 	sec.note("Subscribers connect straight to the feed service with principals signed as the gateway signs them: through " +
 		"the gateway every stream would be two sockets and two relays on this one machine, and the gateway's cap of " +
 		"streams per account would apply. The open-files limit was raised for this process, and the feed, its child, " +
@@ -300,6 +311,12 @@ func fanOut(ctx context.Context, e *env) (*Section, error) {
 		"statement of an update is a transaction of its own).")
 	sec.note("Memory: the first instance's VmRSS from /proc before connecting (the feed restarted at the start of this scenario, " +
 		"so that it holds nothing an earlier one left), 1 s after the last subscriber connected, and after both rounds.")
+	if limErr == nil {
+		sec.note("The deploy (%s) gives a feed instance a memory limit of %s MiB, a GOMEMLIMIT of %s MiB and at most %s "+
+			"streams (RCM_FEED_MAX_STREAMS); the memory at that cap is this run's RSS before connecting plus %s times its "+
+			"memory per subscriber after delivery.", feedManifest, fmtMiB(lim.limit>>10), fmtMiB(lim.soft>>10),
+			fmtInt(int(lim.streams)), fmtInt(int(lim.streams)))
+	}
 	return sec, nil
 }
 
