@@ -194,8 +194,10 @@ func complianceAppend(ctx context.Context, e *env) (*Section, error) {
 	perEntry := func(d time.Duration) string {
 		return fmt.Sprintf("%.0f µs", float64(d)/float64(n)/float64(time.Microsecond))
 	}
-	cores := func(rate float64, d time.Duration) float64 {
-		return rate * float64(d) / float64(n) / float64(time.Second)
+	// cores is how many cores the CPU d, spent on n entries, keeps busy
+	// at perSecond entries a second.
+	cores := func(perSecond float64, d time.Duration) float64 {
+		return perSecond * float64(d) / float64(n) / float64(time.Second)
 	}
 	sec.note("CPU per entry (each service's utime and stime from /proc/<pid>/stat, this process's rusage): during the burst, "+
 		"compliance %s and this process (the embedded store and broker) %s; during the raw insert, this process (the store and "+
@@ -274,7 +276,7 @@ func (e *env) rawInsertMany(ctx context.Context, byAccount [][]events.Event) (ti
 			return 0, nil, err
 		}
 	}
-	took := time.Since(start)
+	took := time.Since(start) // before reading the CPU, which is not part of the inserts
 	return took, e.cpuSince(cpu0), nil
 }
 
