@@ -98,6 +98,7 @@ var (
 		"rcm_kafka_fetch_compressed_bytes_total",
 		"rcm_kafka_fetch_batches_total",
 		"rcm_kafka_fetch_records_total",
+		"rcm_kafka_requests_total",
 	}
 	gauges = []string{
 		"rcm_http_requests_in_flight",

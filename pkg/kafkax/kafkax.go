@@ -50,7 +50,8 @@ func Brokers(list string) []string {
 
 // NewClient returns a client of brokers named clientID, with logging,
 // franz-go's kprom metrics registered on reg under the rcm_kafka namespace
-// and labelled client_id=clientID, and kotel's tracing hooks, plus opts.
+// and labelled client_id=clientID, with its requests counted by type
+// (rcm_kafka_requests_total), and kotel's tracing hooks, plus opts.
 // Each client gets its own hooks: a kprom hook serves one client.
 func NewClient(conn Conn, clientID string, reg prometheus.Registerer, logger *slog.Logger, opts ...kgo.Opt) (*kgo.Client, error) {
 	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"client_id": clientID}, reg)
@@ -60,7 +61,7 @@ func NewClient(conn Conn, clientID string, reg prometheus.Registerer, logger *sl
 	all := append([]kgo.Opt{
 		kgo.SeedBrokers(conn.Brokers...),
 		kgo.ClientID(clientID),
-		kgo.WithHooks(metrics),
+		kgo.WithHooks(metrics, newRequestCounts(labelled)),
 		kgo.WithHooks(traceHooks(clientID)...),
 		kgo.WithLogger(slogLogger{logger.With(slog.String("kafka_client", clientID))}),
 		// Notice a restarted or moved broker quickly.
