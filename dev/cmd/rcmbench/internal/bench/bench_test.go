@@ -98,3 +98,22 @@ func TestProcCPU(t *testing.T) {
 		t.Fatal("a cut line parsed")
 	}
 }
+
+func TestHasLabels(t *testing.T) {
+	for _, c := range []struct {
+		set, labels string
+		want        bool
+	}{
+		{`{client_id="rcm-relay",request="Produce"}`, `request="Produce"`, true},
+		{`{client_id="rcm-relay",request="Fetch"}`, `request="Produce"`, false},
+		{`{client_id="rcm-relay",request="Produce"}`, `client_id="rcm-relay",request="Produce"`, true},
+		{`{request="Produce"}`, `client_id="rcm-relay",request="Produce"`, false},
+		{``, ``, true},
+		{``, `outcome="ok"`, false},
+		{`{outcome="ok"}`, ``, true},
+	} {
+		if got := hasLabels(c.set, c.labels); got != c.want {
+			t.Errorf("hasLabels(%q, %q) = %v, want %v", c.set, c.labels, got, c.want)
+		}
+	}
+}

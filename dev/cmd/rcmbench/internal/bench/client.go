@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -118,8 +119,12 @@ func campaignID(body []byte) (string, error) {
 	return out.Campaign.ID, nil
 }
 
+// errNoMetric is a metric with no sample: a name no service exposes, or
+// a counter with labels that has counted nothing yet.
+var errNoMetric = errors.New("no metric")
+
 // metric sums every sample of a metric on a service's /metrics; a name
-// with labels (`name{label="v"}`) reads that one sample.
+// with labels (`name{label="v"}`) sums the samples that carry them.
 func (e *env) metric(ctx context.Context, service, name string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.stk.URL(service)+"/metrics", nil)
 	if err != nil {
@@ -130,17 +135,17 @@ func (e *env) metric(ctx context.Context, service, name string) (float64, error)
 		return 0, err
 	}
 	defer resp.Body.Close()
+	base, labels, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
 	var sum float64
 	found := false
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.Contains(name, "{") {
-			if !strings.HasPrefix(line, name+" ") {
-				continue
-			}
-		} else if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+		if !strings.HasPrefix(line, base+" ") && !strings.HasPrefix(line, base+"{") {
+			continue
+		}
+		if !hasLabels(line[len(base):strings.LastIndexByte(line, ' ')], labels) {
 			continue
 		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
@@ -154,9 +159,25 @@ func (e *env) metric(ctx context.Context, service, name string) (float64, error)
 		return 0, err
 	}
 	if !found {
-		return 0, fmt.Errorf("%s has no metric %s", service, name)
+		return 0, fmt.Errorf("%s: %w %s", service, errNoMetric, name)
 	}
 	return sum, nil
+}
+
+// hasLabels reports whether a sample's label set ({a="x",b="y"}, or
+// none) holds each of labels (a="x",…; "" holds in every set). Label
+// values here hold no comma.
+func hasLabels(set, labels string) bool {
+	if labels == "" {
+		return true
+	}
+	have := strings.Split(strings.Trim(set, "{}"), ",")
+	for _, l := range strings.Split(labels, ",") {
+		if !slices.Contains(have, l) {
+			return false
+		}
+	}
+	return true
 }
 
 // settle waits until every event is recorded: the relay has published

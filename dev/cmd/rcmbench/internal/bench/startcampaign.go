@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -142,14 +143,29 @@ func (s *startOps) measure(ctx context.Context, phase string, d time.Duration, o
 	return res, cpu, s.e.settle(ctx)
 }
 
+// settled waits for an attempt round's events to be recorded and to leave
+// their outboxes, and adds to p the attempts recorded (warm-up included)
+// and the campaign service's counts since commands and produces were read.
+func (s *startOps) settled(ctx context.Context, p *pathRuns, commands, produces float64) error {
+	if err := s.e.settle(ctx); err != nil {
+		return err
+	}
+	if err := s.e.drainOutboxes(ctx); err != nil {
+		return err
+	}
+	p.started += int(s.attempted.Swap(0))
+	return p.addCounts(ctx, s.e, commands, produces)
+}
+
 // pathRuns are the rounds of one start-campaign path.
 type pathRuns struct {
 	rounds  []load.Result
 	backlog int // events still in outboxes, waiting for removal, summed
 	started int
-	// commands counts the campaign service's store commands from the
-	// start of the round's load to its settling, all of them.
-	commands float64
+	// commands and produces count the campaign service's store commands
+	// and Kafka produce requests from the start of the round's load until
+	// every event left its outbox, all of them.
+	commands, produces float64
 	// cpu is the CPU each process used during the rounds' measured load.
 	cpu cpuUse
 }
@@ -160,8 +176,38 @@ func (p *pathRuns) addRound(res load.Result, cpu cpuUse) {
 	p.cpu = p.cpu.plus(cpu)
 }
 
-// perStart is the store commands per campaign started, amortised.
+// perStart is the store commands per campaign started (or attempt
+// recorded), amortised.
 func (p *pathRuns) perStart() float64 { return ratio(p.commands, float64(p.started)) }
+
+// producesPerStart is the Kafka produce requests per campaign started (or
+// attempt recorded), amortised.
+func (p *pathRuns) producesPerStart() float64 { return ratio(p.produces, float64(p.started)) }
+
+// produceRequests is the metric of every Kafka client's produce requests.
+const produceRequests = `rcm_kafka_requests_total{request="Produce"}`
+
+// campaignCounts reads the campaign service's store commands and Kafka
+// produce requests so far.
+func (e *env) campaignCounts(ctx context.Context) (commands, produces float64, err error) {
+	if commands, err = e.metric(ctx, stack.Campaign, storeCommands); err != nil {
+		return 0, 0, err
+	}
+	// The counter of produce requests has no sample before the first.
+	if produces, err = e.metric(ctx, stack.Campaign, produceRequests); errors.Is(err, errNoMetric) {
+		return commands, 0, nil
+	}
+	return commands, produces, err
+}
+
+// addCounts adds to p the campaign service's counts since commands and
+// produces were read.
+func (p *pathRuns) addCounts(ctx context.Context, e *env, commands, produces float64) error {
+	c, pr, err := e.campaignCounts(ctx)
+	p.commands += c - commands
+	p.produces += pr - produces
+	return err
+}
 
 // total is every round's requests and latencies over every round's time.
 func (p *pathRuns) total() load.Result {
@@ -216,7 +262,7 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 				e.logf("  %s, p99 %s", fmtRate(rawUpdate.Rate()), fmtDur(rawUpdate.Latencies.Percentile(99)))
 			}
 			e.logf("%s: %d workers for %s", phase, cfg.Concurrency, cfg.Duration)
-			before, err := e.metric(ctx, stack.Campaign, storeCommands)
+			commands, produces, err := e.campaignCounts(ctx)
 			if err != nil {
 				return err
 			}
@@ -230,31 +276,32 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			if err := e.drainOutboxes(ctx); err != nil {
 				return err
 			}
-			after, err := e.metric(ctx, stack.Campaign, storeCommands)
-			if err != nil {
+			if err := p.addCounts(ctx, e, commands, produces); err != nil {
 				return err
 			}
-			e.logf("  %s, p99 %s, %.2f store commands per start", fmtRate(res.Rate()), fmtDur(res.Latencies.Percentile(99)), ratio(after-before, float64(e.started)))
 			backlog, err := e.outboxBacklog(ctx)
 			p.addRound(res, cpu)
 			p.backlog += backlog
 			p.started += e.started
-			p.commands += after - before
+			e.logf("  %s, p99 %s, %.2f store commands and %.2f produce requests per start", fmtRate(res.Rate()), fmtDur(res.Latencies.Percentile(99)), p.perStart(), p.producesPerStart())
 			if err != nil || attempts == nil || p != &gw {
 				return err
 			}
 			// The same stack, its documents now holding the campaigns
 			// just started.
 			e.logf("attempt-gateway: %d workers for %s", cfg.Concurrency, cfg.Duration)
+			if commands, produces, err = e.campaignCounts(ctx); err != nil {
+				return err
+			}
 			ares, acpu, err := e.closedLoop(ctx, "attempt-gateway", cfg.Duration, ops.attempt)
 			if err != nil {
 				return err
 			}
-			e.logf("  %s, p99 %s", fmtRate(ares.Rate()), fmtDur(ares.Latencies.Percentile(99)))
 			attempts.addRound(ares, acpu)
-			if err := e.settle(ctx); err != nil {
+			if err := ops.settled(ctx, attempts, commands, produces); err != nil {
 				return err
 			}
+			e.logf("  %s, p99 %s, %.2f store commands and %.2f produce requests per attempt", fmtRate(ares.Rate()), fmtDur(ares.Latencies.Percentile(99)), attempts.perStart(), attempts.producesPerStart())
 			// The same again on documents holding one campaign each, as
 			// the start round's records held one or two: a command costs
 			// the store more as its record grows.
@@ -273,13 +320,19 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 			if err := e.drainOutboxes(ctx); err != nil {
 				return err
 			}
+			if commands, produces, err = e.campaignCounts(ctx); err != nil {
+				return err
+			}
 			fres, fcpu, err := e.closedLoop(ctx, "attempt-gateway-fresh", cfg.Duration, ones.attempt)
 			if err != nil {
 				return err
 			}
-			e.logf("  %s, p99 %s", fmtRate(fres.Rate()), fmtDur(fres.Latencies.Percentile(99)))
 			fresh.addRound(fres, fcpu)
-			return e.settle(ctx)
+			if err := ones.settled(ctx, &fresh, commands, produces); err != nil {
+				return err
+			}
+			e.logf("  %s, p99 %s, %.2f store commands and %.2f produce requests per attempt", fmtRate(fres.Rate()), fmtDur(fres.Latencies.Percentile(99)), fresh.perStart(), fresh.producesPerStart())
+			return nil
 		})
 	}
 	for round := range cfg.Rounds {
@@ -356,7 +409,13 @@ func startCampaign(ctx context.Context, cfg Config) (*Section, error) {
 		target*ratio(float64(gw.cpu.services()), float64(gwTotal.Ops))/float64(time.Second), runtime.NumCPU())
 	sec.note("Store commands per start, all of the campaign service's (its command monitor, rcm_mongodb_command_duration_seconds_count, "+
 		"from the start of a round's load until every event had left its outbox, the relay's removals included), amortised: %.2f through the gateway, "+
-		"%.2f straight to the service.", gw.perStart(), direct.perStart())
+		"%.2f straight to the service; per contact attempt (warm-ups included, counted the same way): %.2f, and %.2f on records of one campaign.",
+		gw.perStart(), direct.perStart(), att.perStart(), fresh.perStart())
+	sec.note("Kafka produce requests per start, all of the campaign service's (rcm_kafka_requests_total{request=\"Produce\"}, the relay "+
+		"publishing the events, counted over the same spans): %.2f through the gateway, %.2f straight to the service; per contact "+
+		"attempt: %.2f, and %.2f on records of one campaign. The relay hands each event to its producer once the record holding it "+
+		"is written, and the producer lingers for none: events buffered while it is busy share a request.",
+		gw.producesPerStart(), direct.producesPerStart(), att.producesPerStart(), fresh.producesPerStart())
 	if gwTotal.Errors+directTotal.Errors+raw.Errors+rawUpdate.Errors+attTotal.Errors+freshTotal.Errors > 0 {
 		sec.note("First errors: gateway %v; direct %v; raw %v; raw update %v; attempts %v; attempts on records of one campaign %v.", gwTotal.FirstErr, directTotal.FirstErr, raw.FirstErr, rawUpdate.FirstErr, attTotal.FirstErr, freshTotal.FirstErr)
 	}
